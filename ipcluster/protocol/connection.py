@@ -1,0 +1,147 @@
+"""Connection files and the IPython-style profile directory they live in.
+
+A cluster is named by ``(profile, cluster_id)``.  Its files live in
+``$IPYTHONDIR/profile_<profile>/security/`` (mode 0700):
+
+* ``ipcluster-<cluster_id>-connection.json`` — written by the controller once every socket is bound
+  (mode 0600, atomically: temp file then ``os.replace``); read by engines and clients.
+* ``ipcluster-<cluster_id>.json`` — written by whoever started the cluster (``Cluster``): pids,
+  launcher state, so ``ipcluster list/stop`` and ``Cluster.from_file()`` can find it.
+
+With an empty cluster id the names are ``ipcluster-connection.json`` / ``ipcluster.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ipcluster.errors import ConnectionFileError
+
+#: Socket roles a controller binds, in connection-file order.
+SOCKET_ROLES = ("hub", "mux_front", "mux_back", "control_front", "control_back",
+                "iopub", "hb_ping", "hb_pong")
+
+
+def ipython_dir() -> Path:
+    """``$IPYTHONDIR`` or ``~/.ipython``."""
+    env = os.environ.get("IPYTHONDIR")
+    return Path(env).expanduser() if env else Path.home() / ".ipython"
+
+
+def profile_dir(profile: str | None = None, ipython_dir_: str | os.PathLike[str] | None = None) -> Path:
+    """The directory of *profile* (default ``"default"``), created if missing."""
+    base = Path(ipython_dir_).expanduser() if ipython_dir_ else ipython_dir()
+    path = base / f"profile_{profile or 'default'}"
+    for sub in ("", "security", "log", "pid"):
+        d = path / sub
+        d.mkdir(parents=True, exist_ok=True)
+    os.chmod(path / "security", 0o700)
+    return path
+
+
+def security_dir(profile_path: str | os.PathLike[str]) -> Path:
+    return Path(profile_path) / "security"
+
+
+def _suffix(cluster_id: str) -> str:
+    return f"-{cluster_id}" if cluster_id else ""
+
+
+def connection_file_path(profile_path: str | os.PathLike[str], cluster_id: str = "") -> Path:
+    return security_dir(profile_path) / f"ipcluster{_suffix(cluster_id)}-connection.json"
+
+
+def cluster_file_path(profile_path: str | os.PathLike[str], cluster_id: str = "") -> Path:
+    return security_dir(profile_path) / f"ipcluster{_suffix(cluster_id)}.json"
+
+
+@dataclass
+class ConnectionInfo:
+    """Everything a process needs to join a cluster.
+
+    ``location`` is the address others connect to (the advertised address); ``ports`` maps each
+    role in :data:`SOCKET_ROLES` to the port the controller bound.
+    """
+
+    key: str
+    location: str = "127.0.0.1"
+    transport: str = "tcp"
+    ports: dict[str, int] = field(default_factory=dict)
+    cluster_id: str = ""
+    signature_scheme: str = "hmac-sha256"
+    controller_pid: int | None = None
+    version: str = ""
+    heartbeat_period: float = 3.0
+
+    def url(self, role: str) -> str:
+        try:
+            port = self.ports[role]
+        except KeyError:
+            raise ConnectionFileError(f"connection info has no port for socket {role!r}") from None
+        return f"{self.transport}://{self.location}:{port}"
+
+    @property
+    def key_bytes(self) -> bytes:
+        return self.key.encode("ascii")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "connection info") -> "ConnectionInfo":
+        if not isinstance(d, dict):
+            raise ConnectionFileError(f"{source}: expected a JSON object")
+        missing = [k for k in ("key", "ports") if k not in d]
+        if missing:
+            raise ConnectionFileError(f"{source}: missing field(s) {', '.join(missing)}")
+        known = {f for f in cls.__dataclass_fields__}
+        info = cls(**{k: v for k, v in d.items() if k in known})
+        absent = [r for r in SOCKET_ROLES if r not in info.ports]
+        if absent:
+            raise ConnectionFileError(f"{source}: no port for socket(s) {', '.join(absent)}")
+        return info
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Write *data* as JSON to *path* with mode 0600, atomically (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConnectionFileError(f"connection file not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise ConnectionFileError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConnectionFileError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_connection_file(path: str | os.PathLike[str], info: ConnectionInfo) -> None:
+    write_json_atomic(path, info.to_dict())
+
+
+def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
+    return ConnectionInfo.from_dict(read_json(path), source=str(path))

@@ -1,0 +1,56 @@
+"""Message types, by socket role.  ``docs/protocol.md`` describes each one's content.
+
+Names are snake_case ``*_request`` / ``*_reply`` / ``*_notification``; output messages that mirror
+Jupyter's iopub (``stream``, ``display_data``, ``execute_result``, ``error``) keep Jupyter's names.
+"""
+
+from __future__ import annotations
+
+# hub socket (client/supervisor DEALER <-> controller ROUTER)
+CONNECTION_REQUEST = "connection_request"
+CONNECTION_REPLY = "connection_reply"
+QUEUE_STATUS_REQUEST = "queue_status_request"
+QUEUE_STATUS_REPLY = "queue_status_reply"
+CONTROLLER_SHUTDOWN_REQUEST = "controller_shutdown_request"
+CONTROLLER_SHUTDOWN_REPLY = "controller_shutdown_reply"
+DISCONNECT_NOTIFICATION = "disconnect_notification"
+ENGINE_DIED_NOTIFICATION = "engine_died_notification"
+ENGINE_REGISTERED_NOTIFICATION = "engine_registered_notification"
+ENGINE_UNREGISTERED_NOTIFICATION = "engine_unregistered_notification"
+CONTROLLER_SHUTDOWN_NOTIFICATION = "controller_shutdown_notification"
+
+# mux (client -> controller -> engine, and back)
+APPLY_REQUEST = "apply_request"
+APPLY_REPLY = "apply_reply"
+EXECUTE_REQUEST = "execute_request"
+EXECUTE_REPLY = "execute_reply"
+ENGINE_READY_NOTIFICATION = "engine_ready_notification"
+
+# output, sent by an engine to the requesting client before the reply, teed on iopub
+STREAM = "stream"
+DISPLAY_DATA = "display_data"
+EXECUTE_RESULT = "execute_result"
+ERROR = "error"
+OUTPUT_TYPES = frozenset({STREAM, DISPLAY_DATA, EXECUTE_RESULT, ERROR})
+
+# control (client -> controller -> engine control thread, and back)
+ABORT_REQUEST = "abort_request"
+ABORT_REPLY = "abort_reply"
+CLEAR_REQUEST = "clear_request"
+CLEAR_REPLY = "clear_reply"
+SHUTDOWN_REQUEST = "shutdown_request"
+SHUTDOWN_REPLY = "shutdown_reply"
+SIGNAL_REQUEST = "signal_request"
+SIGNAL_REPLY = "signal_reply"
+REGISTRATION_REQUEST = "registration_request"
+REGISTRATION_REPLY = "registration_reply"
+UNREGISTRATION_NOTIFICATION = "unregistration_notification"
+
+REPLY_FOR = {
+    APPLY_REQUEST: APPLY_REPLY,
+    EXECUTE_REQUEST: EXECUTE_REPLY,
+    ABORT_REQUEST: ABORT_REPLY,
+    CLEAR_REQUEST: CLEAR_REPLY,
+    SHUTDOWN_REQUEST: SHUTDOWN_REPLY,
+    SIGNAL_REQUEST: SIGNAL_REPLY,
+}

@@ -1,0 +1,80 @@
+"""Object serialization: cloudpickle with pickle-5 out-of-band buffers.
+
+``serialize_object(obj)`` returns a list of buffers: the pickle stream first, then every large
+contiguous buffer the object holds (NumPy arrays, ``bytes``, ``bytearray``, ``memoryview``) as its own
+item, referenced, not copied.  The caller sends them as separate zmq frames with ``copy=False``.
+
+``deserialize_object(frames)`` rebuilds the object on top of the received frames without copying
+them; pyzmq frames are writable, so a received NumPy array is writable too.
+
+Functions, lambdas, closures and classes defined in ``__main__`` (a script, IPython, a notebook) are
+pickled by value (cloudpickle); everything importable is pickled by reference.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, Callable, Sequence
+
+import cloudpickle
+
+#: Buffers smaller than this stay inside the pickle stream (a separate frame costs more).
+BUFFER_THRESHOLD = 64 * 1024
+
+_PROTOCOL = 5
+
+
+def _rebuild_memoryview(buf: Any) -> memoryview:
+    return memoryview(buf)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus out-of-band transport for large ``bytes`` and ``memoryview`` objects."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        t = type(obj)
+        if t is bytes and len(obj) >= BUFFER_THRESHOLD:
+            return bytes, (pickle.PickleBuffer(obj),)
+        if t is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
+            return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
+        return super().reducer_override(obj)
+
+
+def _buffer_callback(buffers: list[Any]) -> Callable[[pickle.PickleBuffer], bool]:
+    def callback(pb: pickle.PickleBuffer) -> bool:
+        try:
+            raw = pb.raw()
+        except BufferError:  # non-contiguous: serialize in-band
+            return True
+        if raw.nbytes < BUFFER_THRESHOLD:
+            return True
+        buffers.append(raw)
+        return False
+
+    return callback
+
+
+def serialize_object(obj: Any) -> list[Any]:
+    """Pickle *obj*; return ``[pickle_stream, oob_buffer, ...]``."""
+    buffers: list[Any] = []
+    f = io.BytesIO()
+    _Pickler(f, protocol=_PROTOCOL, buffer_callback=_buffer_callback(buffers)).dump(obj)
+    return [f.getbuffer(), *buffers]
+
+
+def deserialize_object(frames: Sequence[Any]) -> Any:
+    """Inverse of :func:`serialize_object`; *frames* may be zmq Frames, bytes or memoryviews."""
+    if not frames:
+        raise ValueError("no frames to deserialize")
+    return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def pack_apply_message(f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
+    """Buffers for an apply request: ``(f, args, kwargs)`` pickled as one object."""
+    return serialize_object((f, tuple(args), dict(kwargs)))
+
+
+def unpack_apply_message(frames: Sequence[Any]) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    f, args, kwargs = deserialize_object(frames)
+    return f, args, kwargs
