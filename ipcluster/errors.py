@@ -8,6 +8,7 @@ the raised object is an instance of *both* ``RemoteError`` and the original type
 
 from __future__ import annotations
 
+import types
 from typing import Any, Iterable, Sequence
 
 
@@ -214,6 +215,7 @@ def make_remote_error(
         except Exception:
             pass
         err.args = original.args
+        _copy_builtin_fields(err, original)
     else:
         err.args = (ename, evalue)
     _fill_remote(err, ename, evalue, traceback, engine_info)
@@ -222,27 +224,43 @@ def make_remote_error(
     return err
 
 
-class CompositeError(RemoteError):
-    """Several engines raised: holds one :class:`RemoteError` per failing engine.
+def _copy_builtin_fields(err: BaseException, original: BaseException) -> None:
+    """Copy the C-level fields of built-in exceptions (``OSError.errno``, ``.filename``, ...).
 
-    ``elist`` keeps them in engine order; :meth:`raise_exception` re-raises one of them.
+    They live in slots, not in ``__dict__``, and ``__new__`` without arguments leaves them ``None``.
+    """
+    for klass in type(original).__mro__:
+        if klass.__module__ != "builtins":
+            continue
+        for name, descr in vars(klass).items():
+            if isinstance(descr, types.MemberDescriptorType) and not name.startswith("__"):
+                try:
+                    setattr(err, name, getattr(original, name))
+                except (AttributeError, TypeError):
+                    pass
+
+
+class CompositeError(RemoteError):
+    """Several requests failed: holds each failure (a :class:`RemoteError`, :class:`EngineError`, ...).
+
+    ``elist`` keeps them in request order; :meth:`raise_exception` re-raises one of them.
     """
 
-    def __init__(self, message: str, elist: Sequence[RemoteError]):
+    def __init__(self, message: str, elist: Sequence[BaseException]):
         self.elist = list(elist)
         first = self.elist[0] if self.elist else None
         super().__init__(
             "CompositeError",
             message,
-            "\n".join(e.traceback for e in self.elist),
-            first.engine_info if first is not None else {},
+            "\n".join(getattr(e, "traceback", "") or "" for e in self.elist),
+            dict(getattr(first, "engine_info", {}) or {}),
         )
         self.message = message
 
     def __str__(self) -> str:
         lines = [f"{self.message}"]
         for e in self.elist[:8]:
-            lines.append(f"  {RemoteError.__str__(e)}")
+            lines.append(f"  {_describe(e)}")
         if len(self.elist) > 8:
             lines.append(f"  ... {len(self.elist) - 8} more")
         return "\n".join(lines)
@@ -250,13 +268,23 @@ class CompositeError(RemoteError):
     def render_traceback(self) -> list[str]:
         lines: list[str] = []
         for e in self.elist:
-            lines.append(f"[{e.engine_id}:{e.engine_info.get('method', 'apply')}]: ")
-            lines.extend(e.render_traceback())
+            info = getattr(e, "engine_info", {}) or {}
+            lines.append(f"[{info.get('engine_id', getattr(e, 'engine_id', '?'))}:{info.get('method', 'apply')}]: ")
+            render = getattr(e, "render_traceback", None)
+            lines.extend(render() if render is not None else [f"{type(e).__name__}: {e}"])
         return lines or [str(self)]
 
     def raise_exception(self, excid: int = 0) -> None:
         """Raise the *excid*-th underlying error."""
         raise self.elist[excid]
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, RemoteError):
+        return RemoteError.__str__(e)
+    eid = getattr(e, "engine_id", None)
+    where = f"[engine {eid}] " if eid is not None else ""
+    return f"{where}{type(e).__name__}: {e}"
 
 
 def collect_exceptions(results: Iterable[Any], method: str) -> None:

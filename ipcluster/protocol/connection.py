@@ -99,6 +99,8 @@ class ConnectionInfo:
         missing = [k for k in ("key", "ports") if k not in d]
         if missing:
             raise ConnectionFileError(f"{source}: missing field(s) {', '.join(missing)}")
+        if not isinstance(d["ports"], dict):
+            raise ConnectionFileError(f"{source}: 'ports' must be a JSON object")
         known = {f for f in cls.__dataclass_fields__}
         info = cls(**{k: v for k, v in d.items() if k in known})
         absent = [r for r in SOCKET_ROLES if r not in info.ports]

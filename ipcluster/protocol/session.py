@@ -217,12 +217,15 @@ class Session:
         parts = self.verify(rest)
         try:
             header, parent, metadata, content = (_json_decode(p.decode("utf8")) for p in parts)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             self.rejected["malformed"] += 1
             raise MalformedMessage(f"message JSON does not decode: {type(e).__name__}") from None
         if not isinstance(header, dict) or "msg_type" not in header:
             self.rejected["malformed"] += 1
             raise MalformedMessage("message header is not an object with a msg_type")
+        if not all(isinstance(p, dict) for p in (parent, metadata, content)):
+            self.rejected["malformed"] += 1
+            raise MalformedMessage("message parent_header, metadata and content must be JSON objects")
         return Message(header, parent, metadata, content, list(rest[5:]), idents)
 
     def _remember(self, signature: bytes) -> None:

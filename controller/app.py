@@ -1,0 +1,198 @@
+"""The controller application: configuration, socket binding, the event loop, shutdown.
+
+Configuration comes from ``<profile_dir>/ipcontroller_config.py`` (``c.IPController.ip = ...``) and
+the command line (``--ip``, ``--location``, ``--heartbeat-period`` ...), the command line winning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import zmq
+from traitlets import Float, Int, Unicode, default
+from traitlets.config import Application
+
+import ipcluster
+from controller.heartbeat import HeartMonitor
+from controller.hub import Hub
+from controller.registry import EngineRegistry
+from controller.router import DropLog, Router
+from ipcluster.protocol.channel import Channel
+from ipcluster.protocol.connection import (
+    SOCKET_ROLES,
+    ConnectionInfo,
+    connection_file_path,
+    profile_dir,
+    write_connection_file,
+)
+from ipcluster.protocol.session import Session, new_key
+
+_SOCKET_TYPES = {
+    "hub": zmq.ROUTER, "mux_front": zmq.ROUTER, "mux_back": zmq.ROUTER,
+    "control_front": zmq.ROUTER, "control_back": zmq.ROUTER,
+    "iopub": zmq.PUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER,
+}
+
+
+class IPController(Application):
+    """Runs one ipcluster controller."""
+
+    name = "ipcluster-controller"
+    description = "The ipcluster controller: routes work between clients and engines."
+    version = ipcluster.__version__
+
+    profile = Unicode("default", help="Profile name (under $IPYTHONDIR)").tag(config=True)
+    profile_dir = Unicode("", help="Profile directory (overrides --profile)").tag(config=True)
+    cluster_id = Unicode("", help="Cluster id: names the connection file").tag(config=True)
+    ip = Unicode("127.0.0.1", help="Address to bind. Non-loopback binds expose the cluster: "
+                 "use them only on trusted networks.").tag(config=True)
+    location = Unicode("", help="Address engines and clients connect to (default: the bind address, "
+                       "or this host's name when binding all interfaces)").tag(config=True)
+    heartbeat_period = Float(3.0, help="Seconds between heartbeat pings").tag(config=True)
+    heartbeat_misses = Int(3, help="Missed pings before an engine is declared dead").tag(config=True)
+    connection_file = Unicode("", help="Where to write the connection file").tag(config=True)
+
+    aliases = {
+        "profile": "IPController.profile",
+        "profile-dir": "IPController.profile_dir",
+        "cluster-id": "IPController.cluster_id",
+        "ip": "IPController.ip",
+        "location": "IPController.location",
+        "heartbeat-period": "IPController.heartbeat_period",
+        "heartbeat-misses": "IPController.heartbeat_misses",
+        "connection-file": "IPController.connection_file",
+        "log-level": "Application.log_level",
+    }
+
+    @default("log_format")
+    def _log_format_default(self) -> str:
+        return "%(asctime)s.%(msecs)03d [controller] %(levelname)s %(message)s"
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.parse_command_line(argv)
+        cli_config = self.config
+        pdir = Path(self.profile_dir) if self.profile_dir else profile_dir(self.profile)
+        pdir.mkdir(parents=True, exist_ok=True)
+        self.profile_dir = str(pdir)
+        config_file = pdir / "ipcontroller_config.py"
+        if config_file.exists():
+            self.load_config_file(config_file.name, path=[str(pdir)])
+            self.update_config(cli_config)  # the command line wins over the file
+
+    # --- run ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        log = self.log
+        ctx = zmq.Context()
+        session = Session(new_key())
+        sockets: dict[str, zmq.Socket] = {}
+        ports: dict[str, int] = {}
+        for role in SOCKET_ROLES:
+            s = ctx.socket(_SOCKET_TYPES[role])
+            s.setsockopt(zmq.LINGER, 1000)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.setsockopt(zmq.RCVHWM, 0)
+            if role in ("mux_back", "control_back"):
+                s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sockets[role] = s
+            ports[role] = _bind(s, self.ip)
+        ch = {role: Channel(loop, s, None, role, log) for role, s in sockets.items()}
+
+        registry = EngineRegistry()
+        drops = DropLog(log)
+        monitor = HeartMonitor(self.heartbeat_period, self.heartbeat_misses)
+        stop = asyncio.Event()
+        hub: Hub  # set below; routers call back into it
+
+        def engine_message(engine: bytes, msg: Any) -> None:
+            hub.from_engine(engine, msg)
+
+        mux = Router("mux", session, registry, ch["mux_front"], ch["mux_back"], engine_message, drops,
+                     iopub=ch["iopub"], track=True)
+        control = Router("control", session, registry, ch["control_front"], ch["control_back"],
+                         engine_message, drops)
+        hub = Hub(session, registry, ch["hub"], mux, control, ch["hb_ping"], monitor, drops, log, stop.set)
+        ch["hb_pong"].on_message = hub.on_pong
+        for c in ch.values():  # start reading now that every handler is set
+            c.start()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        location = self.location or (self.ip if self.ip not in ("0.0.0.0", "*", "") else _hostname())
+        info = ConnectionInfo(
+            key=session.key.decode("ascii"), location=location, ports=ports, cluster_id=self.cluster_id,
+            controller_pid=os.getpid(), version=ipcluster.__version__,
+            heartbeat_period=self.heartbeat_period,
+        )
+        cf = Path(self.connection_file) if self.connection_file else connection_file_path(
+            self.profile_dir, self.cluster_id)
+        write_connection_file(cf, info)
+        log.info("controller ready on %s (ports %s); connection file %s", location, ports, cf)
+
+        async def heartbeat() -> None:
+            while True:
+                hub.heartbeat_tick()
+                await asyncio.sleep(self.heartbeat_period)  # a timer, not synchronisation
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                hb = tg.create_task(heartbeat())
+                await stop.wait()
+                hb.cancel()
+        finally:
+            log.info("controller shutting down")
+            hub.notify_clients("controller_shutdown_notification", {})
+            hub.shutdown_engines()
+            try:
+                if cf.exists() and _owner_pid(cf) == os.getpid():
+                    cf.unlink()
+            except OSError:
+                pass
+            for c in ch.values():
+                c.close(linger=500)
+            ctx.term()
+
+
+def _bind(sock: zmq.Socket, ip: str) -> int:
+    """Bind to an OS-chosen port and return it (no probe-and-close race)."""
+    host = "*" if ip in ("0.0.0.0", "*", "") else ip
+    sock.bind(f"tcp://{host}:0")
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _owner_pid(path: Path) -> int | None:
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("controller_pid")
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig()
+    app = IPController()
+    try:
+        app.initialize(argv)
+    except Exception as e:
+        print(f"ipcluster-controller: {e}", file=sys.stderr)
+        sys.exit(2)
+    app.start()

@@ -1,0 +1,204 @@
+"""The hub: registration, client connections, queries, liveness and notifications.
+
+Handlers are tables keyed by message type, one per socket role.  Every handler receives an
+authenticated :class:`~ipcluster.protocol.session.Message`; frames are decoded once at the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import zmq
+
+from controller.heartbeat import HeartMonitor
+from controller.registry import EngineRecord, EngineRegistry
+from controller.router import DropLog, Router
+from ipcluster.errors import ProtocolError
+from ipcluster.protocol import messages as M
+from ipcluster.protocol.channel import Channel
+from ipcluster.protocol.session import Message, Session
+from ipcluster.protocol.versions import incompatibility, local_versions
+
+#: Notifications sent to clients are capped per client set; a client that vanished without saying
+#: goodbye is forgotten after this many clients connect after it.
+MAX_CLIENTS = 10_000
+
+
+class Hub:
+    def __init__(
+        self,
+        session: Session,
+        registry: EngineRegistry,
+        hub: Channel,
+        mux: Router,
+        control: Router,
+        hb_ping: Channel,
+        monitor: HeartMonitor,
+        drops: DropLog,
+        log: logging.Logger,
+        on_shutdown: Callable[[], None],
+    ):
+        self.session = session
+        self.registry = registry
+        self.hub = hub
+        self.mux = mux
+        self.control = control
+        self.hb_ping = hb_ping
+        self.monitor = monitor
+        self.drops = drops
+        self.log = log
+        self.on_shutdown = on_shutdown
+        self.clients: dict[bytes, float] = {}
+        self.versions = local_versions()
+        self.hub_handlers: dict[str, Callable[[Message], None]] = {
+            M.CONNECTION_REQUEST: self.on_connection_request,
+            M.QUEUE_STATUS_REQUEST: self.on_queue_status_request,
+            M.CONTROLLER_SHUTDOWN_REQUEST: self.on_controller_shutdown_request,
+            M.DISCONNECT_NOTIFICATION: self.on_disconnect,
+            M.ENGINE_DIED_NOTIFICATION: self.on_engine_died,
+        }
+        self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
+            M.REGISTRATION_REQUEST: self.on_registration_request,
+            M.UNREGISTRATION_NOTIFICATION: self.on_unregistration,
+            M.ENGINE_READY_NOTIFICATION: self.on_engine_ready,
+            M.SHUTDOWN_REPLY: lambda engine, msg: None,
+        }
+        hub.on_message = self.from_hub_socket
+
+    # --- edge ---------------------------------------------------------------------------------
+
+    def from_hub_socket(self, frames: list[zmq.Frame]) -> None:
+        try:
+            msg = self.session.deserialize(frames)
+        except ProtocolError as e:
+            self.drops.drop("hub", f"{type(e).__name__}: {e}", frames[0].bytes if frames else b"")
+            return
+        handler = self.hub_handlers.get(msg.msg_type)
+        if handler is None:
+            self.drops.drop("hub", f"unknown message type {msg.msg_type[:40]!r}", msg.idents[0] if msg.idents else b"")
+            return
+        handler(msg)
+
+    def from_engine(self, engine: bytes, msg: Message) -> None:
+        handler = self.engine_handlers.get(msg.msg_type)
+        if handler is None:
+            self.drops.drop("engine", f"unknown message type {msg.msg_type[:40]!r}", engine)
+            return
+        handler(engine, msg)
+
+    def reply(self, request: Message, msg_type: str, content: dict[str, Any]) -> None:
+        self.hub.send(self.session.serialize(msg_type, content, parent=request, idents=request.idents))
+
+    def notify_clients(self, msg_type: str, content: dict[str, Any]) -> None:
+        for client in list(self.clients):
+            self.hub.send(self.session.serialize(msg_type, content, idents=[client]))
+
+    # --- clients ------------------------------------------------------------------------------
+
+    def on_connection_request(self, msg: Message) -> None:
+        client = msg.idents[0]
+        self.clients[client] = time.time()
+        if len(self.clients) > MAX_CLIENTS:
+            oldest = min(self.clients, key=self.clients.__getitem__)
+            del self.clients[oldest]
+        engines = {str(e.id): e.info() for e in self.registry.ready_engines()}
+        self.reply(msg, M.CONNECTION_REPLY, {
+            "status": "ok", "engines": engines, "heartbeat_period": self.monitor.period,
+            "versions": self.versions,
+        })
+
+    def on_disconnect(self, msg: Message) -> None:
+        self.clients.pop(msg.idents[0], None)
+
+    def on_queue_status_request(self, msg: Message) -> None:
+        targets = msg.content.get("targets")
+        status = self.registry.queue_status(targets, bool(msg.content.get("verbose")))
+        self.reply(msg, M.QUEUE_STATUS_REPLY, {"status": "ok", "engines": status, "unassigned": 0})
+
+    def on_controller_shutdown_request(self, msg: Message) -> None:
+        self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})
+        self.log.info("shutdown requested by a client")
+        self.on_shutdown()
+
+    def shutdown_engines(self) -> None:
+        """Ask every registered engine to exit (used when the controller itself stops)."""
+        for rec in self.registry:
+            self.send_to_engine_control(rec.uuid, M.SHUTDOWN_REQUEST, {"restart": False})
+
+    # --- engines ------------------------------------------------------------------------------
+
+    def send_to_engine_control(self, engine: bytes, msg_type: str, content: dict[str, Any],
+                               parent: Message | None = None) -> None:
+        try:
+            self.control.back.send(self.session.serialize(msg_type, content, parent=parent, idents=[engine]))
+        except zmq.ZMQError as e:
+            self.log.warning("cannot answer engine %s: %s", engine[:8].hex(), e)
+
+    def on_registration_request(self, engine: bytes, msg: Message) -> None:
+        c = msg.content
+        uuid = str(c.get("uuid", ""))
+        if uuid.encode() != engine:
+            self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
+                "status": "error", "evalue": "registration uuid does not match the socket identity"}, msg)
+            return
+        problem = incompatibility(self.versions, c.get("versions") or {})
+        if problem:
+            self.log.error("refused engine on %s pid %s: %s", c.get("hostname"), c.get("pid"), problem)
+            self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
+                "status": "error", "evalue": f"version mismatch: {problem}"}, msg)
+            return
+        rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"))
+        self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
+            "status": "ok", "id": rec.id, "heartbeat_period": self.monitor.period}, msg)
+
+    def on_engine_ready(self, engine: bytes, msg: Message) -> None:
+        rec = self.registry.by_uuid(engine)
+        if rec is None or rec.ready:
+            return
+        rec.ready = True
+        self.monitor.add(engine, time.monotonic())
+        self.log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
+        self.notify_clients(M.ENGINE_REGISTERED_NOTIFICATION, {"id": rec.id, **rec.info()})
+
+    def on_unregistration(self, engine: bytes, msg: Message) -> None:
+        rec = self.registry.by_uuid(engine)
+        if rec is not None:
+            self.unregister(rec, "engine shut down")
+
+    def on_engine_died(self, msg: Message) -> None:
+        c = msg.content
+        uuid = c.get("uuid")
+        rec = self.registry.by_uuid(str(uuid).encode()) if uuid else None
+        if rec is None:
+            pid = c.get("pid")
+            rec = next((e for e in self.registry if pid is not None and e.pid == pid), None)
+        if rec is None:
+            self.log.warning("engine pid %s exited (code %s) before registering: %s",
+                             c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
+            return
+        self.unregister(rec, f"process exited with code {c.get('exit_code')}")
+
+    def unregister(self, rec: EngineRecord, reason: str) -> None:
+        self.registry.remove(rec)
+        self.monitor.discard(rec.uuid)
+        failed = self.mux.fail_pending(rec, reason) + self.control.fail_pending(rec, reason)
+        self.log.info("engine %d unregistered: %s (%d pending requests failed)", rec.id, reason, failed)
+        if rec.ready:
+            self.notify_clients(M.ENGINE_UNREGISTERED_NOTIFICATION, {
+                "id": rec.id, "uuid": rec.uuid.decode("ascii", "replace"), "reason": reason})
+
+    # --- heartbeat ----------------------------------------------------------------------------
+
+    def on_pong(self, frames: list[zmq.Frame]) -> None:
+        if frames:
+            self.monitor.beat(frames[0].bytes, time.monotonic())
+
+    def heartbeat_tick(self) -> None:
+        now = time.monotonic()
+        for uuid in self.monitor.expired(now):
+            rec = self.registry.by_uuid(uuid)
+            if rec is not None:
+                self.unregister(rec, f"no heartbeat for {self.monitor.period * self.monitor.misses:g} s")
+        self.hb_ping.send([b"%f" % now])

@@ -1,0 +1,97 @@
+"""Engine and task bookkeeping: pure state, no sockets.
+
+The registry knows every engine (id, uuid, host, pid), what each one has been sent and not yet
+answered (msg_id -> client identity, request type, time), and how many requests each completed.  It
+never holds payloads: the router tells it about a request or reply from the header alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request forwarded to an engine and not yet answered."""
+
+    client: bytes
+    msg_type: str
+    header: dict[str, Any]
+    submitted: float
+
+
+@dataclass
+class EngineRecord:
+    id: int
+    uuid: bytes
+    hostname: str = ""
+    pid: int | None = None
+    supervisor_pid: int | None = None
+    registered: float = field(default_factory=time.time)
+    ready: bool = False
+    pending: dict[str, Pending] = field(default_factory=dict)
+    completed: int = 0
+
+    def info(self) -> dict[str, Any]:
+        return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid}
+
+
+class EngineRegistry:
+    """Engines by id and by uuid; ids are never reused within one controller's life."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, EngineRecord] = {}
+        self._by_uuid: dict[bytes, EngineRecord] = {}
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[EngineRecord]:
+        return iter(list(self._by_id.values()))
+
+    def add(self, uuid: bytes, hostname: str = "", pid: int | None = None,
+            supervisor_pid: int | None = None) -> EngineRecord:
+        existing = self._by_uuid.get(uuid)
+        if existing is not None:
+            return existing
+        rec = EngineRecord(self._next_id, uuid, hostname, pid, supervisor_pid)
+        self._next_id += 1
+        self._by_id[rec.id] = rec
+        self._by_uuid[uuid] = rec
+        return rec
+
+    def remove(self, rec: EngineRecord) -> None:
+        self._by_id.pop(rec.id, None)
+        self._by_uuid.pop(rec.uuid, None)
+
+    def by_uuid(self, uuid: bytes) -> EngineRecord | None:
+        return self._by_uuid.get(uuid)
+
+    def by_id(self, engine_id: int) -> EngineRecord | None:
+        return self._by_id.get(engine_id)
+
+    def ready_engines(self) -> list[EngineRecord]:
+        return [e for e in self._by_id.values() if e.ready]
+
+    # --- task bookkeeping (called by the router with header fields only) ----------------------
+
+    @staticmethod
+    def submitted(rec: EngineRecord, client: bytes, header: dict[str, Any]) -> None:
+        rec.pending[header.get("msg_id", "")] = Pending(client, header.get("msg_type", ""), header, time.time())
+
+    @staticmethod
+    def finished(rec: EngineRecord, parent_msg_id: str) -> None:
+        if rec.pending.pop(parent_msg_id, None) is not None:
+            rec.completed += 1
+
+    def queue_status(self, targets: list[int] | None = None, verbose: bool = False) -> dict[str, Any]:
+        engines = {}
+        for rec in self._by_id.values():
+            if not rec.ready or (targets is not None and rec.id not in targets):
+                continue
+            queue: Any = sorted(rec.pending) if verbose else len(rec.pending)
+            engines[str(rec.id)] = {"queue": queue, "completed": rec.completed}
+        return engines

@@ -1,0 +1,178 @@
+"""Forwarding between clients and named engines (the mux and control routes).
+
+A client's DEALER sends ``[engine_uuid, <IDS|MSG>, ...]``; the front ROUTER prepends the client's
+identity; we swap the two identities and send ``[engine_uuid, client, <IDS|MSG>, ...]`` on the back
+ROUTER (``ROUTER_MANDATORY``, so a vanished engine is an error, not a silent drop).  Replies come back
+the same way in reverse.  Frames are forwarded as the zmq frames we received: payload buffers are
+never copied or unpickled; only the small JSON header (and, for replies, the parent header) is read.
+
+Messages an engine sends without a destination identity are for the controller itself and go to
+``on_engine_message``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import zmq
+
+from controller.registry import EngineRecord, EngineRegistry
+from ipcluster.errors import ProtocolError
+from ipcluster.protocol.channel import Channel
+from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR
+from ipcluster.protocol.session import DELIM, Message, Session, _json_decode
+
+EngineMessageHandler = Callable[[bytes, Message], None]
+
+
+class DropLog:
+    """Counts rejected messages; logs a short line at counts 1, 10, 100, ... per (route, reason)."""
+
+    def __init__(self, log: logging.Logger):
+        self.log = log
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def drop(self, route: str, reason: str, peer: bytes = b"") -> None:
+        key = (route, reason)
+        n = self.counts.get(key, 0) + 1
+        self.counts[key] = n
+        if n == 1 or n in (10, 100, 1000, 10_000, 100_000) or n % 1_000_000 == 0:
+            self.log.warning("dropped message on %s from peer %s: %s (%d so far)",
+                             route, peer[:8].hex(), reason[:120], n)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class Router:
+    """One route (mux or control): a front ROUTER facing clients, a back ROUTER facing engines."""
+
+    def __init__(
+        self,
+        name: str,
+        session: Session,
+        registry: EngineRegistry,
+        front: Channel,
+        back: Channel,
+        on_engine_message: EngineMessageHandler,
+        drops: DropLog,
+        iopub: Channel | None = None,
+        track: bool = False,
+    ):
+        self.name = name
+        self.session = session
+        self.registry = registry
+        self.front = front
+        self.back = back
+        self.iopub = iopub
+        self.on_engine_message = on_engine_message
+        self.drops = drops
+        self.track = track
+        front.on_message = self.from_client
+        back.on_message = self.from_engine
+
+    # --- client -> engine ---------------------------------------------------------------------
+
+    def from_client(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 3 or frames[2].bytes != DELIM:
+            self.drops.drop(f"{self.name}_front", "no engine identity before the delimiter",
+                            frames[0].bytes if frames else b"")
+            return
+        client, target = frames[0].bytes, frames[1].bytes
+        try:
+            parts = self.session.verify(frames[3:])
+            header = _json_decode(parts[0].decode("utf8"))
+        except (ProtocolError, ValueError, UnicodeDecodeError) as e:
+            self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
+            return
+        rec = self.registry.by_uuid(target)
+        if rec is None or not rec.ready:
+            self.reply_error(client, target, header, "EngineError",
+                             f"engine {target.decode('ascii', 'replace')} is not registered "
+                             "(it may have died or been shut down)")
+            return
+        frames[0], frames[1] = frames[1], frames[0]
+        try:
+            self.back.send(frames)
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EHOSTUNREACH:
+                raise
+            self.reply_error(client, target, header, "EngineError",
+                             f"engine {rec.id} is unreachable (its connection is gone)", rec)
+            return
+        if self.track:
+            self.registry.submitted(rec, client, header)
+
+    # --- engine -> client ---------------------------------------------------------------------
+
+    def from_engine(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            self.drops.drop(f"{self.name}_back", "too few frames", frames[0].bytes if frames else b"")
+            return
+        engine = frames[0].bytes
+        to_controller = frames[1].bytes == DELIM
+        start = 1 if to_controller else 2
+        if not to_controller and (len(frames) < 3 or frames[2].bytes != DELIM):
+            self.drops.drop(f"{self.name}_back", "no delimiter after the client identity", engine)
+            return
+        try:
+            if to_controller:
+                msg = self.session.deserialize(frames[start:], has_idents=False)
+                self.on_engine_message(engine, msg)
+                return
+            parts = self.session.verify(frames[start + 1 :])
+            header = _json_decode(parts[0].decode("utf8"))
+        except (ProtocolError, ValueError, UnicodeDecodeError) as e:
+            self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
+            return
+        rec = self.registry.by_uuid(engine)
+        if rec is None:
+            # a late message from an engine we unregistered: its requests were already failed
+            self.drops.drop(f"{self.name}_back", "message from an unregistered engine", engine)
+            return
+        msg_type = header.get("msg_type", "")
+        client = frames[1].bytes
+        frames[0], frames[1] = frames[1], frames[0]
+        self.front.send(frames)
+        if msg_type in OUTPUT_TYPES:
+            if self.iopub is not None:
+                topic = b"engine.%d.%s" % (rec.id, msg_type.encode())
+                self.iopub.send([topic, *frames[2:]])
+        elif self.track:
+            parent = _json_decode(parts[1].decode("utf8"))
+            self.registry.finished(rec, parent.get("msg_id", ""))
+        del client
+
+    # --- answers the controller gives on an engine's behalf ----------------------------------
+
+    def reply_error(
+        self,
+        client: bytes,
+        engine_uuid: bytes,
+        request: dict[str, Any],
+        ename: str,
+        evalue: str,
+        rec: EngineRecord | None = None,
+    ) -> None:
+        reply_type = REPLY_FOR.get(request.get("msg_type", ""), "error")
+        info = {"engine_id": rec.id if rec else None,
+                "engine_uuid": engine_uuid.decode("ascii", "replace"),
+                "method": request.get("msg_type", "").replace("_request", "")}
+        content = {"status": "error", "ename": ename, "evalue": evalue, "traceback": [],
+                   "exc_module": "ipcluster.errors", "exc_qualname": ename, "engine_info": info}
+        now = time.time()
+        metadata = {"engine_id": info["engine_id"], "engine_uuid": info["engine_uuid"],
+                    "status": "error", "received": now, "started": None, "completed": now}
+        self.front.send(self.session.serialize(reply_type, content, parent=request, metadata=metadata,
+                                               idents=[client, engine_uuid]))
+
+    def fail_pending(self, rec: EngineRecord, reason: str) -> int:
+        """Answer every request *rec* still owed with an EngineError; returns how many."""
+        pending, rec.pending = rec.pending, {}
+        for p in pending.values():
+            self.reply_error(p.client, rec.uuid, p.header, "EngineDied",
+                             f"engine {rec.id} stopped before replying ({reason})", rec)
+        return len(pending)

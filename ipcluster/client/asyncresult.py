@@ -1,0 +1,292 @@
+"""AsyncResult: the future a view returns for one call on one or many engines.
+
+An :class:`AsyncResult` is a :class:`concurrent.futures.Future` (so ``concurrent.futures.wait`` and
+``as_completed`` work) built over one child future per request (``msg_id``).  It completes when every
+child has: with the single value (one target given as an int), the list of values, or — when requests
+failed — the error (one target) or a :class:`~ipcluster.errors.CompositeError` (several).  It is also
+awaitable from any asyncio loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
+
+from ipcluster import errors
+from ipcluster.client.metadata import Metadata
+
+if TYPE_CHECKING:
+    from ipcluster.client.client import Client
+
+
+class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
+    """Result of a call on one or more engines.
+
+    Parameters
+    ----------
+    client: the :class:`~ipcluster.Client` that sent the requests.
+    msg_ids: one per request, in target order.
+    fname: the name of what was called, for messages.
+    single: ``True`` when the call named one engine by int: ``get()`` returns one value, not a list.
+    """
+
+    def __init__(
+        self,
+        client: "Client",
+        msg_ids: Sequence[str],
+        children: Sequence[concurrent.futures.Future],  # type: ignore[type-arg]
+        fname: str = "unknown",
+        single: bool = False,
+    ):
+        super().__init__()
+        self._client = client
+        self.msg_ids = list(msg_ids)
+        self._fname = fname
+        self._single = single
+        self._children = list(children)
+        self._submitted = time.time()
+        self._lock = threading.Lock()
+        self._remaining = len(self._children)
+        if not self._children:
+            self._finish()
+        for child in self._children:
+            child.add_done_callback(self._child_done)
+
+    # --- completion ---------------------------------------------------------------------------
+
+    def _child_done(self, child: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+        with self._lock:
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self._finish()
+
+    def _values(self) -> tuple[list[Any], list[BaseException]]:
+        values: list[Any] = []
+        failures: list[BaseException] = []
+        for child in self._children:
+            exc = child.exception()
+            if exc is not None:
+                failures.append(exc)
+                values.append(exc)
+            else:
+                values.append(child.result())
+        return values, failures
+
+    def _reconstruct(self, values: list[Any]) -> Any:
+        return values[0] if self._single else values
+
+    def _finish(self) -> None:
+        values, failures = self._values()
+        if self.done():
+            return
+        try:
+            if failures:
+                self.set_exception(failures[0] if self._single else errors.CompositeError(
+                    f"one or more exceptions raised in {self._fname}", failures))
+            else:
+                self.set_result(self._reconstruct(values))
+        except Exception as e:  # a joiner that fails (e.g. mixed chunk types) is the user's error
+            if not self.done():
+                self.set_exception(e)
+
+    # --- ipyparallel-style API ----------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until done (or *timeout* seconds; ``-1``/``None`` waits forever); returns ``ready()``."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        concurrent.futures.wait([self], timeout=timeout)
+        return self.done()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result, raising the remote error if the call failed.
+
+        Raises :class:`ipcluster.TimeoutError` if not ready within *timeout* seconds.
+        """
+        if not self.wait(timeout):
+            raise errors.TimeoutError(f"{self._fname}: result not ready after {timeout} s")
+        return self.result()
+
+    def ready(self) -> bool:
+        return self.done()
+
+    def successful(self) -> bool:
+        """Whether the call succeeded; raises ``AssertionError`` if it is not done yet."""
+        if not self.done():
+            raise AssertionError("successful() called before the result is ready")
+        return self.exception() is None
+
+    def get_dict(self, timeout: float | None = None) -> dict[int, Any]:
+        """``{engine_id: result}``; requires one request per engine."""
+        results = self.get(timeout)
+        if self._single:
+            results = [results]
+        ids = [md["engine_id"] for md in self._metadata_list]
+        if len(set(ids)) != len(ids):
+            raise ValueError("get_dict() needs one request per engine; this result has several per engine")
+        return dict(zip(ids, results))
+
+    def abort(self) -> None:
+        """Abort the requests that have not started yet (they fail with ``TaskAborted``)."""
+        pending = [m for m, c in zip(self.msg_ids, self._children) if not c.done()]
+        if pending:
+            self._client.abort(pending, block=False)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        state = "finished" if self.done() else "pending"
+        return f"<{type(self).__name__}({self._fname}): {state}>"
+
+    # --- metadata -----------------------------------------------------------------------------
+
+    @property
+    def _metadata_list(self) -> list[Metadata]:
+        md = self._client.metadata
+        return [md.get(m) or Metadata(msg_id=m) for m in self.msg_ids]  # type: ignore[misc]
+
+    def _collect(self, key: str) -> Any:
+        values = [md[key] for md in self._metadata_list]
+        return values[0] if self._single else values
+
+    @property
+    def metadata(self) -> Any:
+        mds = self._metadata_list
+        return mds[0] if self._single else mds
+
+    @property
+    def engine_id(self) -> Any:
+        return self._collect("engine_id")
+
+    @property
+    def stdout(self) -> Any:
+        return self._collect("stdout")
+
+    @property
+    def stderr(self) -> Any:
+        return self._collect("stderr")
+
+    @property
+    def outputs(self) -> Any:
+        return self._collect("outputs")
+
+    @property
+    def execute_result(self) -> Any:
+        return self._collect("execute_result")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since submission, or until the last request completed."""
+        if self.done():
+            completed = [md["completed"] for md in self._metadata_list if md["completed"]]
+            if completed:
+                return max(completed) - self._submitted
+        return time.time() - self._submitted
+
+    @property
+    def wall_time(self) -> float:
+        """Seconds from the first submission to the last completion (requires ``ready()``)."""
+        self._require_ready()
+        mds = self._metadata_list
+        submitted = [md["submitted"] for md in mds if md["submitted"]]
+        completed = [md["completed"] for md in mds if md["completed"]]
+        if not submitted or not completed:
+            return 0.0
+        return max(completed) - min(submitted)
+
+    @property
+    def serial_time(self) -> float:
+        """Sum of the engines' computation times (requires ``ready()``)."""
+        self._require_ready()
+        return sum(md["completed"] - md["started"] for md in self._metadata_list
+                   if md["completed"] and md["started"])
+
+    def _require_ready(self) -> None:
+        if not self.done():
+            raise AssertionError("timing information is available once the result is ready")
+
+    def display_outputs(self, groupby: str = "type") -> None:
+        """Print (or display, under IPython) each engine's stdout, stderr and rich output."""
+        display = None
+        if "IPython" in sys.modules:
+            from IPython.display import display
+        mds = sorted(self._metadata_list, key=lambda m: (m["engine_id"] is None, m["engine_id"]))
+        for md in mds:
+            eid = md["engine_id"]
+            if md["stdout"]:
+                print(f"[stdout:{eid}] " + md["stdout"], end="" if md["stdout"].endswith("\n") else "\n")
+            if md["stderr"]:
+                print(f"[stderr:{eid}] " + md["stderr"], end="" if md["stderr"].endswith("\n") else "\n",
+                      file=sys.stderr)
+            for out in md["outputs"]:
+                _show(out, display, eid)
+            if md["execute_result"] is not None:
+                _show(md["execute_result"], display, eid, prefix=f"Out[{eid}:{md['execute_result'].get('execution_count')}]: ")
+
+    def __len__(self) -> int:
+        return 1 if self._single else len(self.msg_ids)
+
+    def __iter__(self) -> Iterator[Any]:
+        value = self.get()
+        yield from ([value] if self._single else value)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return self._collect(key)
+        value = self.get()
+        return value[key] if not self._single else [value][key]
+
+
+def _show(output: dict[str, Any], display: Callable[..., Any] | None, eid: Any, prefix: str = "") -> None:
+    data = output.get("data", {})
+    if display is not None and any(k != "text/plain" for k in data):
+        display(data, raw=True, metadata=output.get("metadata") or {})
+    else:
+        print(f"{prefix}{data.get('text/plain', '')}" if prefix else f"[output:{eid}] {data.get('text/plain', '')}")
+
+
+def _join_chunks(chunks: list[Any]) -> Any:
+    """Concatenate per-engine chunks in order: lists flatten; NumPy arrays concatenate."""
+    if chunks and all(type(c).__module__ == "numpy" and hasattr(c, "shape") for c in chunks):
+        import numpy
+
+        return numpy.concatenate(chunks)
+    out: list[Any] = []
+    for c in chunks:
+        if isinstance(c, list):
+            out.extend(c)
+        elif isinstance(c, tuple) or type(c).__module__ == "numpy" and hasattr(c, "shape"):
+            out.extend(list(c))
+        else:
+            out.append(c)
+    return out
+
+
+class AsyncMapResult(AsyncResult):
+    """Result of a ``map``, ``scatter`` or ``gather``: per-engine chunks joined back in order.
+
+    Iterating yields the items in order as their chunks arrive (no need to wait for the whole map).
+    """
+
+    def __init__(self, client: "Client", msg_ids: Sequence[str],
+                 children: Sequence[concurrent.futures.Future], fname: str = "map",  # type: ignore[type-arg]
+                 joiner: Callable[[list[Any]], Any] = _join_chunks):
+        self._joiner = joiner
+        super().__init__(client, msg_ids, children, fname, single=False)
+
+    def _reconstruct(self, values: list[Any]) -> Any:
+        return self._joiner(values)
+
+    def __iter__(self) -> Iterator[Any]:
+        for child in self._children:
+            chunk = child.result()  # raises the chunk's error where it happened
+            yield from (chunk if isinstance(chunk, (list, tuple)) else self._joiner([chunk]))
+
+    def __len__(self) -> int:
+        return len(self.get())

@@ -1,0 +1,465 @@
+"""The Client: a connection to one cluster's controller, and the factory of views."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from ipcluster import errors
+from ipcluster.client.io import IOThread, log
+from ipcluster.client.metadata import Metadata
+from ipcluster.client.tracker import RequestTracker
+from ipcluster.protocol import messages as M
+from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
+from ipcluster.protocol.serialize import pack_apply_message
+from ipcluster.protocol.session import Message, Session
+
+Targets = int | Sequence[int] | slice | str | None
+
+
+class Client:
+    """A connection to a running cluster.
+
+    Parameters
+    ----------
+    url_file:
+        Path of the cluster's connection file.  Default: the one named by *profile* / *cluster_id*.
+    profile, profile_dir, cluster_id:
+        Locate the connection file in ``$IPYTHONDIR/profile_<profile>/security/``.
+    context:
+        A ``zmq.Context`` to use (default: a private one).
+    timeout:
+        Seconds to wait for the connection file to appear and for the controller to answer.
+
+    Examples
+    --------
+    >>> rc = Client(profile="default")        # doctest: +SKIP
+    >>> rc.wait_for_engines(4)                 # doctest: +SKIP
+    >>> rc[:].apply_sync(os.getpid)            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url_file: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
+        cluster_id: str | None = None,
+        profile_dir: str | os.PathLike[str] | None = None,
+        context: zmq.Context | None = None,
+        timeout: float = 10,
+        **kwargs: Any,
+    ):
+        if kwargs:
+            raise TypeError(f"Client() got unexpected keyword argument(s): {', '.join(kwargs)}")
+        self.url_file = Path(url_file) if url_file else _default_connection_file(profile, profile_dir, cluster_id)
+        self.connection_info: ConnectionInfo = _wait_for_file(self.url_file, timeout)
+        self.session = Session(self.connection_info.key_bytes)
+        self._own_context = context is None
+        self._ctx = context or zmq.Context()
+        self._tracker = RequestTracker()
+        self._engines: dict[int, bytes] = {}
+        self._engine_changed = threading.Condition()
+        self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
+        self._closed = False
+        self._controller_gone: str | None = None
+        self._io = IOThread()
+        try:
+            self._connect(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def _connect(self, timeout: float) -> None:
+        ident = self.session.session_id.encode("ascii")
+        info = self.connection_info
+        socks = {}
+        for role, kind, url_role in (("hub", zmq.DEALER, "hub"), ("mux", zmq.DEALER, "mux_front"),
+                                     ("control", zmq.DEALER, "control_front")):
+            s = self._ctx.socket(kind)
+            s.setsockopt(zmq.IDENTITY, ident)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.SNDHWM, 0)
+            s.setsockopt(zmq.RCVHWM, 0)
+            s.connect(info.url(url_role))
+            socks[role] = s
+        monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._io.add("hub", socks["hub"], self._on_hub)
+        self._io.add("mux", socks["mux"], self._on_engine_message)
+        self._io.add("control", socks["control"], self._on_engine_message)
+        self._io.add("monitor", monitor, self._on_monitor)
+        try:
+            reply = self._hub_request(M.CONNECTION_REQUEST, {}, timeout)
+        except errors.TimeoutError:
+            raise errors.ControllerError(
+                f"no answer from the controller at {info.location} within {timeout} s "
+                f"(connection file {self.url_file}); is the cluster running?") from None
+        with self._engine_changed:
+            for eid, e in reply.content.get("engines", {}).items():
+                self._engines[int(eid)] = e["uuid"].encode("ascii")
+            self._engine_changed.notify_all()
+
+    def _hub_request(self, msg_type: str, content: dict[str, Any], timeout: float | None = 10) -> Message:
+        self._check_open()
+        header = self.session.header(msg_type)
+        fut: concurrent.futures.Future[Message] = concurrent.futures.Future()
+        self._hub_waiting[header["msg_id"]] = fut
+        self._io.send("hub", self.session.serialize(msg_type, content, header=header))
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise errors.TimeoutError(f"{msg_type}: no reply from the controller within {timeout} s") from None
+        finally:
+            self._hub_waiting.pop(header["msg_id"], None)
+
+    # --- IO-thread handlers -------------------------------------------------------------------
+
+    def _decode(self, frames: list[zmq.Frame], route: str) -> Message | None:
+        try:
+            return self.session.deserialize(frames)
+        except errors.ProtocolError as e:
+            n = sum(self.session.rejected.values())
+            if n == 1 or n % 1000 == 0:
+                log.warning("dropped a message on %s: %s (%d so far)", route, e, n)
+            return None
+
+    def _on_hub(self, frames: list[zmq.Frame]) -> None:
+        msg = self._decode(frames, "hub")
+        if msg is None:
+            return
+        t = msg.msg_type
+        if t == M.ENGINE_REGISTERED_NOTIFICATION:
+            with self._engine_changed:
+                self._engines[int(msg.content["id"])] = str(msg.content["uuid"]).encode("ascii")
+                self._engine_changed.notify_all()
+        elif t == M.ENGINE_UNREGISTERED_NOTIFICATION:
+            eid = int(msg.content["id"])
+            with self._engine_changed:
+                uuid = self._engines.pop(eid, None)
+                self._engine_changed.notify_all()
+            if uuid is not None:
+                reason = msg.content.get("reason", "unregistered")
+                self._tracker.fail_engine(uuid, lambda m: errors.EngineDied(
+                    f"engine {eid} stopped before replying ({reason})", engine_id=eid, msg_id=m))
+        elif t == M.CONTROLLER_SHUTDOWN_NOTIFICATION:
+            self._lose_controller("the controller shut down")
+        else:
+            fut = self._hub_waiting.get(msg.parent_id)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+
+    def _on_engine_message(self, frames: list[zmq.Frame]) -> None:
+        msg = self._decode(frames, "mux")
+        if msg is None:
+            return
+        if msg.msg_type in M.OUTPUT_TYPES:
+            self._tracker.on_output(msg)
+        else:
+            self._tracker.on_reply(msg)
+
+    def _on_monitor(self, frames: list[zmq.Frame]) -> None:
+        event = parse_monitor_message([f.bytes for f in frames])
+        if event["event"] == zmq.EVENT_DISCONNECTED and not self._closed:
+            self._lose_controller(f"lost the connection to the controller at {self.connection_info.location}")
+
+    def _lose_controller(self, why: str) -> None:
+        self._controller_gone = why
+        self._tracker.fail_all(lambda m: errors.ControllerError(why))
+        for fut in list(self._hub_waiting.values()):
+            if not fut.done():
+                fut.set_exception(errors.ControllerError(why))
+
+    # --- engines ------------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> list[int]:
+        """Ids of the registered engines, sorted."""
+        with self._engine_changed:
+            return sorted(self._engines)
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+    def wait_for_engines(self, n: int | None = None, timeout: float = -1, block: bool = True) -> None:
+        """Wait until at least *n* engines are registered (default: at least one).
+
+        Raises :class:`ipcluster.TimeoutError` after *timeout* seconds (``-1``: wait forever).
+        """
+        want = 1 if n is None else n
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self._engine_changed:
+            while len(self._engines) < want:
+                if self._controller_gone:
+                    raise errors.ControllerError(self._controller_gone)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise errors.TimeoutError(
+                        f"{len(self._engines)} of {want} engines registered after {timeout} s")
+                self._engine_changed.wait(remaining if remaining is not None else 1.0)
+
+    def _resolve_targets(self, targets: Targets) -> tuple[list[int], bool]:
+        """Engine ids for *targets*, and whether a single int was given."""
+        ids = self.ids
+        if targets is None or (isinstance(targets, str) and targets == "all"):
+            if not ids:
+                raise errors.NoEnginesRegistered("no engines are registered; start some or wait_for_engines()")
+            return ids, False
+        if isinstance(targets, bool):
+            raise TypeError(f"targets must be an int, a slice, a list of ints or 'all', not {targets!r}")
+        if isinstance(targets, int):
+            if targets < 0:
+                if -targets > len(ids):
+                    raise IndexError(f"engine index {targets} out of range ({len(ids)} engines)")
+                return [ids[targets]], True
+            if targets not in self._engines:
+                raise errors.NoEnginesRegistered(f"engine {targets} is not registered (engines: {ids})")
+            return [targets], True
+        if isinstance(targets, slice):
+            picked = ids[targets]
+            if not picked:
+                raise errors.NoEnginesRegistered(f"no engines selected by {targets} (engines: {ids})")
+            return picked, False
+        if isinstance(targets, str):
+            raise ValueError(f"targets must be an int, a slice, a list of ints or 'all', not {targets!r}")
+        out = [int(t) for t in targets]
+        missing = [t for t in out if t not in self._engines]
+        if missing:
+            raise errors.NoEnginesRegistered(f"engine(s) {missing} not registered (engines: {ids})")
+        return out, False
+
+    def _uuid(self, engine_id: int) -> bytes:
+        try:
+            return self._engines[engine_id]
+        except KeyError:
+            raise errors.NoEnginesRegistered(f"engine {engine_id} is not registered") from None
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.IPClusterError("this Client is closed")
+
+    def send_apply(self, engine_ids: Sequence[int], f: Any, args: Sequence[Any] = (),
+                   kwargs: dict[str, Any] | None = None) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
+        """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures."""
+        self._check_open()
+        buffers = pack_apply_message(f, args, kwargs or {})
+        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers)
+
+    def send_execute(self, engine_ids: Sequence[int], code: str, silent: bool = False
+                     ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
+        self._check_open()
+        return self._send_each(engine_ids, M.EXECUTE_REQUEST, {"code": code, "silent": silent}, ())
+
+    def _send_each(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
+                   buffers: Sequence[Any], channel: str = "mux", record: bool = True,
+                   ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
+        msg_ids, futures = [], []
+        for eid in engine_ids:
+            uuid = self._uuid(eid)
+            header = self.session.header(msg_type)
+            msg_id = header["msg_id"]
+            futures.append(self._tracker.register(msg_id, uuid, eid, record=record))
+            msg_ids.append(msg_id)
+            self._io.send(channel, self.session.serialize(msg_type, content, header=header,
+                                                          buffers=buffers, idents=[uuid]))
+        if self._controller_gone:
+            for m in msg_ids:
+                self._tracker.fail(m, errors.ControllerError(self._controller_gone))
+        return msg_ids, futures
+
+    def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
+                 block: bool | None, fname: str) -> Any:
+        from ipcluster.client.asyncresult import AsyncResult
+
+        msg_ids, futures = self._send_each(engine_ids, msg_type, content, (), channel="control", record=False)
+        ar = AsyncResult(self, msg_ids, futures, fname=fname)
+        if block is None or block:
+            ar.get()
+            return None
+        return ar
+
+    # --- control ------------------------------------------------------------------------------
+
+    def abort(self, jobs: str | Iterable[str] | Any = None, targets: Targets = None,
+              block: bool | None = None) -> Any:
+        """Abort queued requests (by msg_id or AsyncResult; default: all of this client's outstanding).
+
+        Aborted requests fail with :class:`ipcluster.TaskAborted`; requests already running finish.
+        """
+        if jobs is None:
+            wanted: set[str] | None = None
+        else:
+            items = [jobs] if isinstance(jobs, str) or hasattr(jobs, "msg_ids") else list(jobs)
+            wanted = set()
+            for j in items:
+                wanted.update(getattr(j, "msg_ids", [j]))
+        engine_ids, _ = self._resolve_targets(targets)
+        per_engine = {}
+        for eid in engine_ids:
+            ids = self._tracker.outstanding_on(self._uuid(eid))
+            if wanted is not None:
+                ids = [m for m in ids if m in wanted]
+            if ids:
+                per_engine[eid] = ids
+        if not per_engine:
+            return None
+        results = [self._control([eid], M.ABORT_REQUEST, {"msg_ids": ids}, False, "abort")
+                   for eid, ids in per_engine.items()]
+        if block is None or block:
+            for ar in results:
+                ar.get()
+            return None
+        return results
+
+    def clear(self, targets: Targets = None, block: bool | None = None) -> Any:
+        """Clear the namespace of the target engines."""
+        engine_ids, _ = self._resolve_targets(targets)
+        return self._control(engine_ids, M.CLEAR_REQUEST, {}, block, "clear")
+
+    def send_signal(self, signum: int, targets: Targets = None, block: bool | None = None) -> Any:
+        """Send signal *signum* (e.g. ``signal.SIGINT``) to the target engine processes."""
+        engine_ids, _ = self._resolve_targets(targets)
+        return self._control(engine_ids, M.SIGNAL_REQUEST, {"signum": int(signum)}, block, "signal")
+
+    def shutdown(self, targets: Targets = "all", restart: bool = False, hub: bool = False,
+                 block: bool | None = None) -> None:
+        """Stop the target engines; with ``hub=True`` also stop the controller."""
+        if restart:
+            raise ValueError("restart=True is not supported: engines are restarted by their launcher")
+        ids = self.ids if targets in (None, "all") else self._resolve_targets(targets)[0]
+        if ids:
+            ar = self._control(ids, M.SHUTDOWN_REQUEST, {"restart": False}, False, "shutdown")
+            if block is None or block:
+                try:
+                    ar.get(timeout=10)
+                except (errors.EngineError, errors.CompositeError, errors.ControllerError):
+                    pass  # an engine that is already gone is as shut down as we need
+        if hub:
+            try:
+                self._hub_request(M.CONTROLLER_SHUTDOWN_REQUEST, {}, timeout=10)
+            except errors.ControllerError:
+                pass
+
+    def queue_status(self, targets: Targets = None, verbose: bool = False) -> dict[Any, Any]:
+        """``{engine_id: {"queue": n, "completed": n}, "unassigned": n}`` from the controller."""
+        target_ids = None if targets is None else self._resolve_targets(targets)[0]
+        reply = self._hub_request(M.QUEUE_STATUS_REQUEST, {"targets": target_ids, "verbose": verbose})
+        out: dict[Any, Any] = {int(k): v for k, v in reply.content.get("engines", {}).items()}
+        out["unassigned"] = reply.content.get("unassigned", 0)
+        return out
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self._tracker.results
+
+    @property
+    def metadata(self) -> dict[str, Metadata]:
+        return self._tracker.metadata
+
+    @property
+    def history(self) -> list[str]:
+        return self._tracker.history
+
+    @property
+    def outstanding(self) -> set[str]:
+        return self._tracker.outstanding
+
+    def wait(self, jobs: Iterable[Any] | None = None, timeout: float = -1) -> bool:
+        """Wait for *jobs* (AsyncResults or msg_ids; default: everything outstanding); ``True`` if done."""
+        futs = []
+        for j in list(jobs) if jobs is not None else list(self._tracker.outstanding):
+            if hasattr(j, "msg_ids"):
+                futs.append(j)
+            else:
+                f = self._tracker.futures.get(j)
+                if f is not None:
+                    futs.append(f)
+        done, pending = concurrent.futures.wait(futs, timeout=None if timeout < 0 else timeout)
+        return not pending
+
+    def spin(self) -> None:
+        """Kept for ipyparallel compatibility: the IO thread always processes messages."""
+
+    # --- views --------------------------------------------------------------------------------
+
+    def direct_view(self, targets: Targets = "all") -> Any:
+        """A :class:`~ipcluster.DirectView` on *targets* (``'all'`` follows engines as they come and go)."""
+        from ipcluster.client.view import DirectView
+
+        if targets is not None and targets != "all":
+            self._resolve_targets(targets)  # fail early on bad targets
+        return DirectView(self, "all" if targets is None else targets)
+
+    def __getitem__(self, key: int | slice | Sequence[int]) -> Any:
+        from ipcluster.client.view import DirectView
+
+        if isinstance(key, slice):
+            ids, _ = self._resolve_targets(key)
+            return DirectView(self, ids)
+        ids, single = self._resolve_targets(key)
+        return DirectView(self, ids[0] if single else ids)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def close(self, linger: int | None = None) -> None:
+        """Disconnect: fail anything still outstanding, stop the IO thread, close the sockets."""
+        if self._closed:
+            return
+        if getattr(self, "_io", None) is not None and self._io.alive and "hub" in self._io.channels:
+            try:
+                self._io.send("hub", self.session.serialize(M.DISCONNECT_NOTIFICATION, {}))
+            except Exception:
+                pass
+        self._closed = True
+        self._tracker.fail_all(lambda m: errors.IPClusterError("the Client was closed before a reply arrived"))
+        if getattr(self, "_io", None) is not None:
+            self._io.stop(linger=100 if linger is None else linger)
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed and getattr(self, "_io", None) is not None:
+                self._io.stop(linger=0, timeout=1)
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._engines)} engines"
+        return f"<Client {self.url_file} ({state})>"
+
+
+def _default_connection_file(profile: str | None, pdir: str | os.PathLike[str] | None,
+                             cluster_id: str | None) -> Path:
+    base = Path(pdir) if pdir else profile_dir(profile)
+    return connection_file_path(base, cluster_id or "")
+
+
+def _wait_for_file(path: Path, timeout: float) -> ConnectionInfo:
+    """Read the connection file, waiting up to *timeout* seconds for it to appear."""
+    deadline = time.monotonic() + max(timeout, 0)
+    delay = 0.005
+    while not path.exists():
+        if time.monotonic() >= deadline:
+            raise errors.ConnectionFileError(
+                f"connection file {path} not found after {timeout} s; start a cluster with "
+                "`ipcluster start` or ipcluster.Cluster, or pass the right profile / cluster_id / url_file")
+        time.sleep(delay)  # polling a path with a deadline: the file's writer is another process
+        delay = min(delay * 2, 0.1)
+    return read_connection_file(path)

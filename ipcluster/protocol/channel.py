@@ -1,0 +1,107 @@
+"""A zmq socket driven by an asyncio loop: drain on readiness, no await per message.
+
+zmq's ``FD`` is edge-triggered: it signals when the socket's state *changes*, and any
+operation on the socket (even a send, even reading ``EVENTS``) may consume that edge.  So:
+
+* on readiness, receive with ``NOBLOCK`` until ``EVENTS`` says nothing is left;
+* after every send, look at ``EVENTS`` again and schedule a drain if input is waiting,
+  because the send may have eaten the edge that would have woken the loop.
+
+Every received message is handed to ``on_message(frames)`` as a list of ``zmq.Frame`` (zero-copy).
+Handlers run synchronously inside the drain; an exception in a handler is logged (bounded) and the
+drain continues — one bad message must never stop a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Sequence
+
+import zmq
+
+Handler = Callable[[list[zmq.Frame]], None]
+
+
+class Channel:
+    """Owns one zmq socket inside one asyncio loop (the loop's thread is the only user)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zmq.Socket,
+        on_message: Handler | None,
+        name: str,
+        log: logging.Logger,
+    ):
+        self.loop = loop
+        self.sock = sock
+        self.name = name
+        self.log = log
+        self.on_message = on_message
+        self._scheduled = False
+        self._closed = False
+        self.handler_errors = 0
+        self._reading = False
+        if on_message is not None:
+            self.start()
+
+    def start(self) -> None:
+        """Begin delivering messages to ``on_message`` (set it first)."""
+        if self._reading or self.on_message is None:
+            return
+        self._reading = True
+        self.loop.add_reader(self.sock.FD, self._on_ready)
+        # messages may already be queued before the reader was installed
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            self.loop.call_soon(self._on_ready)
+
+    def _on_ready(self) -> None:
+        self._scheduled = False
+        sock = self.sock
+        handler = self.on_message
+        if self._closed or handler is None:
+            return
+        while True:
+            try:
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as e:
+                if self._closed or e.errno == zmq.ENOTSOCK:
+                    return
+                raise
+            try:
+                handler(frames)
+            except Exception:
+                self.handler_errors += 1
+                if self.handler_errors <= 10 or self.handler_errors % 1000 == 0:
+                    self.log.exception("error handling a message on %s (%d so far)", self.name, self.handler_errors)
+            if self._closed:
+                return
+
+    def send(self, frames: Sequence[Any], copy: bool = False) -> None:
+        """Queue *frames* for sending; never blocks (sockets here use unlimited HWM or are ROUTERs)."""
+        try:
+            self.sock.send_multipart(frames, copy=copy)
+        finally:
+            if self._reading and not self._closed:
+                if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    self._schedule()
+
+    def close(self, linger: int | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._reading:
+            try:
+                self.loop.remove_reader(self.sock.FD)
+            except Exception:
+                pass
+        self.sock.close(linger=linger)
