@@ -71,7 +71,7 @@ class IOThread:
         """Adopt *sock* (created by the caller, not yet used) and start reading it in the loop."""
 
         def install() -> Channel:
-            ch = Channel(self.loop, sock, on_message, name, log)
+            ch = Channel(self.loop, sock, on_message, name, log, threadsafe=True)
             self.channels[name] = ch
             return ch
 
@@ -79,17 +79,13 @@ class IOThread:
 
     def send(self, name: str, frames: Sequence[Any]) -> None:
         """Send *frames* on channel *name* from any thread (returns at once)."""
-        if self.in_io_thread():
-            self.channels[name].send(frames)
-        else:
-            self.loop.call_soon_threadsafe(self._send, name, frames)
-
-    def _send(self, name: str, frames: Sequence[Any]) -> None:
         ch = self.channels.get(name)
         if ch is None:
-            log.warning("dropping a message for closed channel %s", name)
-            return
-        ch.send(frames)
+            raise zmq.ZMQError(zmq.ENOTSOCK, f"the client's {name} socket is closed")
+        if self.in_io_thread():
+            ch.send(frames)
+        else:
+            ch.send_threadsafe(frames)
 
     def stop(self, linger: int = 0, timeout: float = 5) -> None:
         """Close every channel and stop the loop; safe to call twice or from the IO thread."""

@@ -1,0 +1,131 @@
+"""Client-side request bookkeeping, fed with hand-made messages (no sockets)."""
+
+import time
+
+import pytest
+
+from ipcluster import errors
+from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
+from ipcluster.client.tracker import RequestTracker
+from ipcluster.protocol.serialize import serialize_object
+from ipcluster.protocol.session import Message
+
+
+def reply(msg_id, status="ok", value=None, msg_type="apply_reply", **content):
+    buffers = serialize_object(value) if status == "ok" and msg_type == "apply_reply" else []
+    now = time.time()
+    return Message({"msg_type": msg_type, "msg_id": "r-" + msg_id}, {"msg_id": msg_id},
+                   {"engine_id": 0, "started": now, "completed": now + 1.0}, {"status": status, **content},
+                   buffers)
+
+
+def output(msg_id, msg_type, **content):
+    return Message({"msg_type": msg_type, "msg_id": "o"}, {"msg_id": msg_id}, {}, content)
+
+
+class FakeClient:
+    def __init__(self, tracker):
+        self.metadata = tracker.metadata
+
+    def abort(self, *a, **k):
+        pass
+
+
+def test_reply_resolves_future_and_records_result_and_metadata():
+    t = RequestTracker()
+    fut = t.register("m1", b"engine-uuid", 0)
+    t.on_output(output("m1", "stream", name="stdout", text="hello "))
+    t.on_output(output("m1", "stream", name="stdout", text="world"))
+    t.on_output(output("m1", "stream", name="stderr", text="warn"))
+    t.on_output(output("m1", "display_data", data={"text/plain": "x"}, metadata={}))
+    t.on_reply(reply("m1", value=42))
+    assert fut.result(0) == 42
+    md = t.metadata["m1"]
+    assert (md.stdout, md.stderr, md.completed - md.started) == ("hello world", "warn", 1.0)
+    assert md.outputs == [{"data": {"text/plain": "x"}, "metadata": {}}]
+    assert t.results["m1"] == 42 and t.outstanding == set() and t.history == ["m1"]
+
+
+def test_error_reply_raises_original_type_and_remote_error():
+    t = RequestTracker()
+    fut = t.register("m1", b"e", 3)
+    t.on_reply(reply("m1", status="error", ename="ZeroDivisionError", evalue="division by zero",
+                     traceback=["Traceback...", "ZeroDivisionError: division by zero"],
+                     exc_module="builtins", exc_qualname="ZeroDivisionError",
+                     engine_info={"engine_id": 3}))
+    exc = fut.exception(0)
+    assert isinstance(exc, ZeroDivisionError) and isinstance(exc, errors.RemoteError)
+    assert exc.engine_id == 3 and "division by zero" in str(exc)
+
+
+def test_engine_errors_from_controller_become_engine_error():
+    t = RequestTracker()
+    fut = t.register("m1", b"e", 1)
+    t.on_reply(reply("m1", status="error", ename="EngineDied", evalue="engine 1 stopped",
+                     exc_module="ipcluster.errors", exc_qualname="EngineDied",
+                     engine_info={"engine_id": 1}))
+    exc = fut.exception(0)
+    assert isinstance(exc, errors.EngineDied) and exc.engine_id == 1
+
+
+def test_aborted_reply_and_late_duplicate_reply_ignored():
+    t = RequestTracker()
+    fut = t.register("m1", b"e", 0)
+    t.on_reply(reply("m1", status="aborted"))
+    assert isinstance(fut.exception(0), errors.TaskAborted)
+    t.on_reply(reply("m1", value=1))  # late: must not raise or change anything
+    assert isinstance(fut.exception(0), errors.TaskAborted)
+
+
+def test_fail_engine_fails_only_that_engines_requests():
+    t = RequestTracker()
+    a = t.register("a", b"e1", 1)
+    b = t.register("b", b"e2", 2)
+    assert t.fail_engine(b"e1", lambda m: errors.EngineDied("gone", 1, m)) == 1
+    assert isinstance(a.exception(0), errors.EngineDied)
+    assert not b.done()
+    assert t.fail_all(lambda m: errors.ControllerError("lost")) == 1
+    assert isinstance(b.exception(0), errors.ControllerError)
+
+
+def test_control_requests_are_not_recorded():
+    t = RequestTracker()
+    fut = t.register("c", b"e", 0, record=False)
+    t.on_reply(reply("c", msg_type="clear_reply"))
+    assert fut.result(0) is None
+    assert t.history == [] and "c" not in t.results and "c" not in t.metadata
+
+
+def test_async_result_single_and_composite():
+    t = RequestTracker()
+    client = FakeClient(t)
+    f1, f2 = t.register("a", b"e1", 0), t.register("b", b"e2", 1)
+    ar = AsyncResult(client, ["a", "b"], [f1, f2], fname="f")
+    assert not ar.ready()
+    with pytest.raises(errors.TimeoutError):
+        ar.get(timeout=0.01)
+    t.on_reply(reply("a", value=1))
+    t.on_reply(reply("b", status="error", ename="KeyError", evalue="'k'", exc_module="builtins",
+                     exc_qualname="KeyError", engine_info={"engine_id": 1}))
+    with pytest.raises(errors.CompositeError) as ei:
+        ar.get(0)
+    assert isinstance(ei.value.elist[0], KeyError)
+    assert not ar.successful()
+
+    f3 = t.register("c", b"e1", 0)
+    single = AsyncResult(client, ["c"], [f3], single=True)
+    t.on_reply(reply("c", value="x"))
+    assert single.get(0) == "x" and single.successful() and single.engine_id == 0
+    assert single.wall_time >= 1.0 and single.serial_time == 1.0
+
+
+def test_async_map_result_joins_chunks_in_order():
+    t = RequestTracker()
+    client = FakeClient(t)
+    futs = [t.register(m, b"e", 0) for m in "abc"]
+    amr = AsyncMapResult(client, list("abc"), futs)
+    t.on_reply(reply("c", value=[5]))
+    t.on_reply(reply("a", value=[1, 2]))
+    t.on_reply(reply("b", value=[3, 4]))
+    assert amr.get(0) == [1, 2, 3, 4, 5]
+    assert list(amr) == [1, 2, 3, 4, 5] and len(amr) == 5
