@@ -289,6 +289,7 @@ def _describe(e: BaseException) -> str:
 
 def collect_exceptions(results: Iterable[Any], method: str) -> None:
     """Raise a :class:`CompositeError` if any item of *results* is an exception."""
+    results = list(results)  # may be a one-shot iterator; it is scanned twice
     elist = [r for r in results if isinstance(r, RemoteError)]
     others = [r for r in results if isinstance(r, BaseException) and not isinstance(r, RemoteError)]
     if others:

@@ -30,15 +30,47 @@ def _rebuild_memoryview(buf: Any) -> memoryview:
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus out-of-band transport for large ``bytes`` and ``memoryview`` objects."""
+    """cloudpickle, plus out-of-band transport for large ``bytes``, ``bytearray`` and ``memoryview``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # id -> (back-reference number, the object itself, kept alive so its id is not reused)
+        self._oob_objects: dict[int, tuple[int, Any]] = {}
+
+    def persistent_id(self, obj: Any) -> Any:
+        # The C pickler writes exact bytes and bytearray objects inline without ever calling
+        # reducer_override, so large ones are diverted here: their PickleBuffer then goes
+        # out-of-band through the buffer_callback.  A repeated object travels once and comes back
+        # as a back-reference, keeping identity like the pickle memo would.
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= BUFFER_THRESHOLD:
+            seen = self._oob_objects.get(id(obj))
+            if seen is not None:
+                return seen[0]
+            self._oob_objects[id(obj)] = (len(self._oob_objects), obj)
+            return (t is bytearray, pickle.PickleBuffer(obj))
+        return None
 
     def reducer_override(self, obj: Any) -> Any:
-        t = type(obj)
-        if t is bytes and len(obj) >= BUFFER_THRESHOLD:
-            return bytes, (pickle.PickleBuffer(obj),)
-        if t is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
+        if type(obj) is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
             return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
         return super().reducer_override(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Rebuilds the ``bytes``/``bytearray`` objects :class:`_Pickler` sent as persistent ids."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._oob_objects: list[Any] = []
+
+    def persistent_load(self, pid: Any) -> Any:
+        if type(pid) is int:
+            return self._oob_objects[pid]
+        is_bytearray, buf = pid
+        obj = bytearray(buf) if is_bytearray else bytes(buf)
+        self._oob_objects.append(obj)
+        return obj
 
 
 def _buffer_callback(buffers: list[Any]) -> Callable[[pickle.PickleBuffer], bool]:
@@ -67,7 +99,7 @@ def deserialize_object(frames: Sequence[Any]) -> Any:
     """Inverse of :func:`serialize_object`; *frames* may be zmq Frames, bytes or memoryviews."""
     if not frames:
         raise ValueError("no frames to deserialize")
-    return pickle.loads(frames[0], buffers=frames[1:])
+    return _Unpickler(io.BytesIO(frames[0]), buffers=frames[1:]).load()
 
 
 def pack_apply_message(f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> list[Any]:
