@@ -30,7 +30,24 @@ def _rebuild_memoryview(buf: Any) -> memoryview:
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus out-of-band transport for large ``bytes``, ``bytearray`` and ``memoryview``."""
+    """cloudpickle, plus out-of-band transport for large ``memoryview`` objects."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
+            return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
+        return super().reducer_override(obj)
+
+
+class _BytesPickler(_Pickler):
+    """:class:`_Pickler` that also sends large ``bytes``/``bytearray`` out-of-band.
+
+    The C pickler writes exact bytes and bytearray objects inline without ever calling
+    reducer_override, so large ones are diverted through ``persistent_id``: their PickleBuffer
+    then goes out-of-band through the buffer_callback.  A repeated object travels once and comes
+    back as a back-reference, keeping identity like the pickle memo would.  ``persistent_id`` runs
+    for every object pickled (~60 ns each), so this class is used only when
+    :func:`_holds_large_bytes` finds something to divert.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -38,10 +55,6 @@ class _Pickler(cloudpickle.Pickler):
         self._oob_objects: dict[int, tuple[int, Any]] = {}
 
     def persistent_id(self, obj: Any) -> Any:
-        # The C pickler writes exact bytes and bytearray objects inline without ever calling
-        # reducer_override, so large ones are diverted here: their PickleBuffer then goes
-        # out-of-band through the buffer_callback.  A repeated object travels once and comes back
-        # as a back-reference, keeping identity like the pickle memo would.
         t = type(obj)
         if (t is bytes or t is bytearray) and len(obj) >= BUFFER_THRESHOLD:
             seen = self._oob_objects.get(id(obj))
@@ -51,10 +64,39 @@ class _Pickler(cloudpickle.Pickler):
             return (t is bytearray, pickle.PickleBuffer(obj))
         return None
 
-    def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
-            return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
-        return super().reducer_override(obj)
+
+#: How many container items :func:`_holds_large_bytes` looks at before giving up.
+_SCAN_BUDGET = 1000
+
+
+def _holds_large_bytes(obj: Any, depth: int = 4) -> bool:
+    """Whether *obj* holds a large bytes/bytearray within *depth* levels of builtin containers.
+
+    Bounded (at most ``_SCAN_BUDGET`` items), so big containers of small objects cost nothing
+    extra; a large bytes object hidden deeper travels in-band (correct, one copy more).
+    """
+    budget = _SCAN_BUDGET
+    stack = [(obj, depth)]
+    while stack:
+        o, d = stack.pop()
+        t = type(o)
+        if t is bytes or t is bytearray:
+            if len(o) >= BUFFER_THRESHOLD:
+                return True
+            continue
+        if d == 0:
+            continue
+        if t is dict:
+            items: Any = o.values()
+        elif t is tuple or t is list or t is set or t is frozenset:
+            items = o
+        else:
+            continue
+        if len(items) > budget:
+            return False
+        budget -= len(items)
+        stack.extend((x, d - 1) for x in items)
+    return False
 
 
 class _Unpickler(pickle.Unpickler):
@@ -91,7 +133,8 @@ def serialize_object(obj: Any) -> list[Any]:
     """Pickle *obj*; return ``[pickle_stream, oob_buffer, ...]``."""
     buffers: list[Any] = []
     f = io.BytesIO()
-    _Pickler(f, protocol=_PROTOCOL, buffer_callback=_buffer_callback(buffers)).dump(obj)
+    cls = _BytesPickler if _holds_large_bytes(obj) else _Pickler
+    cls(f, protocol=_PROTOCOL, buffer_callback=_buffer_callback(buffers)).dump(obj)
     return [f.getbuffer(), *buffers]
 
 

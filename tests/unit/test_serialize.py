@@ -418,3 +418,13 @@ def test_pack_apply_message_copies_its_containers():
     assert f is max
     assert a == (1, 2) and k == {"k": "v"}
     assert k is not kwargs
+
+
+def test_large_containers_of_small_objects_skip_the_bytes_scan():
+    from ipcluster.protocol.serialize import _holds_large_bytes
+
+    big = b"x" * (1 << 17)
+    assert _holds_large_bytes({"ns": {"k": [big]}})
+    assert not _holds_large_bytes(list(range(100_000)))
+    assert not _holds_large_bytes([[[[[big]]]]])  # deeper than the scan: travels in-band, still correct
+    assert deserialize_object(serialize_object([[[[[big]]]]])) == [[[[[big]]]]]
