@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import cloudpickle
 import pytest
 
 import ipcluster
+
+
+@pytest.fixture(autouse=True)
+def _ship_test_module_by_value(request):
+    """Engines cannot import test modules: send their functions and classes by value."""
+    try:
+        cloudpickle.register_pickle_by_value(request.module)
+    except ValueError:
+        pass  # already registered
 
 
 def _start(profile_dir: Path, n: int) -> ipcluster.Cluster:

@@ -1,0 +1,309 @@
+"""``ipcluster.Cluster`` end to end: a real controller and engines on 127.0.0.1.
+
+Every test uses a private ``$IPYTHONDIR`` and the ``clusters`` fixture, which stops whatever a
+test started (even when it fails) and then checks that no process of it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from traitlets.config import Config
+
+import ipcluster
+from ipcluster.cluster.cluster import Cluster
+from ipcluster.errors import AlreadyRunning, ClusterNotFound, LauncherError
+
+ROOT = Path(ipcluster.__file__).resolve().parents[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until(predicate, timeout: float = 15, what: str = "condition"):
+    """Poll *predicate* until truthy; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    interval = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)  # the polling interval of a deadline-bounded wait
+        interval = min(interval * 2, 0.1)
+
+
+def cluster_pids(cluster: Cluster) -> set[int]:
+    """Controller, supervisors and engines of *cluster* that run right now."""
+    pids: set[int] = set()
+    for launcher in (cluster.controller, *cluster.engines.values()):
+        pid = getattr(launcher, "pid", None)
+        if pid and alive(pid):
+            pids.add(pid)
+            try:
+                pids.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+    return pids
+
+
+def live_children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if alive(p.pid)}
+
+
+class Clusters:
+    """Makes clusters for a test and guarantees they are gone afterwards."""
+
+    def __init__(self) -> None:
+        self.made: list[Cluster] = []
+        self.pids: set[int] = set()
+
+    def __call__(self, **kwargs) -> Cluster:
+        kwargs.setdefault("engine_timeout", 30)
+        cluster = Cluster(**kwargs)
+        self.made.append(cluster)
+        return cluster
+
+    def remember(self, cluster: Cluster) -> set[int]:
+        """Record the pids of *cluster* so the teardown can check they are gone."""
+        pids = cluster_pids(cluster)
+        self.pids |= pids
+        return pids
+
+    def teardown(self) -> None:
+        for cluster in self.made:
+            self.pids |= cluster_pids(cluster)
+            try:
+                cluster.stop_cluster_sync()
+            except Exception as e:  # keep cleaning up; the leak check below reports
+                print(f"stopping {cluster!r} failed: {e}")
+        leftover = {pid for pid in self.pids | live_children() if alive(pid)}
+        for pid in leftover:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        assert not leftover, f"processes left behind: {sorted(leftover)}"
+
+
+@pytest.fixture
+def ipdir(tmp_path, monkeypatch):
+    d = tmp_path / "ipython"
+    monkeypatch.setenv("IPYTHONDIR", str(d))
+    return d
+
+
+@pytest.fixture
+def clusters(ipdir):
+    before = live_children()
+    made = Clusters()
+    yield made
+    made.pids -= before
+    made.teardown()
+
+
+def security_files(cluster: Cluster) -> list[str]:
+    return sorted(p.name for p in (Path(cluster.profile_dir) / "security").iterdir())
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_import_cluster_does_not_import_ipython():
+    probe = ("import sys, ipcluster; ipcluster.Cluster; ipcluster.ClusterManager\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'controller', 'engines')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_start_task_stop_leaves_nothing(clusters):
+    cluster = clusters(n=2)
+    t0 = time.monotonic()
+    with cluster as rc:
+        pids = rc[:].apply_sync(os.getpid)
+        first_task = time.monotonic() - t0
+        assert len(rc.ids) == 2 and len(set(pids)) == 2
+        started = clusters.remember(cluster)
+        assert set(pids) <= started
+        record = json.loads(cluster.cluster_file.read_text())
+        assert record["controller"]["pid"] == cluster.controller.pid
+        assert record["engines"]["0"]["n"] == 2
+        assert oct(cluster.cluster_file.stat().st_mode & 0o777) == "0o600"
+    print(f"cold start to the first task result: {first_task:.3f} s")
+    assert first_task < 5
+    assert not any(alive(pid) for pid in started)
+    assert security_files(cluster) == []
+    assert live_children() == set()
+
+
+def test_async_context_manager(clusters):
+    cluster = clusters(n=1)
+
+    async def main():
+        async with cluster as rc:
+            clusters.remember(cluster)
+            return rc[:].apply_sync(os.getpid)
+
+    assert len(asyncio.run(main())) == 1
+    assert security_files(cluster) == []
+
+
+def test_sync_api_inside_a_running_event_loop(clusters):
+    # what a notebook cell does
+    cluster = clusters(n=1)
+
+    async def cell():
+        rc = cluster.start_and_connect_sync()
+        clusters.remember(cluster)
+        ids = rc.ids
+        cluster.stop_cluster_sync()
+        return ids
+
+    assert asyncio.run(cell()) == [0]
+
+
+def test_shadowing_user_modules_in_cwd(clusters, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("controller", "engines"):
+        (work / f"{name}.py").write_text(f"raise RuntimeError('the user {name}.py was imported')\n")
+    monkeypatch.chdir(work)
+    cluster = clusters(n=2)
+    with cluster as rc:
+        clusters.remember(cluster)
+        assert rc[:].apply_sync(os.getcwd) == [str(work)] * 2
+
+
+def test_already_running(clusters):
+    first = clusters(n=1, cluster_id="dup")
+    first.start_and_connect_sync()
+    clusters.remember(first)
+    second = clusters(n=1, cluster_id="dup")
+    with pytest.raises(AlreadyRunning, match="ipcluster stop"):
+        second.start_cluster_sync()
+    assert second.controller is None and not second.engines
+    assert first.cluster_file.exists() and first.connection_file.exists()
+    assert first.running
+    first.stop_cluster_sync()
+    assert not first.cluster_file.exists()
+
+
+def test_profile_config_sets_n(clusters, ipdir):
+    pdir = ipdir / "profile_three"
+    pdir.mkdir(parents=True)
+    (pdir / "ipcluster_config.py").write_text("c.Cluster.n = 3\n")
+    cluster = clusters(profile="three")
+    with cluster as rc:
+        clusters.remember(cluster)
+        assert len(rc.ids) == 3
+
+
+def test_engines_failing_to_start_are_reported(clusters):
+    cfg = Config()
+    cfg.LocalEngineSetLauncher.engine_args = ["--no-such-option"]
+    cluster = clusters(n=2, config=cfg)
+    t0 = time.monotonic()
+    with pytest.raises(LauncherError) as info:
+        cluster.start_and_connect_sync()
+    assert time.monotonic() - t0 < 10  # noticed, not waited out
+    err = info.value
+    assert err.returncode == 2
+    assert "engine supervisor" in str(err) and "--no-such-option" in err.output
+    assert security_files(cluster) == []  # start_and_connect cleaned up
+
+
+def test_bogus_connection_file_makes_the_supervisor_exit(clusters):
+    cluster = clusters(n=2, cluster_id="bogus")
+    cluster.connection_file.parent.mkdir(parents=True)
+    cluster.connection_file.write_text("this is not a connection file")
+    cluster.start_engines_sync()
+    clusters.remember(cluster)
+    with pytest.raises(LauncherError) as info:
+        cluster.connect_client_sync()
+    assert info.value.returncode not in (None, 0)
+    assert info.value.output
+    cluster.stop_cluster_sync()
+
+
+def test_controller_failing_to_start_is_reported(clusters):
+    cluster = clusters(n=1, controller_ip="256.0.0.1")
+    with pytest.raises(LauncherError) as info:
+        cluster.start_and_connect_sync()
+    assert "controller" in str(info.value) and info.value.returncode
+    assert "256.0.0.1" in info.value.output
+
+
+def test_dead_controller_is_reported_at_once(clusters):
+    cluster = clusters(n=1)
+    cluster.start_controller_sync()
+    clusters.remember(cluster)
+    os.kill(cluster.controller.pid, signal.SIGKILL)
+    with pytest.raises(LauncherError, match="exit code -9"):
+        cluster.connect_client_sync()
+
+
+def test_killed_supervisor_leaves_no_engines(clusters):
+    cluster = clusters(n=2)
+    cluster.start_and_connect_sync()
+    pids = clusters.remember(cluster)
+    supervisor = cluster.engines["0"].pid
+    os.kill(supervisor, signal.SIGKILL)
+    cluster.stop_cluster_sync()
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_stop_engines_then_controller(clusters):
+    cluster = clusters(n=2)
+    rc = cluster.start_and_connect_sync()
+    clusters.remember(cluster)
+    cluster.stop_engines_sync()
+    assert not cluster.engines
+    wait_until(lambda: not rc.ids, what="engines to unregister")
+    assert json.loads(cluster.cluster_file.read_text())["engines"] == {}
+    cluster.start_engines_sync(1)
+    rc.wait_for_engines(1, timeout=20)
+    clusters.remember(cluster)
+    cluster.stop_engines_sync()
+    cluster.stop_controller_sync()
+    assert security_files(cluster) == []
+
+
+def test_signal_engines_interrupts_tasks(clusters):
+    cluster = clusters(n=2)
+    with cluster as rc:
+        clusters.remember(cluster)
+        ar = rc[:].apply_async(time.sleep, 30)
+        wait_until(lambda: all(rc.queue_status()[i]["queue"] for i in rc.ids), what="tasks to start")
+        cluster.signal_engines(signal.SIGINT)
+        with pytest.raises(ipcluster.CompositeError, match="KeyboardInterrupt"):
+            ar.get(timeout=10)
+
+
+def test_from_file_attaches_and_stops(clusters):
+    cluster = clusters(n=2, cluster_id="attach", shutdown_atexit=False)
+    cluster.start_cluster_sync()
+    pids = clusters.remember(cluster)
+    attached = Cluster.from_file(cluster_id="attach")
+    assert attached.status == "running" and attached.n == 2
+    rc = attached.connect_client_sync()
+    assert len(rc.ids) == 2
+    clusters.remember(cluster)
+    attached.stop_cluster_sync()
+    assert not any(alive(pid) for pid in pids | clusters.pids)
+    with pytest.raises(ClusterNotFound):
+        Cluster.from_file(cluster_id="attach")
