@@ -1,0 +1,248 @@
+"""The control thread: abort, clear, signal and shutdown while the main thread runs a task.
+
+It owns the control DEALER (after registration) and one end of an inproc PAIR "wake" pipe to the
+main thread; it never touches the mux socket.  It talks to the main thread through
+:class:`SharedState` and by sending ``b"wake"`` on the pipe; the main thread sends ``b"stop"`` when
+it is leaving, and the control thread then says goodbye to the controller
+(``unregistration_notification``) and closes its sockets.
+
+* ``abort_request`` adds msg_ids to :class:`AbortSet`; the main thread consumes an id instead of
+  running the request and replies ``status: "aborted"``.
+* ``clear_request`` sets ``SharedState.clear`` and wakes the main thread, which clears the
+  namespace at once when idle, or before its next request.
+* ``signal_request`` delivers the signal to the main thread (SIGINT becomes ``KeyboardInterrupt`` in
+  the running task; see the engine's handler).
+* ``shutdown_request`` replies, unregisters, wakes the main thread to exit, and starts a watchdog:
+  if the main thread has not finished within a second, it is interrupted (SIGINT), and a second
+  later the process exits regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import zmq
+
+from ipcluster.errors import ProtocolError
+from ipcluster.protocol import messages as M
+from ipcluster.protocol.session import Message, Session
+
+from engines.error_content import engine_info, error_content
+from engines.logs import LimitedLog
+
+log = logging.getLogger("engines.control")
+
+#: How long a shutdown waits for a busy main thread before interrupting it, then before exiting.
+SHUTDOWN_GRACE = 1.0
+
+#: Cap on remembered abort ids (ids of requests that never arrive would otherwise pile up).
+MAX_ABORTED = 100_000
+
+
+class AbortSet:
+    """Thread-safe set of msg_ids to abort; bounded, oldest ids forgotten first."""
+
+    def __init__(self, limit: int = MAX_ABORTED):
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def add(self, msg_ids: Iterable[str]) -> None:
+        with self._lock:
+            for mid in msg_ids:
+                self._ids[str(mid)] = None
+                self._ids.move_to_end(str(mid))
+            while len(self._ids) > self._limit:
+                self._ids.popitem(last=False)
+
+    def consume(self, msg_id: str) -> bool:
+        """True (once) if *msg_id* was aborted: the caller must not run it."""
+        with self._lock:
+            if msg_id in self._ids:
+                del self._ids[msg_id]
+                return True
+            return False
+
+    def __contains__(self, msg_id: object) -> bool:
+        with self._lock:
+            return msg_id in self._ids
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+
+@dataclass
+class SharedState:
+    """What the main and control threads share (each field is safe to use from both)."""
+
+    aborted: AbortSet = field(default_factory=AbortSet)
+    #: set by clear_request; the main thread clears the namespace and resets it
+    clear: threading.Event = field(default_factory=threading.Event)
+    #: why the main loop must stop ("shutdown", "terminated"); None while serving
+    stop_reason: str | None = None
+    #: set by the main thread once it has left its loop
+    main_done: threading.Event = field(default_factory=threading.Event)
+
+
+class ControlThread(threading.Thread):
+    """Serves the control socket (see the module docstring).
+
+    Parameters
+    ----------
+    socket:
+        The registered control DEALER; from now on used by this thread only.
+    wake_url:
+        inproc address of the main thread's wake PAIR (bound by the main thread).
+    """
+
+    def __init__(self, ctx: zmq.Context, socket: zmq.Socket, wake_url: str, session: Session,
+                 state: SharedState, engine_uuid: str, engine_id: int | None,
+                 interrupt: Callable[[int], None] | None = None):
+        super().__init__(name="engine-control", daemon=True)
+        self.ctx = ctx
+        self.socket = socket
+        self.wake_url = wake_url
+        self.session = session
+        self.state = state
+        self.engine_uuid = engine_uuid
+        self.engine_id = engine_id
+        self.interrupt = interrupt or _signal_main_thread
+        self.rejected = LimitedLog(log)
+        self.unregistered = False
+        self.handlers: dict[str, Callable[[Message], dict[str, Any]]] = {
+            M.ABORT_REQUEST: self.on_abort,
+            M.CLEAR_REQUEST: self.on_clear,
+            M.SIGNAL_REQUEST: self.on_signal,
+            M.SHUTDOWN_REQUEST: self.on_shutdown,
+        }
+        self._after_reply: Callable[[], None] | None = None
+        self._pipe: zmq.Socket | None = None
+
+    # --- loop ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._pipe = self.ctx.socket(zmq.PAIR)
+            self._pipe.linger = 0
+            self._pipe.connect(self.wake_url)
+            poller = zmq.Poller()
+            poller.register(self.socket, zmq.POLLIN)
+            poller.register(self._pipe, zmq.POLLIN)
+            while True:
+                events = dict(poller.poll())
+                if self._pipe in events and self._pipe.recv() == b"stop":
+                    break
+                if self.socket in events:
+                    self._handle(self.socket.recv_multipart())
+        except zmq.ContextTerminated:
+            pass
+        except Exception:
+            log.exception("control thread failed")
+        finally:
+            self._close()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            msg = self.session.deserialize(frames)
+        except ProtocolError as e:
+            self.rejected("control-rejected", f"dropped control message: {type(e).__name__}: {e}")
+            return
+        handler = self.handlers.get(msg.msg_type)
+        if handler is None:
+            self.rejected("control-unknown", f"ignored {msg.msg_type!r} on control")
+            return
+        method = msg.msg_type.removesuffix("_request")
+        try:
+            content = handler(msg)
+        except Exception as e:
+            log.warning("%s failed: %s: %s", msg.msg_type, type(e).__name__, e)
+            content = error_content(e, engine_info(self.engine_id, self.engine_uuid, method))
+        self.reply(msg, content)
+        if self._after_reply is not None:
+            action, self._after_reply = self._after_reply, None
+            action()
+
+    def reply(self, msg: Message, content: dict[str, Any]) -> None:
+        metadata = {"engine_id": self.engine_id, "engine_uuid": self.engine_uuid,
+                    "status": content.get("status", "ok")}
+        self.socket.send_multipart(self.session.serialize(
+            M.REPLY_FOR[msg.msg_type], content, parent=msg.header, metadata=metadata, idents=msg.idents))
+
+    def wake_main(self) -> None:
+        assert self._pipe is not None
+        self._pipe.send(b"wake")
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    def on_abort(self, msg: Message) -> dict[str, Any]:
+        ids = msg.content.get("msg_ids") or []
+        if not isinstance(ids, list):
+            raise TypeError("abort_request msg_ids must be a list")
+        self.state.aborted.add(ids)
+        return {"status": "ok"}
+
+    def on_clear(self, msg: Message) -> dict[str, Any]:
+        self.state.clear.set()
+        self.wake_main()
+        return {"status": "ok"}
+
+    def on_signal(self, msg: Message) -> dict[str, Any]:
+        signum = signal.Signals(int(msg.content.get("signum", 0)))
+        # after the reply: a terminating signal must not cost the client its answer
+        self._after_reply = lambda: self.interrupt(signum)
+        return {"status": "ok"}
+
+    def on_shutdown(self, msg: Message) -> dict[str, Any]:
+        self._after_reply = self._begin_shutdown
+        return {"status": "ok"}
+
+    def _begin_shutdown(self) -> None:
+        self.unregister()
+        if self.state.stop_reason is None:
+            self.state.stop_reason = "shutdown"
+        self.wake_main()
+        threading.Thread(target=self._watchdog, name="engine-shutdown-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        if self.state.main_done.wait(SHUTDOWN_GRACE):
+            return
+        log.warning("shutdown: main thread busy for %.1f s; interrupting it", SHUTDOWN_GRACE)
+        self.interrupt(signal.SIGINT)
+        if self.state.main_done.wait(SHUTDOWN_GRACE):
+            return
+        log.warning("shutdown: main thread still busy; exiting now")
+        logging.shutdown()
+        os._exit(0)
+
+    def unregister(self) -> None:
+        """Tell the controller this engine is leaving (once)."""
+        if self.unregistered:
+            return
+        self.unregistered = True
+        try:
+            self.socket.send_multipart(self.session.serialize(M.UNREGISTRATION_NOTIFICATION, {}))
+        except zmq.ZMQError as e:
+            log.warning("could not send unregistration: %s", e)
+
+    def _close(self) -> None:
+        try:
+            self.unregister()
+        finally:
+            self.socket.close(linger=1000)
+            if self._pipe is not None:
+                self._pipe.close(linger=0)
+
+
+def _signal_main_thread(signum: int) -> None:
+    """Deliver *signum* to the main thread, so a blocking call there (sleep, poll) is interrupted.
+
+    Process-wide actions (SIGKILL, a default SIGTERM) still apply to the whole process.
+    """
+    signal.pthread_kill(threading.main_thread().ident or 0, signum)

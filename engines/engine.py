@@ -1,0 +1,371 @@
+"""One engine: its sockets, registration with the controller, and the main loop.
+
+Lifecycle (:meth:`Engine.run`)::
+
+    connect mux, control, heartbeat  ->  registration_request (control)  ->  registration_reply
+      -> start control thread  ->  engine_ready_notification (mux)  ->  serve  ->  clean exit
+
+The main thread serves the mux socket: one request at a time, received zero-copy, checked by the
+session before anything is decoded, dispatched through a table, output flushed, then the reply.
+It also polls the inproc "wake" pipe through which the control thread asks it to clear the
+namespace or to stop.  The poll times out every :data:`POLL_INTERVAL` so text written by
+background threads is sent even when no request is running.
+
+Signals: SIGINT raises ``KeyboardInterrupt`` only while user code runs (the task then fails with
+that error and the engine keeps serving); SIGTERM stops the engine after the current task (which is
+interrupted) with a clean unregistration and exit code 0.
+
+Zero-copy replies: large result buffers are sent without copying, so the memory must not change
+until libzmq is done with it.  A ``pull`` returns an array that stays in the namespace, and the
+next task could modify it in place; so before running the next request the engine waits for the
+previous reply's large frames to be released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+import zmq
+
+import engines
+from ipcluster.errors import ProtocolError
+from ipcluster.protocol import messages as M
+from ipcluster.protocol.connection import ConnectionInfo
+from ipcluster.protocol.session import Message, Session, new_id
+from ipcluster.protocol.versions import local_versions
+
+from engines.control import ControlThread, SharedState
+from engines.error_content import aborted_content, error_content
+from engines.execution import Executor, Outcome
+from engines.heartbeat import Heartbeat
+from engines.logs import LimitedLog
+from engines.output import OutputRouter
+
+log = logging.getLogger("engines.engine")
+
+#: Seconds to wait for the controller's registration_reply.
+REGISTRATION_TIMEOUT = 30.0
+#: Main-loop poll timeout (seconds): how often background-thread output is flushed when idle.
+POLL_INTERVAL = 0.1
+#: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
+EXIT_LINGER = 1000
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_REJECTED = 3
+
+
+class Engine:
+    """An engine process's state and sockets.
+
+    Parameters
+    ----------
+    info:
+        The cluster's connection info (addresses and key).
+    uuid:
+        This engine's identity; a supervisor chooses it before forking so it can report a death.
+    supervisor_pid:
+        The pid of the engine-host supervisor, if any (reported at registration).
+    """
+
+    def __init__(self, info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
+                 registration_timeout: float = REGISTRATION_TIMEOUT):
+        self.info = info
+        self.uuid = uuid or new_id()
+        self.identity = self.uuid.encode("ascii")
+        self.supervisor_pid = supervisor_pid
+        self.registration_timeout = registration_timeout
+        self.id: int | None = None
+        self.session = Session(info.key_bytes)
+        # the control thread checks its own messages: a Session's replay guard is not thread-safe
+        self.control_session = Session(info.key_bytes, session_id=self.session.session_id)
+        self.state = SharedState()
+        self.rejected = LimitedLog(log)
+        self.output = OutputRouter(self._send_output, fallback=sys.__stderr__)
+        self.executor = Executor(self.output, self.uuid)
+        self.handlers: dict[str, Callable[[Message], Outcome]] = {
+            M.APPLY_REQUEST: self.executor.apply,
+            M.EXECUTE_REQUEST: self.executor.execute,
+        }
+        self.ctx: zmq.Context | None = None
+        self.mux: zmq.Socket | None = None
+        self.control: zmq.Socket | None = None
+        self.wake: zmq.Socket | None = None
+        self.control_thread: ControlThread | None = None
+        self._trackers: list[zmq.MessageTracker] = []
+        self._signal_fds: tuple[int, int] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Register and serve until shutdown; return the process exit code."""
+        os.environ.setdefault("MPLBACKEND", "agg")  # non-interactive; `%matplotlib inline` still works
+        self.ctx = zmq.Context()
+        try:
+            self._connect()
+            self._install_signal_handlers()
+            code = self._register()
+            if code is not None:
+                return code
+            self._start_control()
+            self._send(self.session.serialize(M.ENGINE_READY_NOTIFICATION, {"uuid": self.uuid}))
+            self.executor.install_main_module()
+            self.output.install()
+            log.info("engine %s (%s) serving", self.id, self.uuid)
+            self._serve()
+            log.info("engine %s stopping (%s)", self.id, self.state.stop_reason)
+            return EXIT_OK
+        finally:
+            self._close()
+
+    def _connect(self) -> None:
+        assert self.ctx is not None
+        info = self.info
+        self.mux = self.ctx.socket(zmq.DEALER)
+        self.mux.setsockopt(zmq.IDENTITY, self.identity)
+        self.mux.setsockopt(zmq.SNDHWM, 0)  # results and output are never dropped
+        self.mux.setsockopt(zmq.RCVHWM, 0)
+        self.mux.connect(info.url("mux_back"))
+        self.control = self.ctx.socket(zmq.DEALER)
+        self.control.setsockopt(zmq.IDENTITY, self.identity)
+        self.control.connect(info.url("control_back"))
+        self.wake = self.ctx.socket(zmq.PAIR)
+        self.wake_url = f"inproc://engine-wake-{self.uuid}"
+        self.wake.bind(self.wake_url)
+        # heartbeat first: its subscription has time to reach the controller before we register
+        Heartbeat(self.ctx, info.url("hb_ping"), info.url("hb_pong"), self.identity).start()
+
+    def _register(self) -> int | None:
+        """Send registration_request and wait for the reply; an exit code on failure, else None."""
+        assert self.control is not None
+        versions = local_versions() | {"controller_path": None, "engines_path": engines.__file__}
+        content = {"uuid": self.uuid, "hostname": socket.gethostname(), "pid": os.getpid(),
+                   "supervisor_pid": self.supervisor_pid, "versions": versions}
+        self.control.send_multipart(self.control_session.serialize(M.REGISTRATION_REQUEST, content))
+        url = self.info.url("control_back")
+        deadline = time.monotonic() + self.registration_timeout
+        while self.state.stop_reason is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                print(f"engine {self.uuid}: no registration reply from the controller at {url} "
+                      f"within {self.registration_timeout:g} s; is the controller running?",
+                      file=sys.stderr, flush=True)
+                return EXIT_FAILURE
+            if not self.control.poll(min(remaining, POLL_INTERVAL) * 1000):
+                continue
+            frames = self.control.recv_multipart()
+            try:
+                msg = self.control_session.deserialize(frames)
+            except ProtocolError as e:
+                self.rejected("control-rejected", f"dropped message while registering: {type(e).__name__}: {e}")
+                continue
+            if msg.msg_type != M.REGISTRATION_REPLY:
+                self.rejected("control-unexpected", f"ignored {msg.msg_type!r} while registering")
+                continue
+            if msg.content.get("status") != "ok":
+                print(f"engine {self.uuid}: registration rejected by the controller: "
+                      f"{msg.content.get('evalue', 'no reason given')}", file=sys.stderr, flush=True)
+                return EXIT_REJECTED
+            self.id = int(msg.content["id"])
+            self.executor.engine_id = self.id
+            log.info("registered as engine %d", self.id)
+            return None
+        return EXIT_OK  # terminated while registering
+
+    def _start_control(self) -> None:
+        assert self.ctx is not None and self.control is not None
+        # from here on the control socket belongs to the control thread
+        self.control_thread = ControlThread(self.ctx, self.control, self.wake_url, self.control_session,
+                                            self.state, self.uuid, self.id)
+        self.control = None
+        self.control_thread.start()
+
+    def _close(self) -> None:
+        self.state.main_done.set()
+        self.output.uninstall()
+        thread = self.control_thread
+        if thread is not None and thread.is_alive() and self.wake is not None:
+            self.wake.send(b"stop")
+            thread.join(timeout=2 * EXIT_LINGER / 1000)
+        for sock, linger in ((self.control, 0), (self.mux, EXIT_LINGER), (self.wake, 0)):
+            if sock is not None:
+                sock.close(linger=linger)
+        if self.ctx is None:
+            return
+        if thread is not None and thread.is_alive():
+            log.warning("control thread did not stop; not waiting for the zmq context")
+            return
+        self.ctx.term()  # the heartbeat proxy sees ETERM and closes its sockets
+        self.ctx = None
+        if self._signal_fds is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self._signal_fds:
+                os.close(fd)
+            self._signal_fds = None
+
+    # --- signals ------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self._signal_fds is None:
+            # a signal makes the main loop's poll return at once, whichever thread received it
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self._signal_fds = (r, w)
+            signal.set_wakeup_fd(w)
+
+    def _restore_signal_handlers(self) -> None:
+        """Put our handlers back if a task replaced them (it would break interrupt and shutdown)."""
+        if signal.getsignal(signal.SIGINT) != self._on_sigint or \
+                signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+            log.info("a task replaced the engine's signal handlers; restoring them")
+            self._install_signal_handlers()
+
+    # Both raise through signal.default_int_handler, a C function: the KeyboardInterrupt's
+    # traceback then ends in the user's frame, not in this handler.
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.executor.running:
+            signal.default_int_handler(signum, frame)
+        # idle: nothing to interrupt
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = "terminated"
+        if self.executor.running:
+            signal.default_int_handler(signum, frame)
+
+    # --- main loop ----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        assert self.mux is not None and self.wake is not None
+        poller = zmq.Poller()
+        poller.register(self.mux, zmq.POLLIN)
+        poller.register(self.wake, zmq.POLLIN)
+        if self._signal_fds is not None:
+            poller.register(self._signal_fds[0], zmq.POLLIN)
+        timeout_ms = int(POLL_INTERVAL * 1000)
+        while self.state.stop_reason is None:
+            try:
+                if self.state.clear.is_set():
+                    self._clear()
+                events = dict(poller.poll(timeout_ms))
+                if self.wake in events:
+                    self._drain_wake()
+                if self._signal_fds is not None and self._signal_fds[0] in events:
+                    _drain_fd(self._signal_fds[0])
+                if self.mux in events:
+                    self._dispatch(self.mux.recv_multipart(copy=False, flags=zmq.NOBLOCK), time.time())
+                self.output.flush()
+            except zmq.Again:
+                continue
+            except zmq.ContextTerminated:
+                break
+            except BaseException as e:  # noqa: B036 - the loop outlives anything a request does
+                self.rejected("loop-error", f"error in the main loop: {type(e).__name__}: {e}", logging.ERROR)
+
+    def _drain_wake(self) -> None:
+        assert self.wake is not None
+        while self.wake.poll(0):
+            self.wake.recv()
+
+    def _clear(self) -> None:
+        self.state.clear.clear()
+        try:
+            self.executor.clear()
+        except Exception as e:
+            log.error("clearing the namespace failed: %s: %s", type(e).__name__, e)
+
+    def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
+        try:
+            msg = self.session.deserialize(frames)
+        except ProtocolError as e:
+            self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
+            return
+        handler = self.handlers.get(msg.msg_type)
+        method = msg.msg_type.removesuffix("_request")
+        if handler is None:
+            self.rejected("mux-unknown", f"no handler for {msg.msg_type!r} on mux")
+            if msg.msg_type.endswith("_request"):
+                err = NotImplementedError(f"engines do not handle {msg.msg_type!r}")
+                self._reply(msg, Outcome(error_content(err, self.executor.info(method))),
+                            received, received, time.time())
+            return
+        if self.state.clear.is_set():
+            self._clear()
+        self._wait_for_sends()
+        self.output.set_parent(msg.header, msg.idents)
+        started = time.time()
+        if self.state.aborted.consume(msg.msg_id):
+            outcome = Outcome(aborted_content(self.executor.info(method)))
+        else:
+            try:
+                outcome = handler(msg)
+            except BaseException as e:  # noqa: B036 - handlers catch user errors; this is a bug net
+                log.exception("%s handler failed", msg.msg_type)
+                outcome = self.executor.error(e, method)
+        self.output.flush()
+        self._reply(msg, outcome, received, started, time.time())
+        self._restore_signal_handlers()
+
+    def _reply(self, msg: Message, outcome: Outcome, received: float, started: float,
+               completed: float) -> None:
+        metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
+                    "started": started, "completed": completed, "status": outcome.status}
+        reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
+        self._send(self.session.serialize(reply_type, outcome.content, parent=msg.header,
+                                          metadata=metadata, buffers=outcome.buffers, idents=msg.idents))
+
+    # --- sending on mux (main thread only) ----------------------------------------------------
+
+    def _send(self, frames: list[Any]) -> None:
+        """Send one message; large frames go zero-copy and are tracked (see the module docstring)."""
+        assert self.mux is not None
+        last = len(frames) - 1
+        for i, frame in enumerate(frames):
+            flags = zmq.SNDMORE if i < last else 0
+            if _nbytes(frame) < zmq.COPY_THRESHOLD:
+                self.mux.send(frame, flags)
+            elif isinstance(frame, bytes):  # immutable: no need to know when it is released
+                self.mux.send(frame, flags, copy=False)
+            else:
+                self._trackers.append(self.mux.send(frame, flags, copy=False, track=True))
+
+    def _send_output(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any],
+                     idents: list[bytes]) -> None:
+        self._send(self.session.serialize(msg_type, content, parent=parent, idents=idents))
+
+    def _wait_for_sends(self) -> None:
+        """Block until libzmq has released the large frames of earlier replies."""
+        while self._trackers:
+            tracker = self._trackers.pop()
+            if not tracker.done:
+                tracker.wait()
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _nbytes(frame: Any) -> int:
+    try:
+        return memoryview(frame).nbytes
+    except TypeError:
+        return 0
+
+
+def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None) -> int:
+    """Run one engine in this process; return its exit code."""
+    return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid).run()

@@ -1,0 +1,177 @@
+"""Running requests: ``apply_request`` (call a function) and ``execute_request`` (run code).
+
+The engine has one user namespace, ``user_ns``: the ``__dict__`` of a module named ``__main__``
+(installed as ``sys.modules["__main__"]`` by the engine, as IPython does, so pickle and friends
+find what the user defined).  Both request types see the same namespace.
+
+A function defined interactively on the client (``f.__module__ == "__main__"``: a script, IPython
+or a notebook; cloudpickle ships those by value) runs with ``user_ns`` as its globals, like code
+typed on the engine.  That is what makes ``push`` (``globals().update(ns)``), ``pull``
+(``globals()[name]``) and ``apply(lambda: a)`` after a push work.  The globals cloudpickle captured
+with it are added to ``user_ns`` first, without overwriting what the engine already has: a helper
+or module the function uses is there, and a variable pushed to the engine wins over the client's
+value of the same name.  Functions from importable modules run untouched.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from ipcluster.protocol.serialize import serialize_object, unpack_apply_message
+from ipcluster.protocol.session import Message
+
+from engines.error_content import engine_info, error_content, exception_buffers
+from engines.output import OutputRouter
+
+# names of a module's own bookkeeping: never copied from a client function's globals
+_MODULE_DUNDERS = frozenset({"__name__", "__builtins__", "__builtin__", "__package__", "__file__",
+                             "__path__", "__loader__", "__spec__", "__doc__", "__cached__"})
+
+
+@dataclass
+class Outcome:
+    """A handler's result: reply content (with ``status``) and reply buffers."""
+
+    content: dict[str, Any]
+    buffers: list[Any] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return str(self.content.get("status", "ok"))
+
+
+def new_user_module() -> types.ModuleType:
+    """A fresh ``__main__`` module whose ``__dict__`` is the user namespace."""
+    module = types.ModuleType("__main__", "The engine's interactive namespace")
+    module.__dict__["__builtins__"] = builtins
+    return module
+
+
+def bind_to_namespace(f: Any, user_ns: dict[str, Any]) -> Any:
+    """Return *f* rebuilt to run with *user_ns* as its globals, if it is an interactive function.
+
+    Only plain Python functions whose ``__module__`` is ``"__main__"`` are rebound; anything else
+    (builtins, partials, functions from importable modules, callables) is returned unchanged.
+    The globals captured with *f* are inserted into *user_ns* without overwriting existing names.
+    """
+    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is user_ns:
+        return f
+    for name, value in f.__globals__.items():
+        if name not in _MODULE_DUNDERS:
+            user_ns.setdefault(name, value)
+    g = types.FunctionType(f.__code__, user_ns, f.__name__, f.__defaults__, f.__closure__)
+    g.__kwdefaults__ = f.__kwdefaults__
+    g.__dict__.update(f.__dict__)
+    g.__qualname__ = f.__qualname__
+    g.__doc__ = f.__doc__
+    g.__annotations__ = f.__annotations__
+    return g
+
+
+def clear_namespace(user_ns: dict[str, Any]) -> None:
+    """Remove every user name, keeping what a module namespace needs to work at all."""
+    for name in [k for k in user_ns if k not in ("__name__", "__builtins__", "__builtin__")]:
+        del user_ns[name]
+
+
+class Executor:
+    """Runs requests in the user namespace and turns outcomes into reply content.
+
+    ``running`` is true while user code may be on the stack; the engine's SIGINT handler raises
+    ``KeyboardInterrupt`` only then, so an interrupt never lands in the engine's own plumbing.
+    """
+
+    def __init__(self, output: OutputRouter, engine_uuid: str, user_module: types.ModuleType | None = None):
+        self.output = output
+        self.engine_uuid = engine_uuid
+        self.engine_id: int | None = None
+        self.user_module = user_module if user_module is not None else new_user_module()
+        self.user_ns: dict[str, Any] = self.user_module.__dict__
+        self.running = False
+        self._shell: Any = None
+
+    def info(self, method: str) -> dict[str, Any]:
+        return engine_info(self.engine_id, self.engine_uuid, method)
+
+    def error(self, exc: BaseException, method: str, with_buffers: bool = False) -> Outcome:
+        content = error_content(exc, self.info(method))
+        return Outcome(content, exception_buffers(exc) if with_buffers else [])
+
+    @contextlib.contextmanager
+    def user_code(self) -> Iterator[None]:
+        """Mark the block as interruptible (see ``running``)."""
+        self.running = True
+        try:
+            yield
+        finally:
+            self.running = False
+
+    # --- apply --------------------------------------------------------------------------------
+
+    def apply(self, msg: Message) -> Outcome:
+        """Call the function in *msg*'s buffers; reply with its pickled result or the error."""
+        try:
+            with self.user_code():
+                f, args, kwargs = unpack_apply_message(msg.buffers)
+                result = bind_to_namespace(f, self.user_ns)(*args, **kwargs)
+                del f, args, kwargs
+        except BaseException as e:  # noqa: B036 - KeyboardInterrupt and SystemExit are task errors here
+            return self.error(e, "apply", with_buffers=True)
+        try:
+            with self.user_code():  # pickling may run the user's __reduce__
+                buffers = serialize_object(result)
+        except BaseException as e:  # noqa: B036
+            return self.error(e, "apply", with_buffers=True)
+        return Outcome({"status": "ok"}, buffers)
+
+    # --- execute ------------------------------------------------------------------------------
+
+    def execute(self, msg: Message) -> Outcome:
+        """Run ``content["code"]`` as an IPython cell; outputs are sent as they happen."""
+        code = msg.content.get("code", "")
+        silent = bool(msg.content.get("silent", False))
+        if not isinstance(code, str):
+            return self.error(TypeError(f"execute_request code must be str, not {type(code).__name__}"),
+                              "execute")
+        try:
+            with self.user_code():
+                shell = self.shell()
+                from engines.shell import run_cell
+
+                count, error = run_cell(shell, code, silent)
+        except BaseException as e:  # noqa: B036
+            outcome = self.error(e, "execute")
+            self.output.publish("error", outcome.content)
+            return outcome
+        if error is not None:
+            return Outcome({**error, "execution_count": count})
+        return Outcome({"status": "ok", "execution_count": count})
+
+    def shell(self) -> Any:
+        """The IPython shell sharing ``user_ns``, created (and IPython imported) on first use."""
+        if self._shell is None:
+            from engines.shell import create_shell
+
+            self._shell = create_shell(self.user_module, self.output, self.info("execute"))
+        return self._shell
+
+    # --- clear --------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Empty the user namespace (``clear_request``)."""
+        if self._shell is not None:
+            self._shell.reset(new_session=False)
+        else:
+            clear_namespace(self.user_ns)
+
+    def install_main_module(self) -> None:
+        """Make the user module ``sys.modules["__main__"]`` (what pickle looks up for ``__main__``)."""
+        sys.modules["__main__"] = self.user_module
+
+
+__all__ = ["Executor", "Outcome", "bind_to_namespace", "clear_namespace", "new_user_module"]

@@ -1,0 +1,349 @@
+"""The engine-host supervisor: forks N engines from one pre-imported parent and watches them.
+
+Why a supervisor: starting N Python processes that each import zmq, cloudpickle and the engine
+costs N times the import time; forking a parent that already imported them costs almost nothing.
+IPython is *not* pre-imported (engines import it on their first ``execute_request``).
+
+The supervisor
+
+* chooses each child's uuid before forking, so it can name the engine when it dies;
+* gives each child a pipe as stdout/stderr, relays the lines to its own log and keeps the last
+  lines of each, to send with a death report;
+* notices a death at once (SIGCHLD wakes its poll through ``signal.set_wakeup_fd``; no sleeping
+  loops) and reports ``engine_died_notification`` on the ``hub`` socket;
+* on SIGTERM/SIGINT terminates the children (SIGTERM, then SIGKILL after :data:`KILL_GRACE`; a
+  second signal kills at once) and exits;
+* exits when the last child has: 0 if every child exited 0, else 1 (statuses are logged).
+
+Only the parent has a zmq context, and it is created *after* the children are forked: a forked
+child must never inherit a live context.  Each child creates its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import zmq
+
+from ipcluster.protocol import messages as M
+from ipcluster.protocol.connection import ConnectionInfo
+from ipcluster.protocol.session import Session, new_id
+
+from engines.engine import run_engine
+from engines.logs import setup_logging
+
+log = logging.getLogger("engines.supervisor")
+
+#: Seconds between SIGTERM and SIGKILL when stopping the children.
+KILL_GRACE = 2.0
+#: Lines of each child's output kept for its death report.
+TAIL_LINES = 50
+#: Characters of output sent in a death report.
+TAIL_CHARS = 8192
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Child:
+    """One forked engine as the supervisor sees it."""
+
+    index: int
+    uuid: str
+    pid: int
+    out_fd: int | None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    partial: bytes = b""
+    exit_code: int | None = None
+
+    def output(self) -> str:
+        text = "\n".join(self.tail)
+        if self.partial:
+            text += ("\n" if text else "") + self.partial.decode("utf-8", "replace")
+        return text[-TAIL_CHARS:]
+
+
+class Supervisor:
+    """Runs *n* engines as children of this process (see the module docstring).
+
+    Parameters
+    ----------
+    info:
+        The cluster's connection info (also used for the ``hub`` socket).
+    n:
+        How many engines to fork.
+    log_stream:
+        Where the children's output lines are relayed (the supervisor's own log).
+    log_level:
+        Log level the children use.
+    """
+
+    def __init__(self, info: ConnectionInfo, n: int, log_stream: TextIO | None = None,
+                 log_level: str = "INFO"):
+        if n < 1:
+            raise ValueError("a supervisor needs at least one engine")
+        self.info = info
+        self.n = n
+        self.log_stream = log_stream if log_stream is not None else sys.stderr
+        self.log_level = log_level
+        self.children: dict[int, Child] = {}
+        self.finished: list[Child] = []
+        self.session = Session(info.key_bytes)
+        self._stop_signals = 0
+        self._kill_at: float | None = None
+        self._wake_r = self._wake_w = -1
+        self.hub: zmq.Socket | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Fork the engines, supervise them until all have exited; return the exit code."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, _ignore)  # a Python handler, so the wakeup fd is written
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        for index in range(self.n):
+            self._fork(index)
+        log.info("supervisor %d started %d engines: %s", os.getpid(), self.n,
+                 ", ".join(str(pid) for pid in self.children))
+        ctx = zmq.Context()
+        try:
+            self.hub = ctx.socket(zmq.DEALER)
+            self.hub.connect(self.info.url("hub"))
+            self._supervise()
+        finally:
+            if self.hub is not None:
+                self.hub.close(linger=1000)  # let the last death reports go out
+            ctx.term()
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        return self._exit_code()
+
+    def _exit_code(self) -> int:
+        codes = [c.exit_code for c in self.finished]
+        if all(code == 0 for code in codes):
+            log.info("all %d engines exited cleanly", len(codes))
+            return 0
+        for c in self.finished:
+            log.warning("engine pid %d (uuid %s) exited with %s", c.pid, c.uuid, _describe_exit(c.exit_code))
+        return 1
+
+    # --- forking ------------------------------------------------------------------------------
+
+    def _fork(self, index: int) -> None:
+        uuid = new_id()
+        r, w = os.pipe()
+        for stream in (sys.stdout, sys.stderr, self.log_stream):
+            stream.flush()  # else the child would write the parent's buffered text again
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            os.close(r)
+            self._become_engine(uuid, w)
+        os.close(w)
+        os.set_blocking(r, False)
+        self.children[pid] = Child(index, uuid, pid, r)
+
+    def _become_engine(self, uuid: str, out_fd: int) -> None:
+        code = 1
+        try:
+            supervisor_pid = os.getppid()
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for fd in [self._wake_r, self._wake_w, *(c.out_fd for c in self.children.values())]:
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            _die_with_parent(supervisor_pid)
+            os.dup2(out_fd, 1)
+            os.dup2(out_fd, 2)
+            os.close(out_fd)
+            setup_logging(self.log_level, stream=sys.__stderr__)
+            code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid)
+        except BaseException:  # noqa: B036 - a child must end in os._exit, whatever happened
+            traceback.print_exc()
+        finally:
+            for stream in (sys.__stdout__, sys.__stderr__):
+                try:
+                    if stream is not None:
+                        stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+
+    # --- supervising --------------------------------------------------------------------------
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        self._stop_signals += 1
+
+    def _supervise(self) -> None:
+        assert self.hub is not None
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self.hub, zmq.POLLIN)
+        for c in self.children.values():
+            if c.out_fd is not None:
+                poller.register(c.out_fd, zmq.POLLIN)
+        handled_signals = 0
+        while self.children:
+            timeout = None
+            if self._kill_at is not None:
+                timeout = max(0.0, self._kill_at - time.monotonic()) * 1000
+            for sock, _ in poller.poll(timeout):
+                if sock == self._wake_r:
+                    _drain_fd(self._wake_r)
+                elif sock is self.hub:
+                    self._drain_hub()
+                else:
+                    self._read_output(poller, sock)
+            self._reap(poller)
+            if self._stop_signals > handled_signals:
+                handled_signals = self._stop_signals
+                self._terminate(kill_now=handled_signals > 1)
+            if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                self._terminate(kill_now=True)
+
+    def _terminate(self, kill_now: bool) -> None:
+        sig = signal.SIGKILL if kill_now else signal.SIGTERM
+        if self.children:
+            log.info("sending %s to %d engines", sig.name, len(self.children))
+        for pid in self.children:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        self._kill_at = None if kill_now else time.monotonic() + KILL_GRACE
+
+    def _drain_hub(self) -> None:
+        assert self.hub is not None
+        while self.hub.poll(0):
+            frames = self.hub.recv_multipart()
+            log.debug("ignored a %d-frame message on the hub socket", len(frames))
+
+    def _read_output(self, poller: zmq.Poller, fd: int) -> None:
+        child = next((c for c in self.children.values() if c.out_fd == fd), None)
+        if child is None:
+            poller.unregister(fd)
+            os.close(fd)
+            return
+        self._pump(child, poller)
+
+    def _pump(self, child: Child, poller: zmq.Poller) -> None:
+        """Relay what *child* has written so far; close its pipe at EOF."""
+        fd = child.out_fd
+        if fd is None:
+            return
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                poller.unregister(fd)
+                os.close(fd)
+                child.out_fd = None
+                self._relay(child, b"", final=True)
+                return
+            self._relay(child, data)
+
+    def _relay(self, child: Child, data: bytes, final: bool = False) -> None:
+        *lines, child.partial = (child.partial + data).split(b"\n")
+        if final and child.partial:
+            lines.append(child.partial)
+            child.partial = b""
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            child.tail.append(line)
+            try:
+                self.log_stream.write(f"[engine pid {child.pid}] {line}\n")
+            except (OSError, ValueError):
+                pass
+        if lines:
+            try:
+                self.log_stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _reap(self, poller: zmq.Poller) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            child.exit_code = os.waitstatus_to_exitcode(status)
+            # what the child wrote before dying is in the pipe; take it, don't wait for EOF (a
+            # grandchild may hold the pipe open)
+            self._pump(child, poller)
+            if child.out_fd is not None:
+                poller.unregister(child.out_fd)
+                os.close(child.out_fd)
+                child.out_fd = None
+                self._relay(child, b"", final=True)
+            self.finished.append(child)
+            level = logging.INFO if child.exit_code == 0 else logging.WARNING
+            log.log(level, "engine pid %d exited with %s", pid, _describe_exit(child.exit_code))
+            self._report(child)
+
+    def _report(self, child: Child) -> None:
+        assert self.hub is not None
+        content = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code, "output": child.output()}
+        try:
+            self.hub.send_multipart(self.session.serialize(M.ENGINE_DIED_NOTIFICATION, content))
+        except zmq.ZMQError as e:
+            log.error("could not report the death of engine pid %d: %s", child.pid, e)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGTERM this child if the supervisor dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
