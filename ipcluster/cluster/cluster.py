@@ -307,8 +307,11 @@ class Cluster(LoggingConfigurable):
         if self.shutdown_atexit and not self._attached:
             _ATEXIT.add(self)
 
-    async def start_controller(self) -> None:
-        """Start the controller (returns once it is launched; :meth:`connect_client` waits for it)."""
+    async def start_controller(self, record: bool = True) -> None:
+        """Start the controller (returns once it is launched; :meth:`connect_client` waits for it).
+
+        *record*: write the cluster file now (``start_cluster`` writes it once, after the engines).
+        """
         if self.controller_running:
             raise ClusterError(f"the controller of {self.key!r} is already running")
         state.ensure_profile_dir(self.profile_dir)
@@ -323,9 +326,10 @@ class Cluster(LoggingConfigurable):
         await launcher.start()
         self.controller = launcher
         self._started()
-        self.update_cluster_file()
+        if record:
+            self.update_cluster_file()
 
-    async def start_engines(self, n: int | None = None) -> str:
+    async def start_engines(self, n: int | None = None, record: bool = True) -> str:
         """Start one more engine set of *n* engines (default :attr:`n`); return its set id."""
         n = n or self.n or os.cpu_count() or 1
         state.ensure_profile_dir(self.profile_dir)
@@ -341,14 +345,17 @@ class Cluster(LoggingConfigurable):
         await launcher.start()
         self.engines[set_id] = launcher
         self._started()
-        self.update_cluster_file()
+        if record:
+            self.update_cluster_file()
         return set_id
 
     async def start_cluster(self, n: int | None = None) -> None:
         """Start the controller and *n* engines at once (the engines wait for the controller)."""
-        await self.start_controller()
+        # both are launched before anything slower (like writing the cluster file) happens
+        await self.start_controller(record=False)
         try:
-            await self.start_engines(n)
+            await self.start_engines(n, record=False)
+            self.update_cluster_file()
         except BaseException:
             await self.stop_cluster()
             raise
@@ -475,23 +482,15 @@ class Cluster(LoggingConfigurable):
 
     # --- stopping --------------------------------------------------------------------------------
 
-    async def _request_shutdown(self) -> bool:
-        """Ask the controller (via our client) to shut engines and itself down; ``True`` if sent."""
-        client, self._client = self._client, None
-        if client is None:
-            return False
+    async def _ask(self, client: "Client", hub: bool) -> bool:
+        """Ask, through *client*, the engines (and with *hub* the controller) to shut down."""
         try:
-            await asyncio.wait_for(in_thread(client.shutdown, targets="all", hub=True, block=True),
+            await asyncio.wait_for(in_thread(client.shutdown, targets="all", hub=hub, block=True),
                                    SHUTDOWN_GRACE)
             return True
         except Exception as e:
             self.log.warning("shutdown request to %r failed (%s); signalling the processes", self.key, e)
             return False
-        finally:
-            try:
-                client.close()
-            except Exception as e:
-                self.log.debug("closing the client: %s", e)
 
     async def _stop_launcher(self, launcher: BaseLauncher, grace: float) -> None:
         if grace and launcher.running:
@@ -528,27 +527,38 @@ class Cluster(LoggingConfigurable):
     async def stop_cluster(self) -> None:
         """Stop engines and controller; leave no process or file behind.
 
-        With a connected client, the controller is first asked to shut everything down; then
-        each process is waited for, with SIGTERM and finally SIGKILL (also for engines orphaned
-        by a dead supervisor).
+        With a connected client, the engines and then the controller are asked to shut down
+        (engines first, so their supervisor can still report to the controller); then each
+        process is waited for, with SIGTERM and finally SIGKILL (also for engines orphaned by a
+        dead supervisor).
         """
-        asked = await self._request_shutdown()
-        grace = SHUTDOWN_GRACE if asked else 0.0
+        client, self._client = self._client, None
         engines, self.engines = list(self.engines.values()), {}
-        errors = await asyncio.gather(*(self._stop_launcher(es, grace) for es in engines),
-                                      return_exceptions=True)
-        if self.controller is not None:
-            try:
-                await self._stop_launcher(self.controller, grace)
-            except LauncherError as e:
-                errors.append(e)
-            self.controller = None
+        errors: list[BaseException] = []
+        try:
+            asked = client is not None and self.controller_running and await self._ask(client, hub=False)
+            results = await asyncio.gather(
+                *(self._stop_launcher(es, SHUTDOWN_GRACE if asked else 0.0) for es in engines),
+                return_exceptions=True)
+            errors += [r for r in results if isinstance(r, BaseException)]
+            if self.controller is not None:
+                asked = client is not None and self.controller.running and await self._ask(client, hub=True)
+                try:
+                    await self._stop_launcher(self.controller, SHUTDOWN_GRACE if asked else 0.0)
+                except LauncherError as e:
+                    errors.append(e)
+                self.controller = None
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception as e:
+                    self.log.debug("closing the client: %s", e)
         self._remove_stale_connection_file()
         self._remove_cluster_file()
         _ATEXIT.discard(self)
-        for error in errors:
-            if isinstance(error, BaseException):
-                raise error
+        if errors:
+            raise errors[0]
 
     def signal_engines(self, signum: int, engine_set_id: str | None = None) -> None:
         """Send *signum* (e.g. ``signal.SIGINT`` to interrupt running tasks) to the engines."""

@@ -283,12 +283,22 @@ def test_stop_engines_then_controller(clusters):
     assert security_files(cluster) == []
 
 
-def test_signal_engines_interrupts_tasks(clusters):
+def _mark_and_sleep(path: str) -> None:
+    import os
+    import time
+
+    open(os.path.join(path, str(os.getpid())), "w").close()
+    time.sleep(30)
+
+
+def test_signal_engines_interrupts_tasks(clusters, tmp_path):
     cluster = clusters(n=2)
     with cluster as rc:
         clusters.remember(cluster)
-        ar = rc[:].apply_async(time.sleep, 30)
-        wait_until(lambda: all(rc.queue_status()[i]["queue"] for i in rc.ids), what="tasks to start")
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        ar = rc[:].apply_async(_mark_and_sleep, str(marks))
+        wait_until(lambda: len(list(marks.iterdir())) == 2, what="tasks to start")
         cluster.signal_engines(signal.SIGINT)
         with pytest.raises(ipcluster.CompositeError, match="KeyboardInterrupt"):
             ar.get(timeout=10)

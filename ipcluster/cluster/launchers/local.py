@@ -14,7 +14,6 @@ import signal as _signal
 import sys
 from typing import Any
 
-import psutil
 from traitlets import Integer, List, Unicode
 
 from ipcluster.cluster.launchers.base import BaseLauncher
@@ -82,6 +81,8 @@ class LocalProcessLauncher(BaseLauncher):
         """Terminate -> wait -> kill, then make sure nothing it started outlives it."""
         if self.process is None:
             return None
+        import psutil
+
         before = self.process.group_members()
         rc = await super().stop(timeout)
         leftovers = await wait_gone(before + self.process.group_members(), timeout)
@@ -190,6 +191,8 @@ class LocalEngineSetLauncher(LocalProcessLauncher):
         if not self.running:
             return []
         assert self.process is not None
+        import psutil
+
         try:
             return [p.pid for p in psutil.Process(self.process.pid).children()]
         except psutil.NoSuchProcess:
@@ -199,6 +202,8 @@ class LocalEngineSetLauncher(LocalProcessLauncher):
         """Send *signum* to every engine (not to the supervisor)."""
         if self.process is None:
             return
+        import psutil
+
         if self.running:
             try:
                 procs = psutil.Process(self.process.pid).children()

@@ -26,9 +26,12 @@ import subprocess
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import psutil
+if TYPE_CHECKING:  # pragma: no cover
+    import psutil
+
+# psutil is imported where it is used: starting a child must not wait for it (cold start).
 
 #: How long an unanswered fallback poll waits between checks, at most (seconds).
 _MAX_POLL_INTERVAL = 0.05
@@ -38,6 +41,8 @@ def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
     """Is *pid* a running (not zombie) process, created at *create_time* when that is given?"""
     if not pid or pid <= 0:
         return False
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
@@ -48,6 +53,8 @@ def pid_alive(pid: int | None, create_time: float | None = None) -> bool:
 
 
 def process_create_time(pid: int) -> float | None:
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -99,7 +106,8 @@ class ProcessHandle:
     ):
         self.pid = pid
         self.popen = popen
-        self.create_time = create_time if create_time is not None else process_create_time(pid)
+        # a child of ours needs no creation time until it is recorded (see to_dict)
+        self.create_time = create_time if create_time is not None or popen else process_create_time(pid)
         self.pgid = pgid
         self.returncode: int | None = None
         self.exited = False
@@ -215,14 +223,21 @@ class ProcessHandle:
             if self.popen is not None:
                 self.popen.send_signal(signum)
             else:
-                psutil.Process(self.pid).send_signal(signum)
-        except (ProcessLookupError, psutil.NoSuchProcess):
+                import psutil
+
+                try:
+                    psutil.Process(self.pid).send_signal(signum)
+                except psutil.NoSuchProcess:
+                    pass
+        except ProcessLookupError:
             pass
 
     # --- process group ---------------------------------------------------------------------------
 
-    def group_members(self) -> list[psutil.Process]:
+    def group_members(self) -> list["psutil.Process"]:
         """Live processes of this handle's process group plus its current descendants."""
+        import psutil
+
         found: dict[int, psutil.Process] = {}
         if self.running:
             try:
@@ -242,6 +257,8 @@ class ProcessHandle:
 
     def kill_group(self, signum: int = signal.SIGKILL) -> None:
         """Send *signum* to the process, its process group and its descendants."""
+        import psutil
+
         members = self.group_members()
         self.send_signal(signum)
         for proc in members:
@@ -251,17 +268,21 @@ class ProcessHandle:
                 pass
 
     def to_dict(self) -> dict[str, Any]:
+        if self.create_time is None and self.running:
+            self.create_time = process_create_time(self.pid)
         return {"pid": self.pid, "create_time": self.create_time, "pgid": self.pgid}
 
 
-def _proc_alive(proc: psutil.Process) -> bool:
+def _proc_alive(proc: "psutil.Process") -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
-async def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+async def wait_gone(procs: Sequence["psutil.Process"], timeout: float) -> list["psutil.Process"]:
     """Wait until every process in *procs* is gone; return those still alive after *timeout*."""
     deadline = time.monotonic() + timeout
     interval = 0.001
