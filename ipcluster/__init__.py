@@ -27,7 +27,6 @@ _LAZY = {
     "interactive": "ipcluster.client.remotefunction",
     "remote": "ipcluster.client.remotefunction",
     "parallel": "ipcluster.client.remotefunction",
-    "Reference": "ipcluster.client.remotefunction",
     "Cluster": "ipcluster.cluster.cluster",
     "ClusterManager": "ipcluster.cluster.cluster",
 }
@@ -43,7 +42,7 @@ __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
     from ipcluster.client.client import Client
-    from ipcluster.client.remotefunction import Reference, interactive, parallel, remote
+    from ipcluster.client.remotefunction import interactive, parallel, remote
     from ipcluster.client.view import DirectView, View
     from ipcluster.cluster.cluster import Cluster, ClusterManager
     from ipcluster.errors import *  # noqa: F403

@@ -46,7 +46,10 @@ class ConnectionFileError(IPClusterError):
     """A connection file is missing, unreadable or malformed."""
 
 
-class TimeoutError(IPClusterError, TimeoutError):  # noqa: A001 - deliberately also the builtin
+import builtins as _builtins
+
+
+class TimeoutError(IPClusterError, _builtins.TimeoutError):  # noqa: A001 - deliberately also the builtin
     """Waiting for a result, an engine or the controller took longer than allowed."""
 
 

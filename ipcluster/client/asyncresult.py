@@ -213,9 +213,11 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def display_outputs(self, groupby: str = "type") -> None:
         """Print (or display, under IPython) each engine's stdout, stderr and rich output."""
-        display = None
+        display: Callable[..., Any] | None = None
         if "IPython" in sys.modules:
-            from IPython.display import display
+            from IPython.display import display as ipython_display
+
+            display = ipython_display
         mds = sorted(self._metadata_list, key=lambda m: (m["engine_id"] is None, m["engine_id"]))
         for md in mds:
             eid = md["engine_id"]

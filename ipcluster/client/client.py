@@ -376,9 +376,9 @@ class Client:
 
     def wait(self, jobs: Iterable[Any] | None = None, timeout: float = -1) -> bool:
         """Wait for *jobs* (AsyncResults or msg_ids; default: everything outstanding); ``True`` if done."""
-        futs = []
+        futs: list[concurrent.futures.Future[Any]] = []
         for j in list(jobs) if jobs is not None else list(self._tracker.outstanding):
-            if hasattr(j, "msg_ids"):
+            if isinstance(j, concurrent.futures.Future):
                 futs.append(j)
             else:
                 f = self._tracker.futures.get(j)

@@ -285,7 +285,7 @@ class SyncImports:
             return
         frame_ns = self._ns
         changed = {k: v for k, v in frame_ns.items() if k not in self._before or self._before[k] is not v}
-        jobs = []
+        jobs: list[tuple[str, str | None, str]] = []
         for asname, value in changed.items():
             if isinstance(value, types.ModuleType):
                 jobs.append((value.__name__, None, asname))
@@ -296,11 +296,11 @@ class SyncImports:
                     if mod is not None and getattr(mod, attr, None) is value:
                         jobs.append((module, attr, asname))
                         break
-        for module, attr, asname in jobs:
+        for modname, attrname, bound in jobs:
             if not self.quiet:
-                what = f"from {module} import {attr}" if attr else f"import {module}"
-                print(f"{what}{'' if (attr or module) == asname else ' as ' + asname} on engine(s)")
-            self.view._apply(rf._import, (module, attr, asname), {}, block=True)
+                what = f"from {modname} import {attrname}" if attrname else f"import {modname}"
+                print(f"{what}{'' if (attrname or modname) == bound else ' as ' + bound} on engine(s)")
+            self.view._apply(rf._import, (modname, attrname, bound), {}, block=True)
         if not self.local:
             for asname in changed:
                 if asname in self._before:

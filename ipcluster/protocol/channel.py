@@ -42,6 +42,11 @@ def recv_frames(sock: zmq.Socket, flags: int = _NOBLOCK) -> list[zmq.Frame]:
     return frames
 
 
+def _readable(sock: zmq.Socket) -> bool:
+    """Whether a message is waiting (also re-arms the edge-triggered FD)."""
+    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator,arg-type]
+
+
 def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
     """Send a multipart message; parts may be bytes, zmq.Frame or buffer objects.
 
@@ -106,7 +111,7 @@ class Channel:
         while True:
             try:
                 with lock:
-                    if self._closed or not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if self._closed or not _readable(sock):
                         return
                     frames = recv_frames(sock)
             except zmq.Again:
@@ -130,7 +135,7 @@ class Channel:
             try:
                 send_frames(self.sock, frames)
             finally:
-                pending = self._reading and not self._closed and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+                pending = self._reading and not self._closed and _readable(self.sock)
         if pending:
             self._schedule()
 
@@ -144,7 +149,7 @@ class Channel:
             if self._closed:
                 raise zmq.ZMQError(zmq.ENOTSOCK, "channel is closed")
             send_frames(self.sock, frames)
-            pending = self._reading and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN
+            pending = self._reading and _readable(self.sock)
         if pending:
             self.loop.call_soon_threadsafe(self._schedule)
 
