@@ -34,14 +34,12 @@ from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 from traitlets import Bool, Float, Integer, Type, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
 
-from ipcluster.cluster import state
+from ipcluster.cluster import readiness, state
 from ipcluster.cluster.config import merged_config
 from ipcluster.cluster.launchers import find_launcher_class
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.syncrun import in_thread, run_sync
 from ipcluster.errors import AlreadyRunning, ClusterError, ClusterNotFound, LauncherError
-from ipcluster.errors import TimeoutError as IPClusterTimeout
-from ipcluster.protocol.connection import read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ipcluster.client.client import Client
@@ -54,8 +52,6 @@ log = logging.getLogger("ipcluster.cluster")
 STOP_TIMEOUT = 5.0
 #: Seconds processes get to exit by themselves after a shutdown request.
 SHUTDOWN_GRACE = 5.0
-#: How long each blocking ``wait_for_engines`` call may last before the processes are checked again.
-_ENGINE_WAIT_SLICE = 0.5
 
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -380,74 +376,17 @@ class Cluster(LoggingConfigurable):
             launchers = [launcher for launcher in launchers if launcher.running]
         return launchers
 
-    async def _first_exit(self) -> BaseLauncher:
-        """Return the first watched launcher whose process ends (at once if one already has)."""
-        launchers = self._watched_launchers()
-        for launcher in launchers:
-            if not launcher.running:
-                return launcher
-        if not launchers:
-            await asyncio.get_running_loop().create_future()  # nothing to watch: wait forever
-        waits = {asyncio.ensure_future(launcher.wait()): launcher for launcher in launchers}
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-        return waits[next(iter(done))]
-
     async def _watched(self, aw: Awaitable[T], what: str) -> T:
         """Await *aw*, but raise LauncherError at once if the controller or an engine set exits."""
-        main = asyncio.ensure_future(aw)
-        watcher = asyncio.ensure_future(self._first_exit())
-        try:
-            done, _ = await asyncio.wait({main, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            main.cancel()
-            raise
-        finally:
-            watcher.cancel()
-        if main in done:
-            return main.result()
-        main.cancel()
-        launcher = watcher.result()
-        name = "the controller" if launcher is self.controller else "the engine supervisor"
-        raise launcher.failure(f"{name} of cluster {self.key!r} exited while {what}")
 
-    async def _wait_for_connection_file(self, deadline: float) -> None:
-        path = self.connection_file
-        pid = getattr(self.controller, "pid", None)
-        interval = 0.002
-        while True:
-            if path.exists():
-                try:
-                    info = read_json(path)
-                except Exception:
-                    info = None
-                if info is not None and (pid is None or info.get("controller_pid") in (None, pid)):
-                    return
-            if time.monotonic() > deadline:
-                raise IPClusterTimeout(f"no connection file {path} after {self.engine_timeout:.0f} s")
-            await asyncio.sleep(interval)
-            interval = min(interval * 1.5, 0.05)
+        def describe(launcher: BaseLauncher) -> str:
+            name = "the controller" if launcher is self.controller else "the engine supervisor"
+            return f"{name} of cluster {self.key!r} exited while {what}"
+
+        return await readiness.watched(aw, self._watched_launchers(), describe)
 
     def _expected_engines(self) -> int:
         return sum(getattr(es, "n", 0) for es in self.engines.values() if es.running)
-
-    async def _wait_for_engines(self, client: "Client", n: int, deadline: float) -> None:
-        # Waiting in slices lets an abandoned wait (a process died) end soon in its thread.
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise IPClusterTimeout(
-                    f"{len(client.ids)} of {n} engines of {self.key!r} registered within "
-                    f"{self.engine_timeout:.0f} s"
-                )
-            try:
-                await in_thread(client.wait_for_engines, n, timeout=min(remaining, _ENGINE_WAIT_SLICE))
-                return
-            except IPClusterTimeout:
-                continue
 
     async def connect_client(self, **client_kwargs: Any) -> "Client":
         """Connect a :class:`~ipcluster.client.client.Client` and wait until the engines are up.
@@ -459,15 +398,18 @@ class Cluster(LoggingConfigurable):
         from ipcluster.client.client import Client
 
         deadline = time.monotonic() + self.engine_timeout
-        await self._watched(self._wait_for_connection_file(deadline), "starting")
+        await self._watched(readiness.wait_for_connection_file(
+            self.connection_file, getattr(self.controller, "pid", None), deadline), "starting")
         client_kwargs.setdefault("timeout", min(10.0, self.engine_timeout))
         client = await self._watched(
-            in_thread(Client, url_file=str(self.connection_file), **client_kwargs), "connecting"
+            in_thread(Client, url_file=str(self.connection_file), on_abandoned=_close, **client_kwargs),
+            "connecting",
         )
         try:
             n = self._expected_engines()
             if n:
-                await self._watched(self._wait_for_engines(client, n, deadline), f"waiting for {n} engines")
+                await self._watched(readiness.wait_for_engines(client, n, deadline, repr(self.key)),
+                                    f"waiting for {n} engines")
         except BaseException:
             client.close()
             raise
@@ -610,6 +552,14 @@ class Cluster(LoggingConfigurable):
 
     def __repr__(self) -> str:
         return f"<Cluster {self.key!r} {self.status}>"
+
+
+def _close(client: "Client") -> None:
+    """Close a client nobody waits for any more."""
+    try:
+        client.close()
+    except Exception as e:
+        log.debug("closing an abandoned client: %s", e)
 
 
 class _AtExit:

@@ -26,13 +26,28 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
-    """Call ``fn(*args, **kwargs)`` in a new daemon thread; await the returned future for its result."""
+def in_thread(
+    fn: Callable[..., T],
+    *args: Any,
+    on_abandoned: Callable[[T], Any] | None = None,
+    **kwargs: Any,
+) -> "asyncio.Future[T]":
+    """Call ``fn(*args, **kwargs)`` in a new daemon thread; await the returned future for its result.
+
+    If the future was cancelled (or its loop closed) before *fn* returned, the result is handed to
+    *on_abandoned* (e.g. to close a connection nobody will use).
+    """
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
 
+    def abandon(value: Any) -> None:
+        if on_abandoned is not None:
+            on_abandoned(value)
+
     def settle(value: Any, error: BaseException | None) -> None:
         if fut.done():
+            if error is None:
+                abandon(value)
             return
         if error is not None:
             fut.set_exception(error)
@@ -48,7 +63,8 @@ def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Futur
         try:
             loop.call_soon_threadsafe(settle, value, error)
         except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
+            if error is None:
+                abandon(value)
 
     threading.Thread(target=run, name=f"ipcluster-{getattr(fn, '__name__', 'call')}", daemon=True).start()
     return fut

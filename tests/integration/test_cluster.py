@@ -317,3 +317,127 @@ def test_from_file_attaches_and_stops(clusters):
     assert not any(alive(pid) for pid in pids | clusters.pids)
     with pytest.raises(ClusterNotFound):
         Cluster.from_file(cluster_id="attach")
+
+
+# --- the launcher interface on real processes ----------------------------------------------------
+
+from traitlets import Unicode  # noqa: E402
+
+from ipcluster.cluster.launchers.local import LocalProcessLauncher  # noqa: E402
+
+
+class ScriptLauncher(LocalProcessLauncher):
+    """Runs a Python snippet: the smallest local launcher."""
+
+    kind = "engines"
+    code = Unicode("")
+
+    def build_args(self) -> list[str]:
+        return [sys.executable, "-c", self.code]
+
+    @classmethod
+    def state_traits(cls) -> set[str]:
+        return {"code"}
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "code": self.code}
+
+
+IGNORE_TERM = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+ORPHAN_MAKER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", {child!r}])
+print("child", child.pid, flush=True)
+time.sleep(60)
+""".format(child=IGNORE_TERM)
+
+
+@pytest.fixture
+def launchers(tmp_path):
+    made: list[LocalProcessLauncher] = []
+
+    def make(code: str) -> LocalProcessLauncher:
+        launcher = ScriptLauncher(code=code, log_path=str(tmp_path / f"script-{len(made)}.log"))
+        made.append(launcher)
+        return launcher
+
+    yield make
+    for launcher in made:
+        asyncio.run(launcher.stop(1))
+    assert live_children() == set()
+
+
+def test_launcher_interface(launchers):
+    launcher = launchers("import sys; print('hello'); sys.stdout.flush(); sys.exit(3)")
+
+    async def main():
+        await launcher.start()
+        return await launcher.wait(20)
+
+    assert asyncio.run(main()) == 3
+    assert launcher.poll() == 3 and not launcher.running
+    assert launcher.output_tail(5) == "hello"
+    failure = launcher.failure("it exited")
+    assert failure.returncode == 3 and "hello" in str(failure)
+
+
+def test_launcher_wait_timeout_and_signal(launchers):
+    launcher = launchers("import time; time.sleep(60)")
+
+    async def main():
+        await launcher.start()
+        with pytest.raises(TimeoutError):
+            await launcher.wait(0.05)
+        assert launcher.poll() is None and launcher.running
+        launcher.signal(signal.SIGTERM)
+        return await launcher.wait(20)
+
+    assert asyncio.run(main()) == -signal.SIGTERM
+
+
+def test_launcher_stop_escalates_to_kill(launchers):
+    launcher = launchers(IGNORE_TERM)
+
+    async def main():
+        await launcher.start()
+        wait_until(lambda: "ready" in launcher.output_tail(), what="the SIGTERM handler")
+        return await launcher.stop(timeout=0.3)
+
+    assert asyncio.run(main()) == -signal.SIGKILL
+
+
+def test_launcher_stop_kills_what_it_left_behind(launchers):
+    launcher = launchers(ORPHAN_MAKER)
+
+    async def main():
+        await launcher.start()
+        wait_until(lambda: "child" in launcher.output_tail() and "ready" in launcher.output_tail(),
+                   what="the grandchild")
+        child = int(launcher.output_tail().split("child ")[1].split()[0])
+        await launcher.stop(timeout=0.3)
+        return child
+
+    child = asyncio.run(main())
+    assert not alive(child)
+
+
+def test_attached_launcher_waits_and_stops(launchers):
+    launcher = launchers("import time; time.sleep(60)")
+    asyncio.run(launcher.start())
+    attached = ScriptLauncher.from_dict(launcher.to_dict())
+    assert attached.running and attached.process.popen is None
+
+    async def main():
+        with pytest.raises(TimeoutError):
+            await attached.wait(0.05)
+        await attached.stop(5)
+
+    asyncio.run(main())
+    assert not attached.running and attached.poll() is None  # exit code of a non-child: unknown
+    assert launcher.poll() == -signal.SIGTERM

@@ -123,3 +123,22 @@ def test_in_thread():
             await in_thread(lambda: 1 / 0)
 
     asyncio.run(main())
+
+
+def test_in_thread_hands_abandoned_results_over():
+    release = threading.Event()
+    handed_over = threading.Event()
+    abandoned = []
+
+    def on_abandoned(value):
+        abandoned.append(value)
+        handed_over.set()
+
+    async def main():
+        fut = in_thread(release.wait, on_abandoned=on_abandoned)
+        fut.cancel()
+        release.set()
+        await asyncio.get_running_loop().run_in_executor(None, handed_over.wait, 5)
+
+    asyncio.run(main())
+    assert abandoned == [True]

@@ -195,8 +195,13 @@ class ProcessHandle:
             # the pid may have ended and been recycled between poll() and pidfd_open()
             if not self.running:
                 return True
-            done = loop.create_future()
-            loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+            done: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            loop.add_reader(fd, wake)
             try:
                 await done
             finally:
