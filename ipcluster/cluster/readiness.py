@@ -79,7 +79,7 @@ async def wait_for_connection_file(path: Path, controller_pid: int | None, deadl
         if time.monotonic() > deadline:
             raise IPClusterTimeout(f"no connection file {path} before the deadline")
         await asyncio.sleep(interval)  # polling interval of a deadline-bounded wait
-        interval = min(interval * 1.5, 0.05)
+        interval = min(interval * 1.5, 0.01)
 
 
 async def wait_for_engines(client: "Client", n: int, deadline: float, what: str = "the cluster") -> None:

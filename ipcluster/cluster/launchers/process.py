@@ -250,15 +250,39 @@ class ProcessHandle:
                     found[child.pid] = child
             except psutil.NoSuchProcess:
                 pass
-        if self.pgid:
+        if self._group_is_ours():
             for proc in psutil.process_iter():
                 try:
                     if proc.pid not in found and os.getpgid(proc.pid) == self.pgid:
-                        found[proc.pid] = proc
-                except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+                        if self.create_time is None or proc.create_time() >= self.create_time - 0.01:
+                            found[proc.pid] = proc
+                except (ProcessLookupError, PermissionError, psutil.Error):
                     continue
         found.pop(self.pid, None)
         return [p for p in found.values() if _proc_alive(p)]
+
+    def _group_is_ours(self) -> bool:
+        """May processes in group ``pgid`` be taken for ours?
+
+        Yes while our leader runs.  Once it is gone, a group id is not reused while any member is
+        left, so the group is still ours unless a *different* process now holds the leader's pid.
+        """
+        if not self.pgid:
+            return False
+        if self.running:
+            return True
+        import psutil
+
+        try:
+            holder = psutil.Process(self.pgid)
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False
+        try:
+            return self.create_time is not None and abs(holder.create_time() - self.create_time) <= 0.01
+        except psutil.Error:
+            return False
 
     def kill_group(self, signum: int = signal.SIGKILL) -> None:
         """Send *signum* to the process, its process group and its descendants."""
