@@ -56,6 +56,9 @@ POLL_INTERVAL = 0.1
 #: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
 EXIT_LINGER = 1000
 
+_SNDMORE = zmq.SNDMORE
+_COPY_THRESHOLD = zmq.COPY_THRESHOLD
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_REJECTED = 3
@@ -100,6 +103,8 @@ class Engine:
         self.control_thread: ControlThread | None = None
         self._trackers: list[zmq.MessageTracker] = []
         self._signal_fds: tuple[int, int] | None = None
+        self._sending = False
+        self._interrupt_pending = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -229,19 +234,23 @@ class Engine:
             log.info("a task replaced the engine's signal handlers; restoring them")
             self._install_signal_handlers()
 
-    # Both raise through signal.default_int_handler, a C function: the KeyboardInterrupt's
-    # traceback then ends in the user's frame, not in this handler.
+    # Both interrupt only user code, and never in the middle of sending a multipart message (a
+    # task printing when the interrupt lands): there it is deferred to the end of the send.
+    # They raise through signal.default_int_handler, a C function, so the KeyboardInterrupt's
+    # traceback ends in the user's frame, not in this handler.
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.executor.running:
-            signal.default_int_handler(signum, frame)
-        # idle: nothing to interrupt
+        if not self.executor.running:
+            return  # idle: nothing to interrupt
+        if self._sending:
+            self._interrupt_pending = True
+            return
+        signal.default_int_handler(signum, frame)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self.state.stop_reason is None:
             self.state.stop_reason = "terminated"
-        if self.executor.running:
-            signal.default_int_handler(signum, frame)
+        self._on_sigint(signum, frame)
 
     # --- main loop ----------------------------------------------------------------------------
 
@@ -330,14 +339,23 @@ class Engine:
         """Send one message; large frames go zero-copy and are tracked (see the module docstring)."""
         assert self.mux is not None
         last = len(frames) - 1
-        for i, frame in enumerate(frames):
-            flags = zmq.SNDMORE if i < last else 0
-            if _nbytes(frame) < zmq.COPY_THRESHOLD:
-                self.mux.send(frame, flags)
-            elif isinstance(frame, bytes):  # immutable: no need to know when it is released
-                self.mux.send(frame, flags, copy=False)
-            else:
-                self._trackers.append(self.mux.send(frame, flags, copy=False, track=True))
+        send = self.mux.send
+        self._sending = True
+        try:
+            for i, frame in enumerate(frames):
+                flags = _SNDMORE if i < last else 0
+                if type(frame) is bytes:  # immutable: no need to know when libzmq releases it
+                    send(frame, flags, copy=len(frame) < _COPY_THRESHOLD)
+                elif _nbytes(frame) < _COPY_THRESHOLD:
+                    send(frame, flags)
+                else:
+                    self._trackers.append(send(frame, flags, copy=False, track=True))
+        finally:
+            self._sending = False
+        if self._interrupt_pending:
+            self._interrupt_pending = False
+            if self.executor.running:
+                signal.default_int_handler(signal.SIGINT, None)
 
     def _send_output(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any],
                      idents: list[bytes]) -> None:

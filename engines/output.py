@@ -13,10 +13,10 @@ Rules, in order of importance:
   output message (:meth:`OutputRouter.publish`), so the order the user saw is the order on the wire.
 * While a request runs, text is batched: a stream is flushed when its buffer passes
   :data:`FLUSH_BYTES`, or at a line end once :data:`FLUSH_INTERVAL` has passed since its last flush
-  (checked on write).  Waiting for the line end keeps ``print("working...")`` (two writes: the text,
-  then ``"\n"``) in one message, and a line printed just before a long computation is sent at once
-  when the stream has been quiet.  A write to one stream first flushes the other one, so
-  stdout/stderr interleave as written.
+  in this request (checked on write).  So a request's first line, and a line printed after a quiet
+  spell, go out at once (``print("working..."); long_computation()`` shows up while it runs), and
+  waiting for the line end keeps ``print(x)`` (two writes: the text, then ``"\n"``) in one message.
+  A write to one stream first flushes the other one, so stdout/stderr interleave as written.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ class OutputRouter:
         self.flush()
         self.parent = parent
         self.idents = list(idents)
+        for s in self._streams:
+            s.last_flush = -math.inf  # a request's first line goes out at once
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send a non-stream output message (display_data, execute_result, error) in order."""
@@ -208,3 +210,7 @@ class OutputRouter:
         if self._saved is not None:
             sys.stdout, sys.stderr = self._saved
             self._saved = None
+        # whoever still holds the streams (IPython restores its saved copies at exit) writes to
+        # the fallback from now on, not to a closed socket
+        self.parent = {}
+        self.idents = []

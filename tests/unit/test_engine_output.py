@@ -47,6 +47,16 @@ def test_first_line_goes_out_at_once_then_batches(wire):
     assert texts(sent)[1] == ("stdout", "more\nand more\npartial line\n")
 
 
+def test_each_requests_first_line_goes_out_at_once(wire):
+    router, sent, clock = wire
+    print("one", file=router.stdout)
+    router.flush()  # end of request 1
+    router.set_parent({"msg_id": "req2"}, [b"client"])
+    print("two", file=router.stdout)  # right after the previous flush, but a new request
+    assert texts(sent) == [("stdout", "one\n"), ("stdout", "two\n")]
+    assert sent[1][2] == {"msg_id": "req2"}
+
+
 def test_big_buffer_flushes_without_waiting(wire):
     router, sent, clock = wire
     router.stdout.write("x\n")
