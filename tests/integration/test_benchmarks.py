@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +20,9 @@ KEYS = {"system", "workload", "op", "unit", "median", "p10", "p90", "n"}
 def _run(args: list[str], tmp_path: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     ipdir = tmp_path / "ipython"
     ipdir.mkdir(exist_ok=True)
-    env = dict(os.environ, IPYTHONDIR=str(ipdir))
+    tmp = tmp_path / "tmp"  # run.py makes its private IPYTHONDIR under $TMPDIR
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, IPYTHONDIR=str(ipdir), TMPDIR=str(tmp))
     return subprocess.run([sys.executable, str(RUN), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -54,8 +58,23 @@ def test_quick_subset_prints_json_lines(tmp_path):
 
     # the table on stderr names every workload that ran
     assert "apply_rtt" in proc.stderr and "push_pull_32MiB" in proc.stderr
-    # the private IPYTHONDIR of the run is a temporary one, removed afterwards
-    assert not list((tmp_path / "ipython").glob("profile_*/security/*.json"))
+    # the run used (and removed) its own IPYTHONDIR: nothing written to ours, nothing left in $TMPDIR
+    assert list((tmp_path / "ipython").iterdir()) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # no controller or engine outlived the run (they all name a file under tmp_path)
+    deadline = time.monotonic() + 10
+    while (left := _processes_mentioning(str(tmp_path))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if text in cmd:
+            out.append(f"{p.info['pid']}: {cmd[:200]}")
+    return out
 
 
 def test_unknown_workload_is_rejected(tmp_path):
