@@ -162,7 +162,7 @@ class Engine:
                       f"within {self.registration_timeout:g} s; is the controller running?",
                       file=sys.stderr, flush=True)
                 return EXIT_FAILURE
-            if not self.control.poll(min(remaining, POLL_INTERVAL) * 1000):
+            if not self.control.poll(int(min(remaining, POLL_INTERVAL) * 1000) + 1):
                 continue
             frames = self.control.recv_multipart()
             try:
@@ -177,7 +177,12 @@ class Engine:
                 print(f"engine {self.uuid}: registration rejected by the controller: "
                       f"{msg.content.get('evalue', 'no reason given')}", file=sys.stderr, flush=True)
                 return EXIT_REJECTED
-            self.id = int(msg.content["id"])
+            try:
+                self.id = int(msg.content["id"])
+            except (KeyError, TypeError, ValueError):
+                print(f"engine {self.uuid}: malformed registration_reply (no engine id): {msg.content!r:.200}",
+                      file=sys.stderr, flush=True)
+                return EXIT_FAILURE
             self.executor.engine_id = self.id
             log.info("registered as engine %d", self.id)
             return None

@@ -48,6 +48,7 @@ class EngineDisplayHook(DisplayHook):
 
     def finish_displayhook(self) -> None:
         if self._data:
+            assert self.shell is not None
             self.shell.engine_output.publish("execute_result", {
                 "execution_count": self.prompt_count, "data": self._data, "metadata": self._md,
             })

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import signal
 import sys
@@ -200,8 +201,8 @@ class Supervisor:
         handled_signals = 0
         while self.children:
             timeout = None
-            if self._kill_at is not None:
-                timeout = max(0.0, self._kill_at - time.monotonic()) * 1000
+            if self._kill_at is not None:  # rounded up: waking early would spin until the deadline
+                timeout = math.ceil(max(0.0, self._kill_at - time.monotonic()) * 1000)
             for sock, _ in poller.poll(timeout):
                 if sock == self._wake_r:
                     _drain_fd(self._wake_r)
