@@ -23,6 +23,7 @@ previous reply's large frames to be released.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -111,6 +112,9 @@ class Engine:
     def run(self) -> int:
         """Register and serve until shutdown; return the process exit code."""
         os.environ.setdefault("MPLBACKEND", "agg")  # non-interactive; `%matplotlib inline` still works
+        if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+            # a crash in C code leaves the Python stack in the log (and in a supervisor's death report)
+            faulthandler.enable(file=sys.__stderr__)
         self.ctx = zmq.Context()
         try:
             self._connect()
