@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from traitlets import Float, Int, Unicode, default
+from traitlets import Enum, Float, Int, Unicode, default
 from traitlets.config import Application
 
 import ipcluster
@@ -57,6 +57,9 @@ class IPController(Application):
     heartbeat_period = Float(3.0, help="Seconds between heartbeat pings").tag(config=True)
     heartbeat_misses = Int(3, help="Missed pings before an engine is declared dead").tag(config=True)
     connection_file = Unicode("", help="Where to write the connection file").tag(config=True)
+    # traitlets' own log_level knows 'WARN' but not the logging module's spelling 'WARNING'
+    log_level = Enum((0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"),
+                     default_value=logging.WARN, help="Log level").tag(config=True)
 
     aliases = {
         "profile": "IPController.profile",
@@ -67,7 +70,7 @@ class IPController(Application):
         "heartbeat-period": "IPController.heartbeat_period",
         "heartbeat-misses": "IPController.heartbeat_misses",
         "connection-file": "IPController.connection_file",
-        "log-level": "Application.log_level",
+        "log-level": "IPController.log_level",
     }
 
     @default("log_format")

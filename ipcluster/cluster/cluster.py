@@ -113,6 +113,8 @@ class Cluster(LoggingConfigurable):
         if isinstance(value, int):
             value = logging.getLevelName(value)
         value = str(value).upper()
+        if value == "WARN":
+            value = "WARNING"
         if value not in _LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {proposal['value']!r}")
         return value

@@ -441,3 +441,9 @@ def test_attached_launcher_waits_and_stops(launchers):
     asyncio.run(main())
     assert not attached.running and attached.poll() is None  # exit code of a non-child: unknown
     assert launcher.poll() == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("level", ["WARNING", "WARN", "DEBUG", "ERROR"])
+def test_every_log_level_spelling_starts(tmp_path, level):
+    with ipcluster.Cluster(n=1, profile_dir=str(tmp_path / "p"), log_level=level) as rc:
+        assert rc.ids == [0]
