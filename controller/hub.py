@@ -63,6 +63,7 @@ class Hub:
             M.REGISTRATION_REQUEST: self.on_registration_request,
             M.UNREGISTRATION_NOTIFICATION: self.on_unregistration,
             M.ENGINE_READY_NOTIFICATION: self.on_engine_ready,
+            M.ENGINE_STATUS_NOTIFICATION: self.on_engine_status,
             M.SHUTDOWN_REPLY: lambda engine, msg: None,
         }
         hub.on_message = self.from_hub_socket
@@ -150,6 +151,8 @@ class Hub:
                 "status": "error", "evalue": f"version mismatch: {problem}"}, msg)
             return
         rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"))
+        rec.direct_url = str(c.get("direct_url") or "")
+        rec.host_key = str(c.get("host_key") or "")
         self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
             "status": "ok", "id": rec.id, "heartbeat_period": self.monitor.period}, msg)
 
@@ -161,6 +164,12 @@ class Hub:
         self.monitor.add(engine, time.monotonic())
         self.log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
         self.notify_clients(M.ENGINE_REGISTERED_NOTIFICATION, {"id": rec.id, **rec.info()})
+
+    def on_engine_status(self, engine: bytes, msg: Message) -> None:
+        rec = self.registry.by_uuid(engine)
+        done = msg.content.get("direct_completed")
+        if rec is not None and isinstance(done, int) and done >= rec.direct_completed:
+            rec.direct_completed = done
 
     def on_unregistration(self, engine: bytes, msg: Message) -> None:
         rec = self.registry.by_uuid(engine)
@@ -175,8 +184,9 @@ class Hub:
             pid = c.get("pid")
             rec = next((e for e in self.registry if pid is not None and e.pid == pid), None)
         if rec is None:
-            self.log.warning("engine pid %s exited (code %s) before registering: %s",
-                             c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
+            if c.get("exit_code") != 0:  # a clean exit is an engine that already unregistered
+                self.log.warning("engine pid %s exited (code %s) before registering: %s",
+                                 c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
             return
         self.unregister(rec, f"process exited with code {c.get('exit_code')}")
 

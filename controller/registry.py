@@ -33,9 +33,15 @@ class EngineRecord:
     ready: bool = False
     pending: dict[str, Pending] = field(default_factory=dict)
     completed: int = 0
+    # where same-host clients may reach the engine directly, and what "same host" means
+    direct_url: str = ""
+    host_key: str = ""
+    # requests served on the direct route, as last reported by the engine
+    direct_completed: int = 0
 
     def info(self) -> dict[str, Any]:
-        return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid}
+        return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid,
+                "direct_url": self.direct_url, "host_key": self.host_key}
 
 
 class EngineRegistry:
@@ -93,5 +99,5 @@ class EngineRegistry:
             if not rec.ready or (targets is not None and rec.id not in targets):
                 continue
             queue: Any = sorted(rec.pending) if verbose else len(rec.pending)
-            engines[str(rec.id)] = {"queue": queue, "completed": rec.completed}
+            engines[str(rec.id)] = {"queue": queue, "completed": rec.completed + rec.direct_completed}
         return engines

@@ -121,12 +121,17 @@ class Router:
         try:
             if to_controller:
                 msg = self.session.deserialize(frames[start:], has_idents=False)
-                self.on_engine_message(engine, msg)
-                return
-            parts = self.session.verify(frames[start + 1 :])
-            header = _json_decode(parts[0].decode("utf8"))
+            else:
+                parts = self.session.verify(frames[start + 1 :])
+                header = _json_decode(parts[0].decode("utf8"))
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
+            return
+        if to_controller:
+            if msg.msg_type in OUTPUT_TYPES:  # output of a request the engine got directly
+                self._publish(engine, msg.msg_type, frames[start:])
+            else:
+                self.on_engine_message(engine, msg)
             return
         rec = self.registry.by_uuid(engine)
         if rec is None:
@@ -134,17 +139,20 @@ class Router:
             self.drops.drop(f"{self.name}_back", "message from an unregistered engine", engine)
             return
         msg_type = header.get("msg_type", "")
-        client = frames[1].bytes
         frames[0], frames[1] = frames[1], frames[0]
         self.front.send(frames)
         if msg_type in OUTPUT_TYPES:
-            if self.iopub is not None:
-                topic = b"engine.%d.%s" % (rec.id, msg_type.encode())
-                self.iopub.send([topic, *frames[2:]])
+            self._publish(engine, msg_type, frames[2:])
         elif self.track:
             parent = _json_decode(parts[1].decode("utf8"))
             self.registry.finished(rec, parent.get("msg_id", ""))
-        del client
+
+    def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:
+        """A copy of an engine's output on iopub, topic ``engine.<id>.<msg_type>`` (frames from the delimiter)."""
+        rec = self.registry.by_uuid(engine)
+        if self.iopub is None or rec is None:
+            return
+        self.iopub.send([b"engine.%d.%s" % (rec.id, msg_type.encode()), *msg_frames])
 
     # --- answers the controller gives on an engine's behalf ----------------------------------
 

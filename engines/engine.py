@@ -38,6 +38,7 @@ import engines
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
+from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.session import Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
 
@@ -99,6 +100,13 @@ class Engine:
         }
         self.ctx: zmq.Context | None = None
         self.mux: zmq.Socket | None = None
+        # same-host clients send straight here (one hop instead of two through the controller)
+        self.direct: zmq.Socket | None = None
+        self.direct_url = ""
+        # the socket the current request came in on: its output and reply go back the same way
+        self._route: zmq.Socket | None = None
+        self._direct_completed = 0
+        self._direct_reported = 0
         self.control: zmq.Socket | None = None
         self.wake: zmq.Socket | None = None
         self.control_thread: ControlThread | None = None
@@ -141,6 +149,13 @@ class Engine:
         self.mux.setsockopt(zmq.SNDHWM, 0)  # results and output are never dropped
         self.mux.setsockopt(zmq.RCVHWM, 0)
         self.mux.connect(info.url("mux_back"))
+        self._route = self.mux
+        self.direct = self.ctx.socket(zmq.ROUTER)
+        self.direct.setsockopt(zmq.IDENTITY, self.identity)  # clients address us by our uuid
+        self.direct.setsockopt(zmq.SNDHWM, 0)
+        self.direct.setsockopt(zmq.RCVHWM, 0)
+        self.direct.bind("tcp://127.0.0.1:0")
+        self.direct_url = self.direct.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.IDENTITY, self.identity)
         self.control.connect(info.url("control_back"))
@@ -155,7 +170,8 @@ class Engine:
         assert self.control is not None
         versions = local_versions() | {"controller_path": None, "engines_path": engines.__file__}
         content = {"uuid": self.uuid, "hostname": socket.gethostname(), "pid": os.getpid(),
-                   "supervisor_pid": self.supervisor_pid, "versions": versions}
+                   "supervisor_pid": self.supervisor_pid, "versions": versions,
+                   "direct_url": self.direct_url, "host_key": host_key()}
         self.control.send_multipart(self.control_session.serialize(M.REGISTRATION_REQUEST, content))
         url = self.info.url("control_back")
         deadline = time.monotonic() + self.registration_timeout
@@ -207,7 +223,8 @@ class Engine:
         if thread is not None and thread.is_alive() and self.wake is not None:
             self.wake.send(b"stop")
             thread.join(timeout=2 * EXIT_LINGER / 1000)
-        for sock, linger in ((self.control, 0), (self.mux, EXIT_LINGER), (self.wake, 0)):
+        for sock, linger in ((self.control, 0), (self.direct, EXIT_LINGER), (self.mux, EXIT_LINGER),
+                             (self.wake, 0)):
             if sock is not None:
                 sock.close(linger=linger)
         if self.ctx is None:
@@ -264,9 +281,10 @@ class Engine:
     # --- main loop ----------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        assert self.mux is not None and self.wake is not None
+        assert self.mux is not None and self.wake is not None and self.direct is not None
         poller = zmq.Poller()
         poller.register(self.mux, zmq.POLLIN)
+        poller.register(self.direct, zmq.POLLIN)
         poller.register(self.wake, zmq.POLLIN)
         if self._signal_fds is not None:
             poller.register(self._signal_fds[0], zmq.POLLIN)
@@ -281,14 +299,33 @@ class Engine:
                 if self._signal_fds is not None and self._signal_fds[0] in events:
                     _drain_fd(self._signal_fds[0])
                 if self.mux in events:
+                    self._route = self.mux
                     self._dispatch(self.mux.recv_multipart(copy=False, flags=zmq.NOBLOCK), time.time())
+                if self.direct in events:
+                    self._route = self.direct
+                    self._dispatch(self.direct.recv_multipart(copy=False, flags=zmq.NOBLOCK), time.time())
+                    self._direct_completed += 1
                 self.output.flush()
+                self._report_status()
             except zmq.Again:
                 continue
             except zmq.ContextTerminated:
                 break
             except BaseException as e:  # noqa: B036 - the loop outlives anything a request does
                 self.rejected("loop-error", f"error in the main loop: {type(e).__name__}: {e}", logging.ERROR)
+
+    def _report_status(self) -> None:
+        """Tell the controller how many direct requests we served (it keeps queue_status).
+
+        Sent only when nothing else is waiting, so a burst of requests costs one notification.
+        """
+        if self._direct_completed == self._direct_reported or self.direct is None or self.mux is None:
+            return
+        if self.direct.getsockopt(zmq.EVENTS) & zmq.POLLIN or self.mux.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        self._direct_reported = self._direct_completed
+        self.mux.send_multipart(self.session.serialize(M.ENGINE_STATUS_NOTIFICATION,
+                                                       {"direct_completed": self._direct_completed}))
 
     def _drain_wake(self) -> None:
         assert self.wake is not None
@@ -345,10 +382,13 @@ class Engine:
     # --- sending on mux (main thread only) ----------------------------------------------------
 
     def _send(self, frames: list[Any]) -> None:
-        """Send one message; large frames go zero-copy and are tracked (see the module docstring)."""
-        assert self.mux is not None
+        """Send one message on the current route; large frames go zero-copy and are tracked.
+
+        See the module docstring for why they are tracked.
+        """
+        assert self._route is not None
         last = len(frames) - 1
-        send = self.mux.send
+        send = self._route.send
         self._sending = True
         try:
             for i, frame in enumerate(frames):
@@ -368,7 +408,11 @@ class Engine:
 
     def _send_output(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any],
                      idents: list[bytes]) -> None:
-        self._send(self.session.serialize(msg_type, content, parent=parent, idents=idents))
+        frames = self.session.serialize(msg_type, content, parent=parent, idents=idents)
+        self._send(frames)
+        if self._route is self.direct and self.mux is not None:
+            # the controller did not see this request: give it a copy of the output for iopub
+            self.mux.send_multipart(frames[len(idents):])
 
     def _wait_for_sends(self) -> None:
         """Block until libzmq has released the large frames of earlier replies."""

@@ -48,6 +48,7 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
         self._fname = fname
         self._single = single
         self._children = list(children)
+        self._metadata = [getattr(c, "metadata", None) or Metadata(msg_id=m) for c, m in zip(children, msg_ids)]
         self._submitted = time.time()
         self._lock = threading.Lock()
         self._remaining = len(self._children)
@@ -148,8 +149,7 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
 
     @property
     def _metadata_list(self) -> list[Metadata]:
-        md = self._client.metadata
-        return [md.get(m) or Metadata(msg_id=m) for m in self.msg_ids]  # type: ignore[misc]
+        return self._metadata
 
     def _collect(self, key: str) -> Any:
         values = [md[key] for md in self._metadata_list]

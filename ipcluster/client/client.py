@@ -18,6 +18,7 @@ from ipcluster.client.metadata import Metadata
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
+from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
 
@@ -37,6 +38,10 @@ class Client:
         A ``zmq.Context`` to use (default: a private one).
     timeout:
         Seconds to wait for the connection file to appear and for the controller to answer.
+    direct:
+        Send DirectView requests straight to engines on this host (one hop instead of two through
+        the controller).  The controller still learns of every engine's death and keeps
+        ``queue_status``; set ``False`` to route everything through the controller.
 
     Examples
     --------
@@ -53,6 +58,7 @@ class Client:
         profile_dir: str | os.PathLike[str] | None = None,
         context: zmq.Context | None = None,
         timeout: float = 10,
+        direct: bool = True,
         **kwargs: Any,
     ):
         if kwargs:
@@ -64,6 +70,13 @@ class Client:
         self._ctx = context or zmq.Context()
         self._tracker = RequestTracker()
         self._engines: dict[int, bytes] = {}
+        self._direct = direct
+        self._host_key = host_key()
+        self._direct_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their direct socket
+        # per engine, requests this client sent through the controller and not yet answered:
+        # while any is outstanding, new requests to that engine take the same route (order)
+        self._via_mux: dict[bytes, int] = {}
+        self._route_lock = threading.Lock()
         self._engine_changed = threading.Condition()
         self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
         self._closed = False
@@ -91,8 +104,15 @@ class Client:
             s.connect(info.url(url_role))
             socks[role] = s
         monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        direct = self._ctx.socket(zmq.ROUTER)
+        direct.setsockopt(zmq.IDENTITY, ident)
+        direct.setsockopt(zmq.ROUTER_MANDATORY, 1)  # not connected yet -> EHOSTUNREACH -> use mux
+        direct.setsockopt(zmq.LINGER, 0)
+        direct.setsockopt(zmq.SNDHWM, 0)
+        direct.setsockopt(zmq.RCVHWM, 0)
         self._io.add("hub", socks["hub"], self._on_hub)
         self._io.add("mux", socks["mux"], self._on_engine_message)
+        self._io.add("direct", direct, self._on_engine_message)
         self._io.add("control", socks["control"], self._on_engine_message)
         self._io.add("monitor", monitor, self._on_monitor)
         try:
@@ -101,10 +121,8 @@ class Client:
             raise errors.ControllerError(
                 f"no answer from the controller at {info.location} within {timeout} s "
                 f"(connection file {self.url_file}); is the cluster running?") from None
-        with self._engine_changed:
-            for eid, e in reply.content.get("engines", {}).items():
-                self._engines[int(eid)] = e["uuid"].encode("ascii")
-            self._engine_changed.notify_all()
+        engines = reply.content.get("engines", {})
+        self._io.call(lambda: [self._add_engine(int(eid), e) for eid, e in engines.items()])
 
     def _hub_request(self, msg_type: str, content: dict[str, Any], timeout: float | None = 10) -> Message:
         self._check_open()
@@ -136,15 +154,14 @@ class Client:
             return
         t = msg.msg_type
         if t == M.ENGINE_REGISTERED_NOTIFICATION:
-            with self._engine_changed:
-                self._engines[int(msg.content["id"])] = str(msg.content["uuid"]).encode("ascii")
-                self._engine_changed.notify_all()
+            self._add_engine(int(msg.content["id"]), msg.content)
         elif t == M.ENGINE_UNREGISTERED_NOTIFICATION:
             eid = int(msg.content["id"])
             with self._engine_changed:
                 uuid = self._engines.pop(eid, None)
                 self._engine_changed.notify_all()
             if uuid is not None:
+                self._drop_direct(uuid)
                 reason = msg.content.get("reason", "unregistered")
                 self._tracker.fail_engine(uuid, lambda m: errors.EngineDied(
                     f"engine {eid} stopped before replying ({reason})", engine_id=eid, msg_id=m))
@@ -154,6 +171,30 @@ class Client:
             fut = self._hub_waiting.get(msg.parent_id)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
+
+    def _add_engine(self, eid: int, info: dict[str, Any]) -> None:
+        """Record an engine (IO thread); connect straight to it when it runs on this host."""
+        uuid = str(info["uuid"]).encode("ascii")
+        url = info.get("direct_url")
+        if self._direct and url and info.get("host_key") == self._host_key and uuid not in self._direct_urls:
+            try:
+                self._io.channels["direct"].sock.connect(url)
+                self._direct_urls[uuid] = url
+            except zmq.ZMQError as e:
+                log.warning("cannot connect directly to engine %d at %s: %s", eid, url, e)
+        with self._engine_changed:
+            self._engines[eid] = uuid
+            self._engine_changed.notify_all()
+
+    def _drop_direct(self, uuid: bytes) -> None:
+        url = self._direct_urls.pop(uuid, None)
+        ch = self._io.channels.get("direct")
+        if url is not None and ch is not None:
+            try:
+                with ch.lock:
+                    ch.sock.disconnect(url)
+            except zmq.ZMQError:
+                pass
 
     def _on_engine_message(self, frames: list[zmq.Frame]) -> None:
         msg = self._decode(frames, "mux")
@@ -266,14 +307,40 @@ class Client:
             uuid = self._uuid(eid)
             header = self.session.header(msg_type)
             msg_id = header["msg_id"]
-            futures.append(self._tracker.register(msg_id, uuid, eid, record=record))
+            fut = self._tracker.register(msg_id, uuid, eid, record=record)
+            futures.append(fut)
             msg_ids.append(msg_id)
-            self._io.send(channel, self.session.serialize(msg_type, content, header=header,
-                                                          buffers=buffers, idents=[uuid]))
+            frames = self.session.serialize(msg_type, content, header=header, buffers=buffers, idents=[uuid])
+            if channel == "mux":
+                self._send_request(uuid, frames, fut)
+            else:
+                self._io.send(channel, frames)
         if self._controller_gone:
             for m in msg_ids:
                 self._tracker.fail(m, errors.ControllerError(self._controller_gone))
         return msg_ids, futures
+
+    def _send_request(self, uuid: bytes, frames: list[Any], fut: concurrent.futures.Future[Any]) -> None:
+        """Send to the engine directly when possible, else through the controller, keeping order."""
+        if uuid in self._direct_urls and not self._via_mux.get(uuid):
+            try:
+                self._io.send("direct", frames)
+                return
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EHOSTUNREACH:  # not connected yet (or gone): use the controller
+                    raise
+        with self._route_lock:
+            self._via_mux[uuid] = self._via_mux.get(uuid, 0) + 1
+        fut.add_done_callback(lambda _: self._mux_done(uuid))
+        self._io.send("mux", frames)
+
+    def _mux_done(self, uuid: bytes) -> None:
+        with self._route_lock:
+            n = self._via_mux.get(uuid, 0) - 1
+            if n > 0:
+                self._via_mux[uuid] = n
+            else:
+                self._via_mux.pop(uuid, None)
 
     def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
                  block: bool | None, fname: str) -> Any:
@@ -367,12 +434,28 @@ class Client:
         return self._tracker.metadata
 
     @property
-    def history(self) -> list[str]:
+    def history(self) -> Any:
+        """msg_ids of requests sent, oldest first (the last 100,000)."""
         return self._tracker.history
 
     @property
     def outstanding(self) -> set[str]:
         return self._tracker.outstanding
+
+    def purge_results(self, jobs: Iterable[Any] | str | None = None) -> None:
+        """Forget finished results (by msg_id or AsyncResult; default: all) to free memory.
+
+        The client also forgets the oldest results by itself past 256 MiB of result buffers or
+        100,000 requests; an :class:`AsyncResult` you hold keeps its value either way.
+        """
+        if jobs is None or jobs == "all":
+            self._tracker.purge()
+            return
+        items = [jobs] if isinstance(jobs, str) or hasattr(jobs, "msg_ids") else list(jobs)
+        ids: list[str] = []
+        for j in items:
+            ids.extend(getattr(j, "msg_ids", [j]))
+        self._tracker.purge(ids)
 
     def wait(self, jobs: Iterable[Any] | None = None, timeout: float = -1) -> bool:
         """Wait for *jobs* (AsyncResults or msg_ids; default: everything outstanding); ``True`` if done."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections import OrderedDict, deque
 from typing import Any, Callable
 
 from ipcluster.client.metadata import Metadata, reply_value
@@ -18,13 +19,30 @@ from ipcluster.protocol.session import Message
 Future = concurrent.futures.Future
 
 
+#: Default bounds of what a client remembers about finished requests (see :class:`RequestTracker`).
+RESULTS_MAX_BYTES = 256 * 1024 * 1024
+HISTORY_MAX = 100_000
+
+
 class RequestTracker:
-    def __init__(self) -> None:
+    """Futures, metadata and results by msg_id.
+
+    Finished requests are remembered in ``results`` / ``metadata`` / ``history`` for lookup, within
+    bounds: at most ``history_max`` entries, and results whose reply buffers add up to at most
+    ``results_max_bytes``; the oldest are forgotten first.  The :class:`AsyncResult` a caller
+    holds keeps its own value whatever happens here, so a long run of big pulls does not pile up
+    in the client.
+    """
+
+    def __init__(self, results_max_bytes: int = RESULTS_MAX_BYTES, history_max: int = HISTORY_MAX) -> None:
         self._lock = threading.Lock()
         self.futures: dict[str, Future[Any]] = {}
         self.metadata: dict[str, Metadata] = {}
-        self.results: dict[str, Any] = {}
-        self.history: list[str] = []
+        self.results: OrderedDict[str, Any] = OrderedDict()
+        self._result_bytes: dict[str, int] = {}
+        self._total_bytes = 0
+        self.results_max_bytes = results_max_bytes
+        self.history: deque[str] = deque(maxlen=history_max)
         self.outstanding: set[str] = set()
         self._by_engine: dict[bytes, set[str]] = {}
         self._engine_of: dict[str, bytes] = {}
@@ -34,6 +52,7 @@ class RequestTracker:
         fut: Future[Any] = Future()
         md = Metadata(msg_id=msg_id, engine_id=engine_id,
                       engine_uuid=engine_uuid.decode("ascii", "replace"), submitted=time.time())
+        fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
         with self._lock:
             self.futures[msg_id] = fut
             self.metadata[msg_id] = md
@@ -76,7 +95,7 @@ class RequestTracker:
             ok, value = reply_value(msg)
         except Exception as e:  # the result did not unpickle here
             ok, value = False, e
-        self._complete(msg_id, fut, ok, value)
+        self._complete(msg_id, fut, ok, value, sum(_nbytes(b) for b in msg.buffers))
 
     def fail(self, msg_id: str, exc: BaseException) -> None:
         fut = self.futures.get(msg_id)
@@ -105,7 +124,7 @@ class RequestTracker:
         with self._lock:
             return list(self._by_engine.get(engine_uuid, ()))
 
-    def _complete(self, msg_id: str, fut: Future[Any], ok: bool, value: Any) -> None:
+    def _complete(self, msg_id: str, fut: Future[Any], ok: bool, value: Any, nbytes: int = 0) -> None:
         with self._lock:
             self.outstanding.discard(msg_id)
             engine = self._engine_of.pop(msg_id, None)
@@ -117,7 +136,11 @@ class RequestTracker:
                         del self._by_engine[engine]
             self.futures.pop(msg_id, None)  # whoever waits holds the future itself
             if msg_id in self._recorded:
+                self._recorded.discard(msg_id)
                 self.results[msg_id] = value
+                self._result_bytes[msg_id] = nbytes
+                self._total_bytes += nbytes
+                self._evict()
             else:
                 self.metadata.pop(msg_id, None)
         if fut.done():
@@ -126,3 +149,33 @@ class RequestTracker:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+    def _evict(self) -> None:
+        """Forget the oldest finished requests beyond the bounds (caller holds the lock)."""
+        limit = self.history.maxlen or 0
+        while self.results and (self._total_bytes > self.results_max_bytes or len(self.results) > limit):
+            old, _ = self.results.popitem(last=False)
+            self._total_bytes -= self._result_bytes.pop(old, 0)
+            if old not in self.outstanding:
+                self.metadata.pop(old, None)
+        if len(self.metadata) > 2 * limit:  # metadata of requests that never finished, e.g. aborted
+            for old in list(self.metadata)[: len(self.metadata) - limit]:
+                if old not in self.outstanding:
+                    del self.metadata[old]
+
+    def purge(self, msg_ids: list[str] | None = None) -> None:
+        """Forget finished requests (all of them by default); outstanding ones are kept."""
+        with self._lock:
+            for m in list(self.results) if msg_ids is None else msg_ids:
+                if m in self.outstanding:
+                    continue
+                self.results.pop(m, None)
+                self.metadata.pop(m, None)
+                self._total_bytes -= self._result_bytes.pop(m, 0)
+
+
+def _nbytes(buf: Any) -> int:
+    try:
+        return memoryview(buf).nbytes
+    except TypeError:
+        return 0

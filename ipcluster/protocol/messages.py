@@ -25,6 +25,7 @@ APPLY_REPLY = "apply_reply"
 EXECUTE_REQUEST = "execute_request"
 EXECUTE_REPLY = "execute_reply"
 ENGINE_READY_NOTIFICATION = "engine_ready_notification"
+ENGINE_STATUS_NOTIFICATION = "engine_status_notification"
 
 # output, sent by an engine to the requesting client before the reply, teed on iopub
 STREAM = "stream"

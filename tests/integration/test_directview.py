@@ -228,10 +228,15 @@ def test_metadata_timing_and_get_dict(rc):
 def test_queue_status(rc):
     before = rc.queue_status()
     rc[:].apply_sync(lambda: None)
-    after = rc.queue_status()
-    assert set(after) == {0, 1, "unassigned"}
-    assert after[0]["completed"] == before[0]["completed"] + 1 and after[0]["queue"] == 0
+    # requests sent straight to an engine are reported to the controller when the engine goes idle
+    after = wait_for(lambda: (s := rc.queue_status())[0]["completed"] == before[0]["completed"] + 1 and s,
+                     what="completed count to reach the controller")
+    assert set(after) == {0, 1, "unassigned"} and after[0]["queue"] == 0
     assert list(rc.queue_status(targets=[1])) == [1, "unassigned"]
+    with ipcluster.Client(url_file=rc.url_file, direct=False) as slow:  # through the controller
+        before = slow.queue_status()
+        slow[0].apply_sync(lambda: None)
+        assert slow.queue_status()[0]["completed"] == before[0]["completed"] + 1
 
 
 def test_abort_queued_task(rc):

@@ -43,7 +43,7 @@ def test_reply_resolves_future_and_records_result_and_metadata():
     md = t.metadata["m1"]
     assert (md.stdout, md.stderr, md.completed - md.started) == ("hello world", "warn", 1.0)
     assert md.outputs == [{"data": {"text/plain": "x"}, "metadata": {}}]
-    assert t.results["m1"] == 42 and t.outstanding == set() and t.history == ["m1"]
+    assert t.results["m1"] == 42 and t.outstanding == set() and list(t.history) == ["m1"]
 
 
 def test_error_reply_raises_original_type_and_remote_error():
@@ -93,7 +93,7 @@ def test_control_requests_are_not_recorded():
     fut = t.register("c", b"e", 0, record=False)
     t.on_reply(reply("c", msg_type="clear_reply"))
     assert fut.result(0) is None
-    assert t.history == [] and "c" not in t.results and "c" not in t.metadata
+    assert not t.history and "c" not in t.results and "c" not in t.metadata
 
 
 def test_async_result_single_and_composite():
@@ -129,3 +129,23 @@ def test_async_map_result_joins_chunks_in_order():
     t.on_reply(reply("b", value=[3, 4]))
     assert amr.get(0) == [1, 2, 3, 4, 5]
     assert list(amr) == [1, 2, 3, 4, 5] and len(amr) == 5
+
+
+def test_finished_results_are_bounded_but_async_results_keep_theirs():
+    t = RequestTracker(results_max_bytes=300_000, history_max=5)
+    client = FakeClient(t)
+    import numpy as np
+
+    held = []
+    for i in range(8):
+        m = f"m{i}"
+        fut = t.register(m, b"e", 0)
+        held.append(AsyncResult(client, [m], [fut], single=True))
+        t.on_reply(reply(m, value=np.full(20_000, i)))  # 160 kB of buffers each
+    assert list(t.results) == ["m7"]  # 2 x 160 kB would exceed 300 kB
+    assert len(t.history) == 5 and t.history[-1] == "m7"
+    assert "m0" not in t.metadata
+    assert [int(ar.get(0)[0]) for ar in held] == list(range(8))  # still there for their holders
+    assert held[0].metadata.completed is not None
+    t.purge()
+    assert not t.results and not t.metadata
