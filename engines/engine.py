@@ -23,6 +23,7 @@ previous reply's large frames to be released.
 
 from __future__ import annotations
 
+import _signal  # getsignal without the enum conversion of the signal module: checked per request
 import faulthandler
 import logging
 import os
@@ -38,6 +39,7 @@ import engines
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
+from ipcluster.protocol.frames import recv_frames
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.session import Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
@@ -55,6 +57,9 @@ log = logging.getLogger("engines.engine")
 REGISTRATION_TIMEOUT = 30.0
 #: Main-loop poll timeout (seconds): how often background-thread output is flushed when idle.
 POLL_INTERVAL = 0.1
+#: Minimum seconds between two reports of direct-route completions to the controller: a
+#: report wakes the controller, which would otherwise compete with every request for the CPU.
+STATUS_INTERVAL = 0.05
 #: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
 EXIT_LINGER = 1000
 
@@ -107,6 +112,7 @@ class Engine:
         self._route: zmq.Socket | None = None
         self._direct_completed = 0
         self._direct_reported = 0
+        self._status_sent_at = 0.0
         self.control: zmq.Socket | None = None
         self.wake: zmq.Socket | None = None
         self.control_thread: ControlThread | None = None
@@ -255,8 +261,8 @@ class Engine:
 
     def _restore_signal_handlers(self) -> None:
         """Put our handlers back if a task replaced them (it would break interrupt and shutdown)."""
-        if signal.getsignal(signal.SIGINT) != self._on_sigint or \
-                signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+        if _signal.getsignal(signal.SIGINT) != self._on_sigint or \
+                _signal.getsignal(signal.SIGTERM) != self._on_sigterm:
             log.info("a task replaced the engine's signal handlers; restoring them")
             self._install_signal_handlers()
 
@@ -300,10 +306,10 @@ class Engine:
                     _drain_fd(self._signal_fds[0])
                 if self.mux in events:
                     self._route = self.mux
-                    self._dispatch(self.mux.recv_multipart(copy=False, flags=zmq.NOBLOCK), time.time())
+                    self._dispatch(recv_frames(self.mux), time.time())
                 if self.direct in events:
                     self._route = self.direct
-                    self._dispatch(self.direct.recv_multipart(copy=False, flags=zmq.NOBLOCK), time.time())
+                    self._dispatch(recv_frames(self.direct), time.time())
                     self._direct_completed += 1
                 self.output.flush()
                 self._report_status()
@@ -317,12 +323,17 @@ class Engine:
     def _report_status(self) -> None:
         """Tell the controller how many direct requests we served (it keeps queue_status).
 
-        Sent only when nothing else is waiting, so a burst of requests costs one notification.
+        Sent only when nothing else is waiting and at most every :data:`STATUS_INTERVAL`; the main
+        loop's poll timeout sends the last count once the engine is idle.
         """
         if self._direct_completed == self._direct_reported or self.direct is None or self.mux is None:
             return
+        now = time.monotonic()
+        if now - self._status_sent_at < STATUS_INTERVAL:
+            return
         if self.direct.getsockopt(zmq.EVENTS) & zmq.POLLIN or self.mux.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             return
+        self._status_sent_at = now
         self._direct_reported = self._direct_completed
         self.mux.send_multipart(self.session.serialize(M.ENGINE_STATUS_NOTIFICATION,
                                                        {"direct_completed": self._direct_completed}))

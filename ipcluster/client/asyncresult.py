@@ -109,9 +109,14 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
 
         Raises :class:`ipcluster.TimeoutError` if not ready within *timeout* seconds.
         """
-        if not self.wait(timeout):
-            raise errors.TimeoutError(f"{self._fname}: result not ready after {timeout} s")
-        return self.result()
+        if timeout is not None and timeout < 0:
+            timeout = None
+        try:
+            return self.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if self.done():  # the remote call itself raised a TimeoutError
+                raise
+            raise errors.TimeoutError(f"{self._fname}: result not ready after {timeout} s") from None
 
     def ready(self) -> bool:
         return self.done()

@@ -22,41 +22,14 @@ from typing import Any, Callable, Sequence
 
 import zmq
 
+from ipcluster.protocol.frames import recv_frames, send_frames
+
 Handler = Callable[[list[zmq.Frame]], None]
-
-_SNDMORE = zmq.SNDMORE
-_NOBLOCK = zmq.NOBLOCK
-
-
-def recv_frames(sock: zmq.Socket, flags: int = _NOBLOCK) -> list[zmq.Frame]:
-    """One multipart message as zero-copy frames.
-
-    Cheaper than ``recv_multipart(copy=False)``: reads ``Frame.more`` instead of a ``getsockopt``
-    per frame (this is the controller's hottest loop).
-    """
-    f = sock.recv(flags, copy=False)
-    frames = [f]
-    while f.more:
-        f = sock.recv(copy=False)
-        frames.append(f)
-    return frames
 
 
 def _readable(sock: zmq.Socket) -> bool:
     """Whether a message is waiting (also re-arms the edge-triggered FD)."""
     return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator,arg-type]
-
-
-def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
-    """Send a multipart message; parts may be bytes, zmq.Frame or buffer objects.
-
-    Buffers of 64 KiB or more are sent without copying (pyzmq's ``copy_threshold``); smaller ones
-    are copied, which is faster than tracking them.
-    """
-    send = sock.send
-    last = len(frames) - 1
-    for i, part in enumerate(frames):
-        send(part, _SNDMORE if i < last else 0, copy=False)
 
 
 class Channel:
