@@ -270,3 +270,31 @@ def test_missing_connection_file_is_a_clear_error(tmp_path):
     with pytest.raises(errors.ConnectionFileError, match="not found"):
         ipcluster.Client(url_file=tmp_path / "nope.json", timeout=0.2)
     assert time.monotonic() - t0 < 5
+
+
+def test_requests_keep_their_order_across_routes(shared_cluster):
+    """A new client's first requests go through the controller until its direct connection is up;
+    requests to one engine must still run in the order they were sent."""
+    used = {"mux": 0, "direct": 0}
+    for _ in range(3):
+        with ipcluster.Client(url_file=shared_cluster.connection_file) as c:
+            send = c._io.send
+
+            def counting_send(channel, frames, send=send):
+                send(channel, frames)
+                if channel in used:
+                    used[channel] += 1
+
+            c._io.send = counting_send
+            c[0].push({"seen": []}, block=False)
+            ars = [c[0].apply_async(interactive(lambda i: seen.append(i)), i) for i in range(300)]  # noqa: F821
+            for ar in ars:
+                ar.get(timeout=30)
+            assert c[0].pull("seen", block=True) == list(range(300))
+    assert used["mux"] > 0 and used["direct"] > 0, f"both routes should have been used: {used}"
+
+
+def test_direct_false_routes_through_the_controller(shared_cluster):
+    with ipcluster.Client(url_file=shared_cluster.connection_file, direct=False) as c:
+        assert c[:].apply_sync(lambda: 1) == [1, 1]
+        assert not c._direct_urls

@@ -84,3 +84,34 @@ def test_iopub_relays_engine_output(rc):
         assert got.parent_header["msg_type"] == "apply_request"
     finally:
         ctx.destroy(linger=0)
+
+
+def test_forged_messages_on_an_engines_direct_socket_are_dropped(rc, tmp_path):
+    """The engines' same-host sockets check signatures like the controller's."""
+    uuid = rc._engines[1]
+    url = rc._direct_urls.get(uuid)
+    assert url and url.startswith("tcp://127.0.0.1:"), "same-host engines expose a direct socket"
+    canary = tmp_path / "canary"
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.connect(url)
+        forger = Session(new_key())
+        frames = forger.serialize("apply_request", {}, idents=[uuid],
+                                  buffers=pack_apply_message(print, (Canary(canary),), {}))
+        deadline = time.monotonic() + 10
+        while True:  # the connection handshake must finish before a ROUTER can address the engine
+            try:
+                sock.send_multipart(frames)
+                break
+            except zmq.ZMQError:
+                assert time.monotonic() < deadline, "could not reach the engine's direct socket"
+                sock.poll(10)
+        sock.send_multipart([uuid, b"<IDS|MSG>", b"junk"])
+        assert rc[1].apply_sync(lambda: "still serving") == "still serving"
+        assert sock.poll(200) == 0, "the engine answered a forged message"
+    finally:
+        ctx.destroy(linger=0)
+    assert not canary.exists(), "a forged pickle was executed"
