@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable, Iterable
 
@@ -10,17 +9,44 @@ import psutil
 import pytest
 
 
+def alive(pid: int) -> bool:
+    """Whether *pid* is a running process (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def dead_pid() -> int:
+    """A pid no process has right now."""
+    pid = 4_000_000
+    while psutil.pid_exists(pid):
+        pid -= 1
+    return pid
+
+
+def kill_all(pids: Iterable[int]) -> set[int]:
+    """SIGKILL every live process of *pids*; return the ones that were still alive."""
+    leftover = {pid for pid in pids if alive(pid)}
+    for pid in leftover:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    return leftover
+
+
 def wait_for(
     predicate: Callable[[], object],
     timeout: float = 10,
     watch: Iterable[object] = (),
-    interval: float = 0.01,
+    interval: float = 0.005,
     what: str = "condition",
 ) -> object:
     """Poll *predicate* until it is truthy; fail at once if a watched process has exited.
 
     *watch* holds objects with ``poll()`` (Popen) or psutil.Process; a dead one fails the wait
-    immediately instead of waiting out the deadline.
+    immediately instead of waiting out the deadline.  The polling interval backs off to 0.1 s.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -34,6 +60,15 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)  # polling interval of a deadline-bounded wait, not synchronisation
+        interval = min(interval * 2, 0.1)
+
+
+@pytest.fixture
+def ipdir(tmp_path, monkeypatch):
+    """$IPYTHONDIR set to a path under tmp_path that does not exist yet."""
+    d = tmp_path / "ipython"
+    monkeypatch.setenv("IPYTHONDIR", str(d))
+    return d
 
 
 @pytest.fixture
@@ -57,11 +92,7 @@ def no_leaked_processes():
     deadline = time.monotonic() + 10
     leaked = _children() - before
     while leaked and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # polling interval of a deadline-bounded wait
         leaked = _children() - before
-    for pid in leaked:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
+    kill_all(leaked)
     assert not leaked, f"test left processes behind: {sorted(leaked)}"

@@ -11,34 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, timeout: float = 20, what: str = "condition", watch: subprocess.Popen | None = None):
-    """Poll *predicate* until truthy; fail after *timeout* s, or at once if *watch* exited."""
-    deadline = time.monotonic() + timeout
-    interval = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if watch is not None and watch.poll() is not None:
-            pytest.fail(f"ipcluster exited ({watch.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)  # the polling interval of a deadline-bounded wait
-        interval = min(interval * 2, 0.1)
+from tests.conftest import alive, kill_all, wait_for
 
 
 class CLI:
@@ -80,12 +58,7 @@ class CLI:
                     proc.wait()
         self.clusters()
         self.run("stop", "--all")
-        leftover = {pid for pid in self.pids if alive(pid)}
-        for pid in leftover:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        leftover = kill_all(self.pids)
         assert not leftover, f"processes left behind: {sorted(leftover)}"
 
 
@@ -145,7 +118,7 @@ def test_daemonize_list_stop(cli, ipdir):
 
     out = cli.run("stop", "--cluster-id", "d1")
     assert out.returncode == 0, out.stderr
-    wait_until(lambda: not any(alive(pid) for pid in pids), what="the cluster's processes to exit")
+    wait_for(lambda: not any(alive(pid) for pid in pids), what="the cluster's processes to exit")
     assert cli.clusters() == []
     assert list((ipdir / "profile_default" / "security").iterdir()) == []
 
@@ -203,7 +176,7 @@ def test_clean_after_a_crash(cli, ipdir):
     pids = cluster_pids(summary)
     for pid in pids:  # a crash: everything killed, files left behind
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not any(alive(pid) for pid in pids), what="the killed processes to go")
+    wait_for(lambda: not any(alive(pid) for pid in pids), what="the killed processes to go")
     [summary] = cli.clusters()
     assert summary["state"] == "stopped"
     out = cli.run("clean")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.conftest import alive, kill_all, wait_for
 from traitlets.config import Config
 
 import ipcluster
@@ -24,27 +26,6 @@ from ipcluster.cluster.cluster import Cluster
 from ipcluster.errors import AlreadyRunning, ClusterNotFound, LauncherError
 
 ROOT = Path(ipcluster.__file__).resolve().parents[1]
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, timeout: float = 15, what: str = "condition"):
-    """Poll *predicate* until truthy; fail after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    interval = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)  # the polling interval of a deadline-bounded wait
-        interval = min(interval * 2, 0.1)
 
 
 def cluster_pids(cluster: Cluster) -> set[int]:
@@ -91,20 +72,8 @@ class Clusters:
                 cluster.stop_cluster_sync()
             except Exception as e:  # keep cleaning up; the leak check below reports
                 print(f"stopping {cluster!r} failed: {e}")
-        leftover = {pid for pid in self.pids | live_children() if alive(pid)}
-        for pid in leftover:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        leftover = kill_all(self.pids | live_children())
         assert not leftover, f"processes left behind: {sorted(leftover)}"
-
-
-@pytest.fixture
-def ipdir(tmp_path, monkeypatch):
-    d = tmp_path / "ipython"
-    monkeypatch.setenv("IPYTHONDIR", str(d))
-    return d
 
 
 @pytest.fixture
@@ -273,7 +242,7 @@ def test_stop_engines_then_controller(clusters):
     clusters.remember(cluster)
     cluster.stop_engines_sync()
     assert not cluster.engines
-    wait_until(lambda: not rc.ids, what="engines to unregister")
+    wait_for(lambda: not rc.ids, what="engines to unregister")
     assert json.loads(cluster.cluster_file.read_text())["engines"] == {}
     cluster.start_engines_sync(1)
     rc.wait_for_engines(1, timeout=20)
@@ -298,7 +267,7 @@ def test_signal_engines_interrupts_tasks(clusters, tmp_path):
         marks = tmp_path / "marks"
         marks.mkdir()
         ar = rc[:].apply_async(_mark_and_sleep, str(marks))
-        wait_until(lambda: len(list(marks.iterdir())) == 2, what="tasks to start")
+        wait_for(lambda: len(list(marks.iterdir())) == 2, what="tasks to start")
         cluster.signal_engines(signal.SIGINT)
         with pytest.raises(ipcluster.CompositeError, match="KeyboardInterrupt"):
             ar.get(timeout=10)
@@ -406,7 +375,7 @@ def test_launcher_stop_escalates_to_kill(launchers):
 
     async def main():
         await launcher.start()
-        wait_until(lambda: "ready" in launcher.output_tail(), what="the SIGTERM handler")
+        wait_for(lambda: "ready" in launcher.output_tail(), what="the SIGTERM handler")
         return await launcher.stop(timeout=0.3)
 
     assert asyncio.run(main()) == -signal.SIGKILL
@@ -417,7 +386,7 @@ def test_launcher_stop_kills_what_it_left_behind(launchers):
 
     async def main():
         await launcher.start()
-        wait_until(lambda: "child" in launcher.output_tail() and "ready" in launcher.output_tail(),
+        wait_for(lambda: "child" in launcher.output_tail() and "ready" in launcher.output_tail(),
                    what="the grandchild")
         child = int(launcher.output_tail().split("child ")[1].split()[0])
         await launcher.stop(timeout=0.3)

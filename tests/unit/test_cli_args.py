@@ -10,8 +10,9 @@ import json
 import os
 import time
 
-import psutil
 import pytest
+
+from tests.conftest import dead_pid
 
 from ipcluster import __version__
 from ipcluster.cli import _cluster_from_args, build_parser, main
@@ -22,18 +23,6 @@ from ipcluster.cluster.launchers.process import ProcessHandle
 from ipcluster.protocol.connection import write_json_atomic
 
 
-@pytest.fixture
-def ipdir(tmp_path, monkeypatch):
-    d = tmp_path / "ipython"
-    monkeypatch.setenv("IPYTHONDIR", str(d))
-    return d
-
-
-def dead_pid() -> int:
-    pid = 4_000_000
-    while psutil.pid_exists(pid):
-        pid -= 1
-    return pid
 
 
 def record(pid: int, cluster_id: str = "", profile: str = "default") -> Cluster:

@@ -7,20 +7,12 @@ import sys
 import pytest
 from traitlets.config import Config
 
-from ipcluster.cluster import state
 from ipcluster.cluster.cluster import Cluster
 from ipcluster.cluster.config import load_profile_config
 from ipcluster.cluster.launchers import available_launchers, find_launcher_class
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.launchers.local import LocalControllerLauncher, LocalEngineSetLauncher
 from ipcluster.errors import ClusterError, LauncherError
-
-
-@pytest.fixture
-def ipdir(tmp_path, monkeypatch):
-    d = tmp_path / "ipython"
-    monkeypatch.setenv("IPYTHONDIR", str(d))
-    return d
 
 
 def write_profile_config(ipdir, profile: str, text: str):

@@ -9,6 +9,8 @@ import time
 import psutil
 import pytest
 
+from tests.conftest import dead_pid
+
 from ipcluster.cluster import state
 from ipcluster.cluster.cluster import Cluster
 from ipcluster.cluster.launchers.local import LocalControllerLauncher, LocalEngineSetLauncher
@@ -18,19 +20,6 @@ from ipcluster.errors import AlreadyRunning, ClusterError, ClusterNotFound
 from ipcluster.protocol.connection import write_json_atomic
 
 
-@pytest.fixture
-def ipdir(tmp_path, monkeypatch):
-    d = tmp_path / "ipython"
-    monkeypatch.setenv("IPYTHONDIR", str(d))
-    return d
-
-
-def dead_pid() -> int:
-    """A pid no process has right now."""
-    pid = 4_000_000
-    while psutil.pid_exists(pid):
-        pid -= 1
-    return pid
 
 
 def attach(launcher, pid: int, create_time: float | None = None):
