@@ -4,19 +4,39 @@ Run with ``-P`` (or as the console script) so a ``controller.py`` or ``engines.p
 working directory cannot shadow our packages; the working directory is put on ``sys.path`` only
 after the engine's own imports, so the user's modules there are importable by tasks.
 
+Configuration: ``<profile_dir>/ipengine_config.py`` (``c.IPEngine.startup_command = ...``, see
+:mod:`engines.config`) is loaded when it exists, the command line winning.  The profile directory
+is ``--profile-dir``, or else the connection file's when that file is in ``<profile_dir>/security/``
+(where ``Cluster`` puts it).  The file is loaded before anything else happens (by the supervisor,
+with ``-n``), so a broken one ends the process at once with a message naming it.
+
 Exit codes: 0 clean shutdown; 1 failure (no connection file, no registration reply, an engine of
-a supervisor failed); 2 bad arguments; 3 registration rejected by the controller.
+a supervisor failed); 2 bad arguments or a broken ``ipengine_config.py``; 3 registration rejected
+by the controller.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from engines.execution import StartupCode
 
 CONNECTION_FILE_TIMEOUT = 30.0
 CONNECTION_FILE_POLL = 0.01
+#: The engines' config file in a profile directory (read by :mod:`engines.config`).
+CONFIG_FILE_NAME = "ipengine_config.py"
+DEFAULT_LOG_LEVEL = "INFO"
+EXIT_BAD_CONFIG = 2
+
+log = logging.getLogger("engines.main")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,13 +46,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=None, metavar="N",
                    help="fork N engines under a supervisor process (default: one engine, no supervisor)")
     p.add_argument("--log-file", default=None, help="append the log here instead of stderr")
-    p.add_argument("--log-level", default="INFO",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], type=str.upper)
-    p.add_argument("--work-dir", default=None, help="working directory of the engines (default: current)")
+    p.add_argument("--profile-dir", default=None, metavar="DIR",
+                   help=f"profile directory whose {CONFIG_FILE_NAME} is loaded (default: the connection "
+                   "file's, when it is in <profile_dir>/security/)")
+    # None: not given, so that the config file's value (or the default) applies
+    p.add_argument("--log-level", default=None,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], type=str.upper,
+                   help=f"log level (default: c.IPEngine.log_level, else {DEFAULT_LOG_LEVEL})")
+    p.add_argument("--work-dir", default=None,
+                   help="working directory of the engines (default: c.IPEngine.work_dir, else current)")
     args = p.parse_args(argv)
     if args.n is not None and args.n < 1:
         p.error("-n must be at least 1")
     return args
+
+
+@dataclass
+class EngineSettings:
+    """What the command line and ``ipengine_config.py`` decided, as plain values."""
+
+    log_level: str = DEFAULT_LOG_LEVEL
+    work_dir: str = ""  # "": the current directory
+    startup: "StartupCode | None" = None
+    config_file: str | None = None  # the file loaded, if any
+
+
+def profile_dir_for(connection_file: str, profile_dir: str | None = None) -> str | None:
+    """The profile directory: *profile_dir* if given, else the connection file's, else None.
+
+    A connection file in ``<profile_dir>/security/`` belongs to that profile (its grandparent).
+    """
+    if profile_dir:
+        return os.path.abspath(os.path.expanduser(profile_dir))
+    parent = Path(os.path.abspath(connection_file)).parent
+    return str(parent.parent) if parent.name == "security" else None
+
+
+def resolve_settings(args: argparse.Namespace) -> EngineSettings:
+    """The engine's settings: command line over ``ipengine_config.py`` over defaults.
+
+    Raises :class:`engines.config.EngineConfigError` if the config file is broken.
+    """
+    pdir = profile_dir_for(args.file, args.profile_dir)
+    path = os.path.join(pdir, CONFIG_FILE_NAME) if pdir else None
+    if path is None or not os.path.isfile(path):
+        return EngineSettings(log_level=args.log_level or DEFAULT_LOG_LEVEL, work_dir=args.work_dir or "")
+    # imported only now: it imports traitlets, which an engine without a config file does without
+    from engines.config import load_engine_config
+    from engines.execution import StartupCode
+
+    cli = {"log_level": args.log_level, "work_dir": args.work_dir}
+    ipengine = load_engine_config(path, {k: v for k, v in cli.items() if v is not None})
+    return EngineSettings(log_level=ipengine.log_level, work_dir=ipengine.work_dir,
+                          startup=StartupCode(ipengine.startup_command, ipengine.startup_script),
+                          config_file=path)
 
 
 def wait_for_file(path: str, timeout: float = CONNECTION_FILE_TIMEOUT,
@@ -51,14 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = os.path.abspath(args.file)
     log_file = os.path.abspath(args.log_file) if args.log_file else None
-    work_dir = os.path.abspath(args.work_dir) if args.work_dir else os.getcwd()
 
-    from ipcluster.errors import ConnectionFileError
+    from ipcluster.errors import ConnectionFileError, IPClusterError
     from ipcluster.protocol.connection import read_connection_file
 
     from engines.logs import setup_logging
 
-    handler = setup_logging(args.log_level, log_file)
+    handler = setup_logging(args.log_level or DEFAULT_LOG_LEVEL, log_file)
+    try:
+        settings = resolve_settings(args)
+    except IPClusterError as e:  # EngineConfigError: its message names the file
+        print(f"ipcluster-engine: {e}", file=sys.stderr, flush=True)
+        return EXIT_BAD_CONFIG
+    logging.getLogger("engines").setLevel(settings.log_level)
+    if settings.config_file:
+        log.info("loaded %s", settings.config_file)
+    work_dir = os.path.abspath(os.path.expanduser(settings.work_dir)) if settings.work_dir else os.getcwd()
     if not wait_for_file(path):
         print(f"ipcluster-engine: connection file {path} did not appear within "
               f"{CONNECTION_FILE_TIMEOUT:g} s; is the controller starting?", file=sys.stderr)
@@ -74,13 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         from engines.engine import run_engine
 
         sys.path.insert(0, work_dir)
-        return run_engine(info)
+        return run_engine(info, startup=settings.startup)
 
     from engines.supervisor import Supervisor
 
     sys.path.insert(0, work_dir)
     stream = getattr(handler, "stream", None) or sys.stderr
-    return Supervisor(info, args.n, log_stream=stream, log_level=args.log_level).run()
+    return Supervisor(info, args.n, log_stream=stream, log_level=settings.log_level,
+                      startup=settings.startup).run()
 
 
 if __name__ == "__main__":

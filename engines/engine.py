@@ -3,7 +3,12 @@
 Lifecycle (:meth:`Engine.run`)::
 
     connect mux, control, heartbeat  ->  registration_request (control)  ->  registration_reply
-      -> start control thread  ->  engine_ready_notification (mux)  ->  serve  ->  clean exit
+      -> start control thread  ->  startup code  ->  engine_ready_notification (mux)  ->  serve
+      ->  clean exit
+
+Startup code (``c.IPEngine.startup_command`` / ``startup_script``) runs before the ready
+notification, so an engine that clients see has run it (as in IPython Parallel, where an engine
+counts as registered once its startup code is done); its failure is logged, not fatal.
 
 The main thread serves the mux socket: one request at a time, received zero-copy, checked by the
 session before anything is decoded, dispatched through a table, output flushed, then the reply.
@@ -46,7 +51,7 @@ from ipcluster.protocol.versions import local_versions
 
 from engines.control import ControlThread, SharedState
 from engines.error_content import aborted_content, error_content
-from engines.execution import Executor, Outcome
+from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
@@ -82,11 +87,14 @@ class Engine:
         This engine's identity; a supervisor chooses it before forking so it can report a death.
     supervisor_pid:
         The pid of the engine-host supervisor, if any (reported at registration).
+    startup:
+        Code to run in the user namespace after registration, before serving.
     """
 
     def __init__(self, info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
-                 registration_timeout: float = REGISTRATION_TIMEOUT):
+                 registration_timeout: float = REGISTRATION_TIMEOUT, startup: StartupCode | None = None):
         self.info = info
+        self.startup = startup or StartupCode()
         self.uuid = uuid or new_id()
         self.identity = self.uuid.encode("ascii")
         self.supervisor_pid = supervisor_pid
@@ -137,8 +145,10 @@ class Engine:
             if code is not None:
                 return code
             self._start_control()
-            self._send(self.session.serialize(M.ENGINE_READY_NOTIFICATION, {"uuid": self.uuid}))
             self.executor.install_main_module()
+            if self.startup:  # before output capture: its prints and errors go to the engine log
+                self.executor.run_startup(self.startup)
+            self._send(self.session.serialize(M.ENGINE_READY_NOTIFICATION, {"uuid": self.uuid}))
             self.output.install()
             log.info("engine %s (%s) serving", self.id, self.uuid)
             self._serve()
@@ -448,6 +458,7 @@ def _nbytes(frame: Any) -> int:
         return 0
 
 
-def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None) -> int:
+def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
+               startup: StartupCode | None = None) -> int:
     """Run one engine in this process; return its exit code."""
-    return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid).run()
+    return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup).run()

@@ -11,16 +11,22 @@ typed on the engine.  That is what makes ``push`` (``globals().update(ns)``), ``
 with it are added to ``user_ns`` first, without overwriting what the engine already has: a helper
 or module the function uses is there, and a variable pushed to the engine wins over the client's
 value of the same name.  Functions from importable modules run untouched.
+
+Startup code (``c.IPEngine.startup_command`` / ``startup_script``, see :mod:`engines.config`) runs
+in ``user_ns`` too, once, before the engine serves requests: :meth:`Executor.run_startup`.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
+import os
 import sys
+import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ipcluster.protocol.serialize import serialize_object, unpack_apply_message
 from ipcluster.protocol.session import Message
@@ -31,6 +37,8 @@ from engines.output import OutputRouter
 # names of a module's own bookkeeping: never copied from a client function's globals
 _MODULE_DUNDERS = frozenset({"__name__", "__builtins__", "__builtin__", "__package__", "__file__",
                              "__path__", "__loader__", "__spec__", "__doc__", "__cached__"})
+
+log = logging.getLogger("engines.execution")
 
 
 @dataclass
@@ -43,6 +51,20 @@ class Outcome:
     @property
     def status(self) -> str:
         return str(self.content.get("status", "ok"))
+
+
+@dataclass(frozen=True)
+class StartupCode:
+    """Python code an engine runs in its namespace before serving (``c.IPEngine.startup_*``).
+
+    *command* is source text; *script* a file path (relative: from the working directory).
+    """
+
+    command: str = ""
+    script: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.command or self.script)
 
 
 def new_user_module() -> types.ModuleType:
@@ -160,6 +182,53 @@ class Executor:
             self._shell = create_shell(self.user_module, self.output, self.info("execute"))
         return self._shell
 
+    # --- startup code -------------------------------------------------------------------------
+
+    def run_startup(self, startup: StartupCode) -> None:
+        """Run *startup*'s command, then its script, in the user namespace.
+
+        As in IPython Parallel, a failure does not stop the engine: it is logged with its traceback
+        (the engine log is where the user looks; no client is attached yet) and the engine serves
+        anyway; a failing command does not skip the script.  Output goes to the engine's log too.
+        Startup code is interruptible like a task (SIGINT, or SIGTERM which then stops the engine);
+        an interrupt ends all of it: an interrupted command skips the script.
+        """
+        if startup.command:
+            if not self._run_startup("startup_command", "<startup_command>", lambda: startup.command):
+                return
+        if startup.script:
+            path = os.path.abspath(os.path.expanduser(startup.script))
+            self._run_startup(f"startup_script {path}", path, lambda: _read_bytes(path), file=path)
+
+    def _run_startup(self, what: str, filename: str, source: Callable[[], str | bytes],
+                     file: str | None = None) -> bool:
+        """Run one part of the startup code; False if it was interrupted."""
+        log.info("running %s", what)
+        ns = self.user_ns
+        saved_file = ns.get("__file__", _MISSING)
+        if file is not None:
+            ns["__file__"] = file  # as when running the file with `python`; restored afterwards
+        try:
+            with self.user_code():
+                exec(compile(source(), filename, "exec"), ns)
+        except KeyboardInterrupt as e:  # SIGINT, or SIGTERM stopping the engine: where it was matters
+            log.warning("%s interrupted:\n%s", what, _user_traceback(e).rstrip())
+            return False
+        except BaseException as e:  # noqa: B036 - as for a task: whatever the user's code raises
+            log.error("%s failed; the engine serves anyway:\n%s", what, _user_traceback(e).rstrip())
+        finally:
+            if file is not None:
+                if saved_file is _MISSING:
+                    ns.pop("__file__", None)
+                else:
+                    ns["__file__"] = saved_file
+            for stream in (sys.stdout, sys.stderr):  # its prints belong before our next log line
+                try:
+                    stream.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+        return True
+
     # --- clear --------------------------------------------------------------------------------
 
     def clear(self) -> None:
@@ -174,4 +243,21 @@ class Executor:
         sys.modules["__main__"] = self.user_module
 
 
-__all__ = ["Executor", "Outcome", "bind_to_namespace", "clear_namespace", "new_user_module"]
+_MISSING = object()
+
+
+def _read_bytes(path: str) -> bytes:
+    """A source file as bytes: ``compile`` honours its encoding declaration."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """*exc*'s traceback without this module's frames (the user's code is what matters)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+__all__ = ["Executor", "Outcome", "StartupCode", "bind_to_namespace", "clear_namespace", "new_user_module"]

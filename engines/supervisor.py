@@ -40,6 +40,7 @@ from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.session import Session, new_id
 
 from engines.engine import run_engine
+from engines.execution import StartupCode
 from engines.logs import setup_logging
 
 log = logging.getLogger("engines.supervisor")
@@ -86,16 +87,19 @@ class Supervisor:
         Where the children's output lines are relayed (the supervisor's own log).
     log_level:
         Log level the children use.
+    startup:
+        Startup code each child runs once registered (not the supervisor: namespaces are per engine).
     """
 
     def __init__(self, info: ConnectionInfo, n: int, log_stream: TextIO | None = None,
-                 log_level: str = "INFO"):
+                 log_level: str = "INFO", startup: StartupCode | None = None):
         if n < 1:
             raise ValueError("a supervisor needs at least one engine")
         self.info = info
         self.n = n
         self.log_stream = log_stream if log_stream is not None else sys.stderr
         self.log_level = log_level
+        self.startup = startup
         self.children: dict[int, Child] = {}
         self.finished: list[Child] = []
         self.session = Session(info.key_bytes)
@@ -173,7 +177,7 @@ class Supervisor:
             os.dup2(out_fd, 2)
             os.close(out_fd)
             setup_logging(self.log_level, stream=sys.__stderr__)
-            code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid)
+            code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup)
         except BaseException:  # noqa: B036 - a child must end in os._exit, whatever happened
             traceback.print_exc()
         finally:
