@@ -313,7 +313,7 @@ class Engine:
                 if self.wake in events:
                     self._drain_wake()
                 if self._signal_fds is not None and self._signal_fds[0] in events:
-                    _drain_fd(self._signal_fds[0])
+                    drain_fd(self._signal_fds[0])
                 if self.mux in events:
                     self._route = self.mux
                     self._dispatch(recv_frames(self.mux), time.time())
@@ -341,7 +341,7 @@ class Engine:
         now = time.monotonic()
         if now - self._status_sent_at < STATUS_INTERVAL:
             return
-        if self.direct.getsockopt(zmq.EVENTS) & zmq.POLLIN or self.mux.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if _readable(self.direct) or _readable(self.mux):
             return
         self._status_sent_at = now
         self._direct_reported = self._direct_completed
@@ -443,7 +443,12 @@ class Engine:
                 tracker.wait()
 
 
-def _drain_fd(fd: int) -> None:
+def _readable(sock: zmq.Socket) -> bool:
+    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator,arg-type]
+
+
+def drain_fd(fd: int) -> None:
+    """Read a non-blocking fd until it is empty (a self-pipe's wake-up bytes)."""
     try:
         while os.read(fd, 4096):
             pass

@@ -39,7 +39,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.session import Session, new_id
 
-from engines.engine import run_engine
+from engines.engine import drain_fd, run_engine
 from engines.execution import StartupCode
 from engines.logs import setup_logging
 
@@ -209,7 +209,7 @@ class Supervisor:
                 timeout = math.ceil(max(0.0, self._kill_at - time.monotonic()) * 1000)
             for sock, _ in poller.poll(timeout):
                 if sock == self._wake_r:
-                    _drain_fd(self._wake_r)
+                    drain_fd(self._wake_r)
                 elif sock is self.hub:
                     self._drain_hub()
                 else:
@@ -320,14 +320,6 @@ class Supervisor:
 
 def _ignore(signum: int, frame: Any) -> None:
     pass
-
-
-def _drain_fd(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _describe_exit(code: int | None) -> str:

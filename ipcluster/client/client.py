@@ -122,7 +122,12 @@ class Client:
                 f"no answer from the controller at {info.location} within {timeout} s "
                 f"(connection file {self.url_file}); is the cluster running?") from None
         engines = reply.content.get("engines", {})
-        self._io.call(lambda: [self._add_engine(int(eid), e) for eid, e in engines.items()])
+
+        def add_all() -> None:
+            for eid, e in engines.items():
+                self._add_engine(int(eid), e)
+
+        self._io.call(add_all)
 
     def _hub_request(self, msg_type: str, content: dict[str, Any], timeout: float | None = 10) -> Message:
         self._check_open()
