@@ -14,6 +14,7 @@ import concurrent.futures
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from ipcluster import errors
@@ -54,8 +55,18 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
         self._remaining = len(self._children)
         if not self._children:
             self._finish()
+        # The callback holds only a weak reference: a bound method would make a cycle
+        # (self -> child -> callback -> self) that keeps every result alive until the cyclic
+        # GC runs, which for large arrays means memory growing with each call.
+        ref = weakref.ref(self)
+
+        def child_done(child: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+            ar = ref()
+            if ar is not None:
+                ar._child_done(child)
+
         for child in self._children:
-            child.add_done_callback(self._child_done)
+            child.add_done_callback(child_done)
 
     # --- completion ---------------------------------------------------------------------------
 

@@ -450,7 +450,7 @@ class Client:
     def purge_results(self, jobs: Iterable[Any] | str | None = None) -> None:
         """Forget finished results (by msg_id or AsyncResult; default: all) to free memory.
 
-        The client also forgets the oldest results by itself past 256 MiB of result buffers or
+        The client also forgets the oldest results by itself past 64 MiB of result buffers or
         100,000 requests; an :class:`AsyncResult` you hold keeps its value either way.
         """
         if jobs is None or jobs == "all":

@@ -20,7 +20,7 @@ Future = concurrent.futures.Future
 
 
 #: Default bounds of what a client remembers about finished requests (see :class:`RequestTracker`).
-RESULTS_MAX_BYTES = 256 * 1024 * 1024
+RESULTS_MAX_BYTES = 64 * 1024 * 1024
 HISTORY_MAX = 100_000
 
 

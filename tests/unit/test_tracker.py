@@ -149,3 +149,26 @@ def test_finished_results_are_bounded_but_async_results_keep_theirs():
     assert held[0].metadata.completed is not None
     t.purge()
     assert not t.results and not t.metadata
+
+
+def test_async_result_frees_its_value_without_the_cyclic_gc():
+    """No reference cycle may keep a (possibly huge) result alive after the caller drops it."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    t = RequestTracker(results_max_bytes=0)
+    client = FakeClient(t)
+    gc.disable()
+    try:
+        fut = t.register("m", b"e", 0)
+        ar = AsyncResult(client, ["m"], [fut], single=True)
+        del fut
+        t.on_reply(reply("m", value=np.zeros(100_000)))
+        value = weakref.ref(ar.get(0))
+        assert value() is not None
+        del ar
+        assert value() is None, "the result outlived its AsyncResult (reference cycle)"
+    finally:
+        gc.enable()
