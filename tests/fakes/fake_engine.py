@@ -2,7 +2,8 @@
 
 ``python tests/fakes/fake_engine.py CONNECTION_FILE [--mode MODE]``; modes:
 ``normal`` (apply only), ``silent`` (registers, never replies), ``garbage`` (answers with unsigned
-frames), ``die`` (exits with code 7 on its first request).
+frames), ``die`` (exits with code 7 on its first request), ``noheart`` (never answers heartbeats).
+``--version V`` claims ipcluster version V at registration.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("file")
     p.add_argument("--mode", default="normal")
+    p.add_argument("--version", default=None)
     a = p.parse_args()
     info = read_connection_file(a.file)
     session = Session(info.key_bytes)
@@ -42,8 +44,11 @@ def main() -> None:
         s.connect(info.url(role))
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(info.url("hb_ping"))
-    threading.Thread(target=zmq.proxy, args=(sub, pong), daemon=True).start()
+    if a.mode != "noheart":
+        threading.Thread(target=zmq.proxy, args=(sub, pong), daemon=True).start()
     versions = {**local_versions(), "engines_path": None, "controller_path": None}
+    if a.version is not None:
+        versions["ipcluster"] = a.version
     control.send_multipart(session.serialize(M.REGISTRATION_REQUEST, {
         "uuid": ident.decode(), "hostname": socket.gethostname(), "pid": os.getpid(),
         "supervisor_pid": None, "versions": versions}))

@@ -298,3 +298,15 @@ def test_direct_false_routes_through_the_controller(shared_cluster):
     with ipcluster.Client(url_file=shared_cluster.connection_file, direct=False) as c:
         assert c[:].apply_sync(lambda: 1) == [1, 1]
         assert not c._direct_urls
+
+
+def test_display_outputs_prints_each_engines_streams(rc, capsys):
+    ar = rc[:].execute("import sys; print('to out'); print('to err', file=sys.stderr); 'value'",
+                       silent=False, block=False)
+    ar.get(timeout=30)
+    capsys.readouterr()
+    ar.display_outputs()
+    out, err = capsys.readouterr()
+    assert "[stdout:0] to out" in out and "[stdout:1] to out" in out
+    assert "[stderr:0] to err" in err and "[stderr:1] to err" in err
+    assert "Out[0:" in out and "'value'" in out
