@@ -22,7 +22,7 @@ from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol.channel import Channel
 from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR
-from ipcluster.protocol.session import DELIM, Message, Session, _json_decode
+from ipcluster.protocol.session import DELIM, Message, Session, json_loads
 
 EngineMessageHandler = Callable[[bytes, Message], None]
 
@@ -84,7 +84,7 @@ class Router:
         client, target = frames[0].bytes, frames[1].bytes
         try:
             parts = self.session.verify(frames[3:])
-            header = _json_decode(parts[0].decode("utf8"))
+            header = json_loads(parts[0])
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
@@ -123,7 +123,7 @@ class Router:
                 msg = self.session.deserialize(frames[start:], has_idents=False)
             else:
                 parts = self.session.verify(frames[start + 1 :])
-                header = _json_decode(parts[0].decode("utf8"))
+                header = json_loads(parts[0])
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
             return
@@ -144,7 +144,7 @@ class Router:
         if msg_type in OUTPUT_TYPES:
             self._publish(engine, msg_type, frames[2:])
         elif self.track:
-            parent = _json_decode(parts[1].decode("utf8"))
+            parent = json_loads(parts[1])
             self.registry.finished(rec, parent.get("msg_id", ""))
 
     def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:

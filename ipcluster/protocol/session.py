@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ipcluster.errors import InvalidSignature, MalformedMessage, ReplayedMessage
 
@@ -35,8 +35,26 @@ PROTOCOL_VERSION = "1.0"
 #: How many recent signatures are remembered to reject replays (per receiving Session).
 DIGEST_HISTORY = 1 << 16
 
-_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-_json_decode = json.JSONDecoder().decode
+try:  # orjson: ~10x faster to encode and ~4x to decode than the json module (4 + 4 calls per message)
+    import orjson
+
+    _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+    def json_dumps(obj: Any) -> bytes:
+        """Compact UTF-8 JSON of *obj*; values JSON cannot hold are written as ``str(value)``."""
+        return orjson.dumps(obj, default=str, option=_ORJSON_OPTIONS)
+
+    json_loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd platforms working
+    _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+    _decode = json.JSONDecoder().decode
+
+    def json_dumps(obj: Any) -> bytes:
+        """Compact UTF-8 JSON of *obj*; values JSON cannot hold are written as ``str(value)``."""
+        return _encode(obj).encode("utf8")
+
+    def json_loads(data: bytes) -> Any:
+        return _decode(bytes(data).decode("utf8"))
 
 
 def new_id() -> str:
@@ -162,10 +180,10 @@ class Session:
         if isinstance(parent, Message):
             parent = parent.header
         parts = [
-            _json_encode(header).encode("utf8"),
-            _json_encode(parent or {}).encode("utf8"),
-            _json_encode(metadata or {}).encode("utf8"),
-            _json_encode(content or {}).encode("utf8"),
+            json_dumps(header),
+            json_dumps(parent or {}),
+            json_dumps(metadata or {}),
+            json_dumps(content or {}),
         ]
         frames: list[Any] = list(idents)
         frames.append(DELIM)
@@ -216,7 +234,7 @@ class Session:
             idents, rest = [], list(frames[1:])
         parts = self.verify(rest)
         try:
-            header, parent, metadata, content = (_json_decode(p.decode("utf8")) for p in parts)
+            header, parent, metadata, content = (json_loads(p) for p in parts)
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             self.rejected["malformed"] += 1
             raise MalformedMessage(f"message JSON does not decode: {type(e).__name__}") from None
@@ -249,4 +267,4 @@ def _buffer_descriptor(buffers: Iterable[Any]) -> bytes:
 
 def extract_header(frames_after_delim: Sequence[Any]) -> dict[str, Any]:
     """Decode only the header of already-verified frames (used by forwarding code)."""
-    return _json_decode(_frame_bytes(frames_after_delim[1]).decode("utf8"))
+    return json_loads(_frame_bytes(frames_after_delim[1]))
