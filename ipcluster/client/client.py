@@ -13,6 +13,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ipcluster import errors
+from ipcluster.client.blocking import BlockingCalls
 from ipcluster.client.io import IOThread, log
 from ipcluster.client.metadata import Metadata
 from ipcluster.client.tracker import RequestTracker
@@ -73,14 +74,18 @@ class Client:
         self._direct = direct
         self._host_key = host_key()
         self._direct_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their direct socket
-        # per engine, requests this client sent through the controller and not yet answered:
-        # while any is outstanding, new requests to that engine take the same route (order)
-        self._via_mux: dict[bytes, int] = {}
+        # Per engine, the route of its outstanding requests and how many there are: while any is
+        # outstanding, new requests to that engine take the same route, so they run in order.
+        # Routes: "direct", "mux" (through the controller), or an "adopted-N" socket handed over
+        # by an interrupted blocking call.
+        self._active: dict[bytes, list[Any]] = {}
         self._route_lock = threading.Lock()
+        self._adopted = 0
         self._engine_changed = threading.Condition()
         self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
         self._closed = False
         self._controller_gone: str | None = None
+        self._blocking = BlockingCalls(self, self._ctx)
         self._io = IOThread()
         try:
             self._connect(timeout)
@@ -293,59 +298,108 @@ class Client:
             raise errors.IPClusterError("this Client is closed")
 
     def send_apply(self, engine_ids: Sequence[int], f: Any, args: Sequence[Any] = (),
-                   kwargs: dict[str, Any] | None = None) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
-        """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures."""
+                   kwargs: dict[str, Any] | None = None, wait: bool = False,
+                   ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
+        """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures.
+
+        With ``wait=True`` it returns once every request is done (the caller blocks anyway), which
+        lets it receive the replies itself when the engines run on this host.
+        """
         self._check_open()
         buffers = pack_apply_message(f, args, kwargs or {})
-        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers)
+        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait)
 
-    def send_execute(self, engine_ids: Sequence[int], code: str, silent: bool = False
+    def send_execute(self, engine_ids: Sequence[int], code: str, silent: bool = False, wait: bool = False,
                      ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         self._check_open()
-        return self._send_each(engine_ids, M.EXECUTE_REQUEST, {"code": code, "silent": silent}, ())
+        return self._send_each(engine_ids, M.EXECUTE_REQUEST, {"code": code, "silent": silent}, (), wait=wait)
 
     def _send_each(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
-                   buffers: Sequence[Any], channel: str = "mux", record: bool = True,
+                   buffers: Sequence[Any], channel: str = "mux", record: bool = True, wait: bool = False,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
-        msg_ids, futures = [], []
+        msg_ids, futures, uuids, requests = [], [], [], []
         for eid in engine_ids:
             uuid = self._uuid(eid)
             header = self.session.header(msg_type)
             msg_id = header["msg_id"]
-            fut = self._tracker.register(msg_id, uuid, eid, record=record)
-            futures.append(fut)
+            futures.append(self._tracker.register(msg_id, uuid, eid, record=record))
             msg_ids.append(msg_id)
-            frames = self.session.serialize(msg_type, content, header=header, buffers=buffers, idents=[uuid])
-            if channel == "mux":
-                self._send_request(uuid, frames, fut)
-            else:
-                self._io.send(channel, frames)
+            uuids.append(uuid)
+            requests.append(self.session.serialize(msg_type, content, header=header, buffers=buffers,
+                                                   idents=[uuid]))
+        urls = [self._direct_urls.get(u) for u in uuids]
+        if wait and channel == "mux" and self._can_block_here(uuids, urls):
+            self._blocking.run(uuids, urls, requests, futures)  # type: ignore[arg-type]
+        else:
+            for uuid, frames, fut in zip(uuids, requests, futures):
+                if channel == "mux":
+                    self._send_request(uuid, frames, fut)
+                else:
+                    self._io.send(channel, frames)
         if self._controller_gone:
             for m in msg_ids:
                 self._tracker.fail(m, errors.ControllerError(self._controller_gone))
         return msg_ids, futures
 
+    def _can_block_here(self, uuids: Sequence[bytes], urls: Sequence[str | None]) -> bool:
+        """Whether this thread may send and receive a blocking call itself (see ``blocking.py``):
+        engines on this host, nothing outstanding to them (order), not the IO thread."""
+        if not self._direct or self._io.in_io_thread() or not all(urls):
+            return False
+        with self._route_lock:
+            return not any(u in self._active for u in uuids)
+
     def _send_request(self, uuid: bytes, frames: list[Any], fut: concurrent.futures.Future[Any]) -> None:
-        """Send to the engine directly when possible, else through the controller, keeping order."""
-        if uuid in self._direct_urls and not self._via_mux.get(uuid):
+        """Send on the engine's active route; with none, directly when possible, else through the
+        controller.  Requests to one engine thus keep their order whichever route they take."""
+        with self._route_lock:
+            active = self._active.get(uuid)
+            route = active[0] if active else ("direct" if uuid in self._direct_urls else "mux")
+        if route == "direct":
             try:
                 self._io.send("direct", frames)
-                return
             except zmq.ZMQError as e:
                 if e.errno != zmq.EHOSTUNREACH:  # not connected yet (or gone): use the controller
                     raise
-        with self._route_lock:
-            self._via_mux[uuid] = self._via_mux.get(uuid, 0) + 1
-        fut.add_done_callback(lambda _: self._mux_done(uuid))
-        self._io.send("mux", frames)
+                route = "mux"
+                self._io.send("mux", frames)
+        elif route == "mux":
+            self._io.send("mux", frames)
+        else:
+            self._io.send(route, frames[1:])  # an adopted DEALER needs no routing id
+        self._route_pending(uuid, route, [fut])
 
-    def _mux_done(self, uuid: bytes) -> None:
+    def _route_pending(self, uuid: bytes, route: str, futures: Sequence[concurrent.futures.Future[Any]]) -> None:
         with self._route_lock:
-            n = self._via_mux.get(uuid, 0) - 1
-            if n > 0:
-                self._via_mux[uuid] = n
-            else:
-                self._via_mux.pop(uuid, None)
+            active = self._active.get(uuid)
+            if active is None or active[0] != route:
+                # a new route takes over (requests still out on an older one came first)
+                active = self._active[uuid] = [route, (active[1] if active else 0)]
+            active[1] += len(futures)
+        for fut in futures:
+            fut.add_done_callback(lambda _: self._route_done(uuid))
+
+    def _route_done(self, uuid: bytes) -> None:
+        closed = None
+        with self._route_lock:
+            active = self._active.get(uuid)
+            if active is None:
+                return
+            active[1] -= 1
+            if active[1] <= 0:
+                del self._active[uuid]
+                if active[0].startswith("adopted-"):
+                    closed = active[0]
+        if closed is not None:
+            self._io.remove(closed)
+
+    def _adopt_route(self, uuid: bytes, sock: zmq.Socket, futures: Sequence[concurrent.futures.Future[Any]]) -> None:
+        """Take over a blocking call's socket whose caller stopped waiting (IO thread receives now)."""
+        with self._route_lock:
+            self._adopted += 1
+            name = f"adopted-{self._adopted}"
+        self._io.add(name, sock, self._on_engine_message)
+        self._route_pending(uuid, name, futures)
 
     def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
                  block: bool | None, fname: str) -> Any:
@@ -510,6 +564,8 @@ class Client:
                 pass
         self._closed = True
         self._tracker.fail_all(lambda m: errors.IPClusterError("the Client was closed before a reply arrived"))
+        if getattr(self, "_blocking", None) is not None:
+            self._blocking.close()
         if getattr(self, "_io", None) is not None:
             self._io.stop(linger=100 if linger is None else linger)
         if self._own_context:

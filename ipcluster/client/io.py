@@ -77,6 +77,19 @@ class IOThread:
 
         return self.call(install)
 
+    def remove(self, name: str, linger: int = 0) -> None:
+        """Close channel *name* (from any thread; returns at once)."""
+
+        def close() -> None:
+            ch = self.channels.pop(name, None)
+            if ch is not None:
+                ch.close(linger=linger)
+
+        if self.in_io_thread():
+            close()
+        elif self.alive:
+            self.loop.call_soon_threadsafe(close)
+
     def send(self, name: str, frames: Sequence[Any]) -> None:
         """Send *frames* on channel *name* from any thread (returns at once)."""
         ch = self.channels.get(name)

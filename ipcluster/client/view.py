@@ -68,9 +68,10 @@ class View:
         if not callable(f):
             raise TypeError(f"apply needs a callable, got {type(f).__name__}")
         ids, single = self._targets(targets)
-        msg_ids, futures = self.client.send_apply(ids, f, args, kwargs)
+        block = self._block(block)
+        msg_ids, futures = self.client.send_apply(ids, f, args, kwargs, wait=block)
         ar = AsyncResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "f"), single=single)
-        return self._finish(ar, self._block(block))
+        return self._finish(ar, block)
 
     def apply(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``f(*args, **kwargs)`` on the targets; result or AsyncResult according to ``block``."""
@@ -134,9 +135,10 @@ class DirectView(View):
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         ids, single = self._targets(targets)
-        msg_ids, futures = self.client.send_execute(ids, code, silent=silent)
+        block = self._block(block)
+        msg_ids, futures = self.client.send_execute(ids, code, silent=silent, wait=block)
         ar = AsyncResult(self.client, msg_ids, futures, fname="execute", single=single)
-        return self._finish(ar, self._block(block))
+        return self._finish(ar, block)
 
     def run(self, filename: str | os.PathLike[str], targets: "Targets" = None,
             block: bool | None = None) -> Any:

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 import uuid
 from collections import deque
@@ -137,6 +138,8 @@ class Session:
         self._seen: set[bytes] = set()
         self._seen_order: deque[bytes] = deque()
         self._digest_history = digest_history
+        # several threads of one client may check messages (IO thread, a caller waiting on a reply)
+        self._seen_lock = threading.Lock()
         # counters of rejected messages, by reason; read by the controller's stats
         self.rejected: dict[str, int] = {"signature": 0, "replay": 0, "malformed": 0}
 
@@ -217,10 +220,11 @@ class Session:
             if not hmac.compare_digest(signature, expected):
                 self.rejected["signature"] += 1
                 raise InvalidSignature("message signature does not match (wrong key or altered frames)")
-            if signature in self._seen:
-                self.rejected["replay"] += 1
-                raise ReplayedMessage("message signature seen before (replay)")
-            self._remember(signature)
+            with self._seen_lock:
+                if signature in self._seen:
+                    self.rejected["replay"] += 1
+                    raise ReplayedMessage("message signature seen before (replay)")
+                self._remember(signature)
         return parts
 
     def deserialize(self, frames: Sequence[Any], has_idents: bool = True) -> Message:

@@ -1,0 +1,106 @@
+"""Blocking calls that the calling thread sends and receives itself (ipcluster/client/blocking.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import ipcluster
+from ipcluster import errors, interactive
+from tests.conftest import wait_for
+
+
+def test_blocking_calls_use_the_callers_own_sockets(rc):
+    assert rc[0].apply_sync(os.getpid) != os.getpid()
+    assert len(rc._blocking._sockets) == 1
+    rc[:].apply_sync(lambda: None)
+    assert len(rc._blocking._sockets) == 2  # one per engine for this thread
+    out = rc[1].execute("print('through the caller')", silent=False, block=True)
+    assert out is None
+    assert rc.metadata[rc.history[-1]].stdout == "through the caller\n"
+
+
+def test_each_thread_has_its_own_sockets(rc):
+    results = []
+
+    def work():
+        results.append(rc[0].apply_sync(interactive(lambda x: x * 2), 21))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [42] * 4
+    assert len(rc._blocking._sockets) >= 4
+
+
+def test_async_requests_outstanding_keep_blocking_calls_in_order(rc):
+    """A blocking call to an engine with requests in flight must run after them."""
+    rc[0].push({"seen": []}, block=True)
+    for i in range(50):
+        rc[0].apply_async(interactive(lambda i: seen.append(i)), i)  # noqa: F821
+    rc[0].apply_sync(interactive(lambda: seen.append("sync")))  # noqa: F821
+    assert rc[0].pull("seen", block=True) == list(range(50)) + ["sync"]
+
+
+def test_interrupted_blocking_call_still_completes_and_order_holds(rc, tmp_path):
+    marker = tmp_path / "started"
+
+    def slow(path):
+        import pathlib
+        import time
+
+        pathlib.Path(path).touch()
+        time.sleep(1.0)
+        return "slow done"
+
+    def interrupt_when_started():
+        wait_for(marker.exists, timeout=20, what="the task to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_when_started)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rc[0].apply_sync(slow, str(marker))
+    finally:
+        t.join(30)
+    interrupted = rc.history[-1]
+    assert rc._adopted == 1 and rc._active, "the interrupted call's socket went to the IO thread"
+    # the next request follows the interrupted one on the same engine, and both complete
+    assert rc[0].apply_sync(lambda: "after") == "after"
+    wait_for(lambda: interrupted in rc.results, what="the interrupted call's result")
+    assert rc.results[interrupted] == "slow done"
+    md = rc.metadata[interrupted]
+    assert md.completed <= rc.metadata[rc.history[-1]].started
+    wait_for(lambda: not rc._active, what="the adopted route to be released")
+    assert rc[0].apply_sync(lambda: "fast again") == "fast again"
+
+
+def _die():
+    import os
+
+    os._exit(9)
+
+
+def test_engine_death_during_a_blocking_call(fresh_cluster):
+    rc = fresh_cluster.connect_client_sync()
+    rc.wait_for_engines(2, timeout=30)
+    rc[0].apply_sync(lambda: None)  # the caller's socket to engine 0 exists
+    t0 = time.monotonic()
+    with pytest.raises(errors.EngineError):
+        rc[0].apply_sync(_die)
+    assert time.monotonic() - t0 < 2.5
+    assert rc[1].apply_sync(lambda: "survivor") == "survivor"
+    rc.close()
+
+
+def test_direct_false_never_blocks_on_own_sockets(shared_cluster):
+    with ipcluster.Client(url_file=shared_cluster.connection_file, direct=False) as c:
+        assert c[0].apply_sync(lambda: 5) == 5
+        assert not c._blocking._sockets
