@@ -16,14 +16,14 @@ from ipcluster import errors
 from ipcluster.client.blocking import BlockingCalls
 from ipcluster.client.io import IOThread, log
 from ipcluster.client.metadata import Metadata
+from ipcluster.client.routes import RouteTable
+from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
-
-Targets = int | Sequence[int] | slice | str | None
 
 
 class Client:
@@ -74,13 +74,7 @@ class Client:
         self._direct = direct
         self._host_key = host_key()
         self._direct_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their direct socket
-        # Per engine, the route of its outstanding requests and how many there are: while any is
-        # outstanding, new requests to that engine take the same route, so they run in order.
-        # Routes: "direct", "mux" (through the controller), or an "adopted-N" socket handed over
-        # by an interrupted blocking call.
-        self._active: dict[bytes, list[Any]] = {}
-        self._route_lock = threading.Lock()
-        self._adopted = 0
+        self._routes = RouteTable(on_released=lambda name: self._io.remove(name))
         self._engine_changed = threading.Condition()
         self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
         self._closed = False
@@ -257,33 +251,8 @@ class Client:
 
     def _resolve_targets(self, targets: Targets) -> tuple[list[int], bool]:
         """Engine ids for *targets*, and whether a single int was given."""
-        ids = self.ids
-        if targets is None or (isinstance(targets, str) and targets == "all"):
-            if not ids:
-                raise errors.NoEnginesRegistered("no engines are registered; start some or wait_for_engines()")
-            return ids, False
-        if isinstance(targets, bool):
-            raise TypeError(f"targets must be an int, a slice, a list of ints or 'all', not {targets!r}")
-        if isinstance(targets, int):
-            if targets < 0:
-                if -targets > len(ids):
-                    raise IndexError(f"engine index {targets} out of range ({len(ids)} engines)")
-                return [ids[targets]], True
-            if targets not in self._engines:
-                raise errors.NoEnginesRegistered(f"engine {targets} is not registered (engines: {ids})")
-            return [targets], True
-        if isinstance(targets, slice):
-            picked = ids[targets]
-            if not picked:
-                raise errors.NoEnginesRegistered(f"no engines selected by {targets} (engines: {ids})")
-            return picked, False
-        if isinstance(targets, str):
-            raise ValueError(f"targets must be an int, a slice, a list of ints or 'all', not {targets!r}")
-        out = [int(t) for t in targets]
-        missing = [t for t in out if t not in self._engines]
-        if missing:
-            raise errors.NoEnginesRegistered(f"engine(s) {missing} not registered (engines: {ids})")
-        return out, False
+        with self._engine_changed:
+            return resolve_targets(targets, sorted(self._engines), set(self._engines))
 
     def _uuid(self, engine_id: int) -> bytes:
         try:
@@ -346,15 +315,12 @@ class Client:
         engines on this host, nothing outstanding to them (order), not the IO thread."""
         if not self._direct or self._io.in_io_thread() or not all(urls):
             return False
-        with self._route_lock:
-            return not any(u in self._active for u in uuids)
+        return not self._routes.any_active(uuids)
 
     def _send_request(self, uuid: bytes, frames: list[Any], fut: concurrent.futures.Future[Any]) -> None:
         """Send on the engine's active route; with none, directly when possible, else through the
-        controller.  Requests to one engine thus keep their order whichever route they take."""
-        with self._route_lock:
-            active = self._active.get(uuid)
-            route = active[0] if active else ("direct" if uuid in self._direct_urls else "mux")
+        controller (see ``routes.py``)."""
+        route = self._routes.active(uuid) or ("direct" if uuid in self._direct_urls else "mux")
         if route == "direct":
             try:
                 self._io.send("direct", frames)
@@ -367,39 +333,13 @@ class Client:
             self._io.send("mux", frames)
         else:
             self._io.send(route, frames[1:])  # an adopted DEALER needs no routing id
-        self._route_pending(uuid, route, [fut])
-
-    def _route_pending(self, uuid: bytes, route: str, futures: Sequence[concurrent.futures.Future[Any]]) -> None:
-        with self._route_lock:
-            active = self._active.get(uuid)
-            if active is None or active[0] != route:
-                # a new route takes over (requests still out on an older one came first)
-                active = self._active[uuid] = [route, (active[1] if active else 0)]
-            active[1] += len(futures)
-        for fut in futures:
-            fut.add_done_callback(lambda _: self._route_done(uuid))
-
-    def _route_done(self, uuid: bytes) -> None:
-        closed = None
-        with self._route_lock:
-            active = self._active.get(uuid)
-            if active is None:
-                return
-            active[1] -= 1
-            if active[1] <= 0:
-                del self._active[uuid]
-                if active[0].startswith("adopted-"):
-                    closed = active[0]
-        if closed is not None:
-            self._io.remove(closed)
+        self._routes.pending(uuid, route, [fut])
 
     def _adopt_route(self, uuid: bytes, sock: zmq.Socket, futures: Sequence[concurrent.futures.Future[Any]]) -> None:
         """Take over a blocking call's socket whose caller stopped waiting (IO thread receives now)."""
-        with self._route_lock:
-            self._adopted += 1
-            name = f"adopted-{self._adopted}"
+        name = self._routes.new_adopted_name()
         self._io.add(name, sock, self._on_engine_message)
-        self._route_pending(uuid, name, futures)
+        self._routes.pending(uuid, name, futures)
 
     def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
                  block: bool | None, fname: str) -> Any:

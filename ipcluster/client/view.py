@@ -20,7 +20,8 @@ from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
 from ipcluster.client.partition import partition, partition_many
 
 if TYPE_CHECKING:
-    from ipcluster.client.client import Client, Targets
+    from ipcluster.client.client import Client
+    from ipcluster.client.targets import Targets
 
 
 class View:

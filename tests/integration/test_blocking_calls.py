@@ -71,14 +71,14 @@ def test_interrupted_blocking_call_still_completes_and_order_holds(rc, tmp_path)
     finally:
         t.join(30)
     interrupted = rc.history[-1]
-    assert rc._adopted == 1 and rc._active, "the interrupted call's socket went to the IO thread"
+    assert rc._routes.adopted_count == 1 and rc._routes, "the interrupted call's socket went to the IO thread"
     # the next request follows the interrupted one on the same engine, and both complete
     assert rc[0].apply_sync(lambda: "after") == "after"
     wait_for(lambda: interrupted in rc.results, what="the interrupted call's result")
     assert rc.results[interrupted] == "slow done"
     md = rc.metadata[interrupted]
     assert md.completed <= rc.metadata[rc.history[-1]].started
-    wait_for(lambda: not rc._active, what="the adopted route to be released")
+    wait_for(lambda: not rc._routes, what="the adopted route to be released")
     assert rc[0].apply_sync(lambda: "fast again") == "fast again"
 
 
