@@ -42,10 +42,6 @@ class DropLog:
             self.log.warning("dropped message on %s from peer %s: %s (%d so far)",
                              route, peer[:8].hex(), reason[:120], n)
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
 
 class Router:
     """One route (mux or control): a front ROUTER facing clients, a back ROUTER facing engines."""

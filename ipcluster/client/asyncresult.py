@@ -228,24 +228,28 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             raise AssertionError("timing information is available once the result is ready")
 
     def display_outputs(self, groupby: str = "type") -> None:
-        """Print (or display, under IPython) each engine's stdout, stderr and rich output."""
+        """Print (or display, under IPython) each engine's stdout, stderr and rich output.
+
+        ``groupby="type"``: all stdout, then all stderr, then rich output and results;
+        ``"engine"`` (or ``"order"``): everything of engine 0, then engine 1, ...
+        """
+        if groupby not in ("type", "engine", "order"):
+            raise ValueError(f"groupby must be 'type', 'engine' or 'order', not {groupby!r}")
         display: Callable[..., Any] | None = None
         if "IPython" in sys.modules:
             from IPython.display import display as ipython_display
 
             display = ipython_display
         mds = sorted(self._metadata_list, key=lambda m: (m["engine_id"] is None, m["engine_id"]))
-        for md in mds:
-            eid = md["engine_id"]
-            if md["stdout"]:
-                print(f"[stdout:{eid}] " + md["stdout"], end="" if md["stdout"].endswith("\n") else "\n")
-            if md["stderr"]:
-                print(f"[stderr:{eid}] " + md["stderr"], end="" if md["stderr"].endswith("\n") else "\n",
-                      file=sys.stderr)
-            for out in md["outputs"]:
-                _show(out, display, eid)
-            if md["execute_result"] is not None:
-                _show(md["execute_result"], display, eid, prefix=f"Out[{eid}:{md['execute_result'].get('execution_count')}]: ")
+        kinds = ("stdout", "stderr", "rich")
+        if groupby == "type":
+            for kind in kinds:
+                for md in mds:
+                    _show_kind(md, kind, display)
+        else:
+            for md in mds:
+                for kind in kinds:
+                    _show_kind(md, kind, display)
 
     def __len__(self) -> int:
         return 1 if self._single else len(self.msg_ids)
@@ -259,6 +263,21 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             return self._collect(key)
         value = self.get()
         return value[key] if not self._single else [value][key]
+
+
+def _show_kind(md: Metadata, kind: str, display: Callable[..., Any] | None) -> None:
+    eid = md["engine_id"]
+    if kind in ("stdout", "stderr"):
+        text = md[kind]
+        if text:
+            print(f"[{kind}:{eid}] " + text, end="" if text.endswith("\n") else "\n",
+                  file=sys.stdout if kind == "stdout" else sys.stderr)
+        return
+    for out in md["outputs"]:
+        _show(out, display, eid)
+    result = md["execute_result"]
+    if result is not None:
+        _show(result, display, eid, prefix=f"Out[{eid}:{result.get('execution_count')}]: ")
 
 
 def _show(output: dict[str, Any], display: Callable[..., Any] | None, eid: Any, prefix: str = "") -> None:

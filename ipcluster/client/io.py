@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import zmq
 
@@ -63,9 +63,6 @@ class IOThread:
 
         self.loop.call_soon_threadsafe(run)
         return fut.result(timeout)
-
-    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def add(self, name: str, sock: zmq.Socket, on_message: Callable[[list[zmq.Frame]], None] | None) -> Channel:
         """Adopt *sock* (created by the caller, not yet used) and start reading it in the loop."""

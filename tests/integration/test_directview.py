@@ -310,3 +310,13 @@ def test_display_outputs_prints_each_engines_streams(rc, capsys):
     assert "[stdout:0] to out" in out and "[stdout:1] to out" in out
     assert "[stderr:0] to err" in err and "[stderr:1] to err" in err
     assert "Out[0:" in out and "'value'" in out
+
+
+def test_display_outputs_grouping(rc, capsys):
+    ar = rc[:].execute("print('o')", silent=False, block=False)
+    ar.get(timeout=30)
+    capsys.readouterr()
+    ar.display_outputs(groupby="engine")
+    assert capsys.readouterr().out.count("[stdout:") == 2
+    with pytest.raises(ValueError, match="groupby"):
+        ar.display_outputs(groupby="colour")
