@@ -64,6 +64,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-def load_ipython_extension(ip: Any) -> None:
-    """``%load_ext ipcluster``: nothing to register yet beyond making the package importable."""
