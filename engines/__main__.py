@@ -12,7 +12,8 @@ with ``-n``), so a broken one ends the process at once with a message naming it.
 
 Exit codes: 0 clean shutdown; 1 failure (no connection file, no registration reply, an engine of
 a supervisor failed); 2 bad arguments or a broken ``ipengine_config.py``; 3 registration rejected
-by the controller.
+by the controller; 4 the controller is gone (unreachable for ``--controller-timeout`` seconds; a
+supervisor exits 4 once its engines have all stopped so).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from engines.controller_watch import CONTROLLER_TIMEOUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.execution import StartupCode
@@ -55,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"log level (default: c.IPEngine.log_level, else {DEFAULT_LOG_LEVEL})")
     p.add_argument("--work-dir", default=None,
                    help="working directory of the engines (default: c.IPEngine.work_dir, else current)")
+    p.add_argument("--controller-timeout", type=float, default=None, metavar="SECONDS",
+                   help="exit (code 4) when the controller has been unreachable this long; 0: never "
+                   f"(default: c.IPEngine.controller_timeout, else {CONTROLLER_TIMEOUT:g})")
     args = p.parse_args(argv)
     if args.n is not None and args.n < 1:
         p.error("-n must be at least 1")
@@ -69,6 +75,7 @@ class EngineSettings:
     work_dir: str = ""  # "": the current directory
     startup: "StartupCode | None" = None
     config_file: str | None = None  # the file loaded, if any
+    controller_timeout: float = CONTROLLER_TIMEOUT
 
 
 def profile_dir_for(connection_file: str, profile_dir: str | None = None) -> str | None:
@@ -90,16 +97,19 @@ def resolve_settings(args: argparse.Namespace) -> EngineSettings:
     pdir = profile_dir_for(args.file, args.profile_dir)
     path = os.path.join(pdir, CONFIG_FILE_NAME) if pdir else None
     if path is None or not os.path.isfile(path):
-        return EngineSettings(log_level=args.log_level or DEFAULT_LOG_LEVEL, work_dir=args.work_dir or "")
+        timeout = CONTROLLER_TIMEOUT if args.controller_timeout is None else args.controller_timeout
+        return EngineSettings(log_level=args.log_level or DEFAULT_LOG_LEVEL, work_dir=args.work_dir or "",
+                              controller_timeout=timeout)
     # imported only now: it imports traitlets, which an engine without a config file does without
     from engines.config import load_engine_config
     from engines.execution import StartupCode
 
-    cli = {"log_level": args.log_level, "work_dir": args.work_dir}
+    cli = {"log_level": args.log_level, "work_dir": args.work_dir,
+           "controller_timeout": args.controller_timeout}
     ipengine = load_engine_config(path, {k: v for k, v in cli.items() if v is not None})
     return EngineSettings(log_level=ipengine.log_level, work_dir=ipengine.work_dir,
                           startup=StartupCode(ipengine.startup_command, ipengine.startup_script),
-                          config_file=path)
+                          config_file=path, controller_timeout=ipengine.controller_timeout)
 
 
 def wait_for_file(path: str, timeout: float = CONNECTION_FILE_TIMEOUT,
@@ -149,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         from engines.engine import run_engine
 
         sys.path.insert(0, work_dir)
-        return run_engine(info, startup=settings.startup)
+        return run_engine(info, startup=settings.startup, controller_timeout=settings.controller_timeout)
 
     from engines.supervisor import Supervisor
 
     sys.path.insert(0, work_dir)
     stream = getattr(handler, "stream", None) or sys.stderr
     return Supervisor(info, args.n, log_stream=stream, log_level=settings.log_level,
-                      startup=settings.startup).run()
+                      startup=settings.startup, controller_timeout=settings.controller_timeout).run()
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ The file is run by traitlets' :class:`~traitlets.config.loader.PyFileConfigLoade
     c.IPEngine.startup_script = "/path/to/setup_engine.py"
     c.IPEngine.work_dir = "/scratch/me"
     c.IPEngine.log_level = "DEBUG"
+    c.IPEngine.controller_timeout = 30.0
 
-works.  Only :class:`IPEngine`'s four traits mean anything to the engines; other sections of an
+works.  Only :class:`IPEngine`'s five traits mean anything to the engines; other sections of an
 ipyparallel config (``c.Session``, ``c.IPKernelApp`` ...) are ignored, and an unknown ``IPEngine``
-option is logged as a warning.  Command-line options (``--log-level``, ``--work-dir``) win over the
-file.
+option is logged as a warning.  Command-line options (``--log-level``, ``--work-dir``,
+``--controller-timeout``) win over the file.
 
 This module imports traitlets (~30 ms), so :mod:`engines.__main__` imports it only when a config
 file exists: an engine without one starts as fast as before.
@@ -25,11 +26,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from traitlets import Integer, TraitError, Unicode, Union, validate
+from traitlets import Float, Integer, TraitError, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
 from traitlets.config.loader import PyFileConfigLoader
 
 from ipcluster.errors import IPClusterError
+
+from engines.controller_watch import CONTROLLER_TIMEOUT
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -71,6 +74,10 @@ class IPEngine(LoggingConfigurable):
     )
     log_level = Union([Unicode(), Integer()], default_value="INFO",
                       help="The engines' log level: a name such as 'DEBUG' or a number.").tag(config=True)
+    controller_timeout = Float(
+        CONTROLLER_TIMEOUT, help="Seconds an engine waits for a lost connection to its controller to come "
+        "back before it exits (exit code 4), so engines do not outlive a dead controller. 0 disables this."
+    ).tag(config=True)
 
     @validate("log_level")
     def _valid_log_level(self, proposal: Any) -> str:

@@ -15,24 +15,37 @@ it is leaving, and the control thread then says goodbye to the controller
 * ``shutdown_request`` replies, unregisters, wakes the main thread to exit, and starts a watchdog:
   if the main thread has not finished within a second, it is interrupted (SIGINT), and a second
   later the process exits regardless.
+
+It also watches the control socket's connection (a zmq socket monitor, read in this thread like
+the socket itself; see :mod:`engines.controller_watch`).  When the controller has been unreachable
+for ``controller_timeout`` seconds it logs why, sets the stop reason ``"controller gone"`` and
+stops the engine as a shutdown does (wake, then the same watchdog), without saying goodbye to a
+controller that is not there; the engine then exits with
+:data:`~engines.controller_watch.EXIT_CONTROLLER_GONE`.  A reconnection within the grace period
+cancels it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.session import Message, Session
 
+from engines.controller_watch import (CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE,
+                                      MONITORED_EVENTS, ControllerWatch)
 from engines.error_content import engine_info, error_content
 from engines.logs import LimitedLog
 
@@ -85,7 +98,7 @@ class SharedState:
     aborted: AbortSet = field(default_factory=AbortSet)
     #: set by clear_request; the main thread clears the namespace and resets it
     clear: threading.Event = field(default_factory=threading.Event)
-    #: why the main loop must stop ("shutdown", "terminated"); None while serving
+    #: why the main loop must stop ("shutdown", "terminated", "controller gone"); None while serving
     stop_reason: str | None = None
     #: set by the main thread once it has left its loop
     main_done: threading.Event = field(default_factory=threading.Event)
@@ -100,11 +113,16 @@ class ControlThread(threading.Thread):
         The registered control DEALER; from now on used by this thread only.
     wake_url:
         inproc address of the main thread's wake PAIR (bound by the main thread).
+    controller_url:
+        The controller address the socket is connected to (for the log).
+    controller_timeout:
+        Seconds the controller may be unreachable before the engine stops; ``<= 0``: never.
     """
 
     def __init__(self, ctx: zmq.Context, socket: zmq.Socket, wake_url: str, session: Session,
                  state: SharedState, engine_uuid: str, engine_id: int | None,
-                 interrupt: Callable[[int], None] | None = None):
+                 interrupt: Callable[[int], None] | None = None, controller_url: str = "",
+                 controller_timeout: float = CONTROLLER_TIMEOUT):
         super().__init__(name="engine-control", daemon=True)
         self.ctx = ctx
         self.socket = socket
@@ -124,6 +142,9 @@ class ControlThread(threading.Thread):
         }
         self._after_reply: Callable[[], None] | None = None
         self._pipe: zmq.Socket | None = None
+        self.controller_url = controller_url
+        self.watch = ControllerWatch(controller_timeout)
+        self._monitor: zmq.Socket | None = None
 
     # --- loop ---------------------------------------------------------------------------------
 
@@ -135,10 +156,18 @@ class ControlThread(threading.Thread):
             poller = zmq.Poller()
             poller.register(self.socket, zmq.POLLIN)
             poller.register(self._pipe, zmq.POLLIN)
+            if self.watch.enabled:
+                self._start_monitor(poller)
             while True:
-                events = dict(poller.poll())
+                remaining = self.watch.remaining(time.monotonic())
+                # rounded up: waking early would spin until the deadline
+                events = dict(poller.poll(None if remaining is None else math.ceil(remaining * 1000)))
                 if self._pipe in events and self._pipe.recv() == b"stop":
                     break
+                if self._monitor is not None and self._monitor in events:
+                    self._on_monitor(self._monitor.recv_multipart())
+                if self.watch.expired(time.monotonic()):
+                    self._controller_gone()
                 if self.socket in events:
                     self._handle(self.socket.recv_multipart())
         except zmq.ContextTerminated:
@@ -168,6 +197,35 @@ class ControlThread(threading.Thread):
         if self._after_reply is not None:
             action, self._after_reply = self._after_reply, None
             action()
+
+    def _start_monitor(self, poller: zmq.Poller) -> None:
+        try:
+            self._monitor = self.socket.get_monitor_socket(MONITORED_EVENTS)
+        except (zmq.ZMQError, NotImplementedError) as e:  # serving matters more than noticing
+            log.warning("cannot watch the connection to the controller (%s); this engine will not "
+                        "exit by itself if the controller dies", e)
+            return
+        poller.register(self._monitor, zmq.POLLIN)
+
+    def _on_monitor(self, frames: list[bytes]) -> None:
+        event = parse_monitor_message(frames)["event"]
+        change = self.watch.on_event(event, time.monotonic())
+        if change == "lost":
+            log.warning("lost the connection to the controller at %s; exiting in %g s unless it comes back",
+                        self.controller_url, self.watch.timeout)
+        elif change == "back":
+            log.info("the connection to the controller at %s is back", self.controller_url)
+
+    def _controller_gone(self) -> None:
+        """The grace period ran out: stop the engine, like a shutdown, with its own exit code."""
+        log.error("controller at %s gone for %.1f s; exiting", self.controller_url,
+                  self.watch.lost_for(time.monotonic()))
+        self.unregistered = True  # nobody to tell, and the goodbye would only wait out its linger
+        if self.state.stop_reason is None:
+            self.state.stop_reason = CONTROLLER_GONE
+        self.wake_main()
+        threading.Thread(target=self._watchdog, args=(EXIT_CONTROLLER_GONE,),
+                         name="engine-shutdown-watchdog", daemon=True).start()
 
     def reply(self, msg: Message, content: dict[str, Any]) -> None:
         metadata = {"engine_id": self.engine_id, "engine_uuid": self.engine_uuid,
@@ -210,7 +268,7 @@ class ControlThread(threading.Thread):
         self.wake_main()
         threading.Thread(target=self._watchdog, name="engine-shutdown-watchdog", daemon=True).start()
 
-    def _watchdog(self) -> None:
+    def _watchdog(self, exit_code: int = 0) -> None:
         if self.state.main_done.wait(SHUTDOWN_GRACE):
             return
         log.warning("shutdown: main thread busy for %.1f s; interrupting it", SHUTDOWN_GRACE)
@@ -219,7 +277,7 @@ class ControlThread(threading.Thread):
             return
         log.warning("shutdown: main thread still busy; exiting now")
         logging.shutdown()
-        os._exit(0)
+        os._exit(exit_code)
 
     def unregister(self) -> None:
         """Tell the controller this engine is leaving (once)."""
@@ -235,7 +293,10 @@ class ControlThread(threading.Thread):
         try:
             self.unregister()
         finally:
-            self.socket.close(linger=1000)
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+            # undelivered messages for a controller that is gone would only delay the exit
+            self.socket.close(linger=0 if self.watch.gone else 1000)
             if self._pipe is not None:
                 self._pipe.close(linger=0)
 

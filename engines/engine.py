@@ -20,6 +20,10 @@ Signals: SIGINT raises ``KeyboardInterrupt`` only while user code runs (the task
 that error and the engine keeps serving); SIGTERM stops the engine after the current task (which is
 interrupted) with a clean unregistration and exit code 0.
 
+A controller that is gone (its connection lost for ``controller_timeout`` seconds, see
+:mod:`engines.controller_watch`) stops the engine the same way, with exit code
+:data:`EXIT_CONTROLLER_GONE` (4).
+
 Zero-copy replies: large result buffers are sent without copying, so the memory must not change
 until libzmq is done with it.  A ``pull`` returns an array that stays in the namespace, and the
 next task could modify it in place; so before running the next request the engine waits for the
@@ -50,6 +54,7 @@ from ipcluster.protocol.session import Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
 
 from engines.control import ControlThread, SharedState
+from engines.controller_watch import CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE
 from engines.error_content import aborted_content, error_content
 from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
@@ -89,11 +94,16 @@ class Engine:
         The pid of the engine-host supervisor, if any (reported at registration).
     startup:
         Code to run in the user namespace after registration, before serving.
+    controller_timeout:
+        Seconds the controller may be unreachable before the engine exits
+        (:data:`EXIT_CONTROLLER_GONE`); ``<= 0``: never.
     """
 
     def __init__(self, info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
-                 registration_timeout: float = REGISTRATION_TIMEOUT, startup: StartupCode | None = None):
+                 registration_timeout: float = REGISTRATION_TIMEOUT, startup: StartupCode | None = None,
+                 controller_timeout: float = CONTROLLER_TIMEOUT):
         self.info = info
+        self.controller_timeout = controller_timeout
         self.startup = startup or StartupCode()
         self.uuid = uuid or new_id()
         self.identity = self.uuid.encode("ascii")
@@ -153,7 +163,7 @@ class Engine:
             log.info("engine %s (%s) serving", self.id, self.uuid)
             self._serve()
             log.info("engine %s stopping (%s)", self.id, self.state.stop_reason)
-            return EXIT_OK
+            return EXIT_CONTROLLER_GONE if self.state.stop_reason == CONTROLLER_GONE else EXIT_OK
         finally:
             self._close()
 
@@ -228,7 +238,9 @@ class Engine:
         assert self.ctx is not None and self.control is not None
         # from here on the control socket belongs to the control thread
         self.control_thread = ControlThread(self.ctx, self.control, self.wake_url, self.control_session,
-                                            self.state, self.uuid, self.id)
+                                            self.state, self.uuid, self.id,
+                                            controller_url=self.info.url("control_back"),
+                                            controller_timeout=self.controller_timeout)
         self.control = None
         self.control_thread.start()
 
@@ -239,7 +251,9 @@ class Engine:
         if thread is not None and thread.is_alive() and self.wake is not None:
             self.wake.send(b"stop")
             thread.join(timeout=2 * EXIT_LINGER / 1000)
-        for sock, linger in ((self.control, 0), (self.direct, EXIT_LINGER), (self.mux, EXIT_LINGER),
+        # nothing is delivered to a controller that is gone: don't wait for it
+        out_linger = 0 if self.state.stop_reason == CONTROLLER_GONE else EXIT_LINGER
+        for sock, linger in ((self.control, 0), (self.direct, out_linger), (self.mux, out_linger),
                              (self.wake, 0)):
             if sock is not None:
                 sock.close(linger=linger)
@@ -464,6 +478,7 @@ def _nbytes(frame: Any) -> int:
 
 
 def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
-               startup: StartupCode | None = None) -> int:
+               startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT) -> int:
     """Run one engine in this process; return its exit code."""
-    return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup).run()
+    return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup,
+                  controller_timeout=controller_timeout).run()

@@ -10,10 +10,14 @@ The supervisor
 * gives each child a pipe as stdout/stderr, relays the lines to its own log and keeps the last
   lines of each, to send with a death report;
 * notices a death at once (SIGCHLD wakes its poll through ``signal.set_wakeup_fd``; no sleeping
-  loops) and reports ``engine_died_notification`` on the ``hub`` socket;
+  loops) and reports ``engine_died_notification`` on the ``hub`` socket, without ever blocking:
+  the controller may be the reason the engines died (a report that cannot be queued is logged and
+  dropped, and the socket's linger is short);
 * on SIGTERM/SIGINT terminates the children (SIGTERM, then SIGKILL after :data:`KILL_GRACE`; a
   second signal kills at once) and exits;
-* exits when the last child has: 0 if every child exited 0, else 1 (statuses are logged).
+* exits when the last child has: 0 if every child exited 0; 4
+  (:data:`~engines.controller_watch.EXIT_CONTROLLER_GONE`) if the engines stopped because their
+  controller is gone (each exited 4, or 0 if shut down earlier); else 1 (statuses are logged).
 
 Only the parent has a zmq context, and it is created *after* the children are forked: a forked
 child must never inherit a live context.  Each child creates its own.
@@ -39,6 +43,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.session import Session, new_id
 
+from engines.controller_watch import CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE
 from engines.engine import drain_fd, run_engine
 from engines.execution import StartupCode
 from engines.logs import setup_logging
@@ -51,6 +56,8 @@ KILL_GRACE = 2.0
 TAIL_LINES = 50
 #: Characters of output sent in a death report.
 TAIL_CHARS = 8192
+#: Linger (ms) of the hub socket: time for the last death reports to go out to a live controller.
+HUB_LINGER = 500
 
 _PR_SET_PDEATHSIG = 1
 
@@ -89,10 +96,13 @@ class Supervisor:
         Log level the children use.
     startup:
         Startup code each child runs once registered (not the supervisor: namespaces are per engine).
+    controller_timeout:
+        Each child's grace period for a lost controller (see :mod:`engines.controller_watch`).
     """
 
     def __init__(self, info: ConnectionInfo, n: int, log_stream: TextIO | None = None,
-                 log_level: str = "INFO", startup: StartupCode | None = None):
+                 log_level: str = "INFO", startup: StartupCode | None = None,
+                 controller_timeout: float = CONTROLLER_TIMEOUT):
         if n < 1:
             raise ValueError("a supervisor needs at least one engine")
         self.info = info
@@ -100,6 +110,7 @@ class Supervisor:
         self.log_stream = log_stream if log_stream is not None else sys.stderr
         self.log_level = log_level
         self.startup = startup
+        self.controller_timeout = controller_timeout
         self.children: dict[int, Child] = {}
         self.finished: list[Child] = []
         self.session = Session(info.key_bytes)
@@ -126,22 +137,33 @@ class Supervisor:
         ctx = zmq.Context()
         try:
             self.hub = ctx.socket(zmq.DEALER)
+            self.hub.linger = HUB_LINGER
             self.hub.connect(self.info.url("hub"))
             self._supervise()
         finally:
             if self.hub is not None:
-                self.hub.close(linger=1000)  # let the last death reports go out
+                # let the last death reports go out, unless nobody is there to take them
+                self.hub.close(linger=0 if self._controller_gone() else HUB_LINGER)
             ctx.term()
             signal.set_wakeup_fd(-1)
             os.close(self._wake_r)
             os.close(self._wake_w)
         return self._exit_code()
 
+    def _controller_gone(self) -> bool:
+        """Did the engines stop because the controller is gone (see the module docstring)?"""
+        codes = [c.exit_code for c in self.finished]
+        return EXIT_CONTROLLER_GONE in codes and all(code in (0, EXIT_CONTROLLER_GONE) for code in codes)
+
     def _exit_code(self) -> int:
         codes = [c.exit_code for c in self.finished]
         if all(code == 0 for code in codes):
             log.info("all %d engines exited cleanly", len(codes))
             return 0
+        if self._controller_gone():
+            log.error("the controller at %s is gone: %d of %d engines exited after losing it; exiting",
+                      self.info.url("hub"), codes.count(EXIT_CONTROLLER_GONE), len(codes))
+            return EXIT_CONTROLLER_GONE
         for c in self.finished:
             log.warning("engine pid %d (uuid %s) exited with %s", c.pid, c.uuid, _describe_exit(c.exit_code))
         return 1
@@ -177,7 +199,8 @@ class Supervisor:
             os.dup2(out_fd, 2)
             os.close(out_fd)
             setup_logging(self.log_level, stream=sys.__stderr__)
-            code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup)
+            code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup,
+                              controller_timeout=self.controller_timeout)
         except BaseException:  # noqa: B036 - a child must end in os._exit, whatever happened
             traceback.print_exc()
         finally:
@@ -313,7 +336,8 @@ class Supervisor:
         assert self.hub is not None
         content = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code, "output": child.output()}
         try:
-            self.hub.send_multipart(self.session.serialize(M.ENGINE_DIED_NOTIFICATION, content))
+            # never block: the controller may be gone (that may be why the engine died)
+            self.hub.send_multipart(self.session.serialize(M.ENGINE_DIED_NOTIFICATION, content), zmq.NOBLOCK)
         except zmq.ZMQError as e:
             log.error("could not report the death of engine pid %d: %s", child.pid, e)
 
@@ -325,6 +349,8 @@ def _ignore(signum: int, frame: Any) -> None:
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "unknown status"
+    if code == EXIT_CONTROLLER_GONE:
+        return f"code {code} (controller gone)"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"
