@@ -225,18 +225,22 @@ def test_metadata_timing_and_get_dict(rc):
     assert ar.msg_ids[0] in rc.history and rc.results[ar.msg_ids[0]] == 3
 
 
-def test_queue_status(rc):
-    before = rc.queue_status()
+def test_queue_status(fresh_cluster):
+    rc = fresh_cluster.connect_client_sync()
+    rc.wait_for_engines(2, timeout=30)
+    # a fresh cluster has served nothing yet, so the counts are exact
+    assert rc.queue_status() == {0: {"queue": 0, "completed": 0}, 1: {"queue": 0, "completed": 0},
+                                 "unassigned": 0}
     rc[:].apply_sync(lambda: None)
+    rc[0].apply_async(lambda: None).get(timeout=10)
     # requests sent straight to an engine are reported to the controller when the engine goes idle
-    after = wait_for(lambda: (s := rc.queue_status())[0]["completed"] == before[0]["completed"] + 1 and s,
-                     what="completed count to reach the controller")
-    assert set(after) == {0, 1, "unassigned"} and after[0]["queue"] == 0
+    wait_for(lambda: rc.queue_status()[0]["completed"] == 2, what="engine 0's count to reach 2")
+    wait_for(lambda: rc.queue_status()[1]["completed"] == 1, what="engine 1's count to reach 1")
     assert list(rc.queue_status(targets=[1])) == [1, "unassigned"]
     with ipcluster.Client(url_file=rc.url_file, direct=False) as slow:  # through the controller
-        before = slow.queue_status()
         slow[0].apply_sync(lambda: None)
-        assert slow.queue_status()[0]["completed"] == before[0]["completed"] + 1
+        assert slow.queue_status()[0]["completed"] == 3  # counted by the controller itself
+    rc.close()
 
 
 def test_abort_queued_task(rc):
@@ -272,26 +276,34 @@ def test_missing_connection_file_is_a_clear_error(tmp_path):
     assert time.monotonic() - t0 < 5
 
 
-def test_requests_keep_their_order_across_routes(shared_cluster):
-    """A new client's first requests go through the controller until its direct connection is up;
-    requests to one engine must still run in the order they were sent."""
+def test_requests_keep_their_order_across_routes(rc):
+    """Requests to one engine run in the order sent, across a switch from the controller route
+    to the direct route: the switch waits until nothing is outstanding on the old route."""
     used = {"mux": 0, "direct": 0}
-    for _ in range(3):
-        with ipcluster.Client(url_file=shared_cluster.connection_file) as c:
-            send = c._io.send
+    send = rc._io.send
 
-            def counting_send(channel, frames, send=send):
-                send(channel, frames)
-                if channel in used:
-                    used[channel] += 1
+    def counting_send(channel, frames):
+        send(channel, frames)
+        if channel in used:
+            used[channel] += 1
 
-            c._io.send = counting_send
-            c[0].push({"seen": []}, block=False)
-            ars = [c[0].apply_async(interactive(lambda i: seen.append(i)), i) for i in range(300)]  # noqa: F821
-            for ar in ars:
-                ar.get(timeout=30)
-            assert c[0].pull("seen", block=True) == list(range(300))
-    assert used["mux"] > 0 and used["direct"] > 0, f"both routes should have been used: {used}"
+    rc._io.send = counting_send
+    uuid = rc._engines[0]
+    rc[0].push({"seen": []}, block=True)
+    record = interactive(lambda i: seen.append(i))  # noqa: F821
+    url = rc._direct_urls.pop(uuid)  # as if the direct connection were not known yet
+    ars = [rc[0].apply_async(record, i) for i in range(100)]
+    assert used == {"mux": 100, "direct": 0}
+    rc._direct_urls[uuid] = url  # direct is possible again, but 100 requests are out on mux
+    ars += [rc[0].apply_async(record, i) for i in range(100, 200)]
+    for ar in ars:
+        ar.get(timeout=30)
+    before = dict(used)
+    ars = [rc[0].apply_async(record, i) for i in range(200, 300)]
+    for ar in ars:
+        ar.get(timeout=30)
+    assert used["direct"] - before["direct"] == 100, "with nothing outstanding, direct is used again"
+    assert rc[0].pull("seen", block=True) == list(range(300))
 
 
 def test_direct_false_routes_through_the_controller(shared_cluster):
