@@ -1,0 +1,4 @@
+"""Load-balanced task scheduling, kept free of sockets, threads and clocks.
+
+- :mod:`.policies` — tiny pure functions that pick an engine among candidates, by name.
+"""
