@@ -30,6 +30,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Union
 
 from .dependencies import Dependency, Status, after_status, follow_status
 from .policies import DEFAULT_POLICY, get_policy
@@ -53,6 +54,14 @@ __all__ = ["TaskScheduler", "Task", "Assign", "Fail", "Finished", "Instruction"]
 _MAX_GONE = 10_000  # removed engine ids remembered (to fail tasks targeting only dead engines)
 
 
+# Ready tasks with identical constraints share a group (None: unconstrained).  Within a group the
+# head can run wherever any member can, so a scheduling pass looks at one head per group instead of
+# every queued task: 10,000 tasks pinned to a busy engine cost one check, not 10,000.
+_GroupKey = Union[
+    None, tuple[Union[frozenset[bytes], None], Union[frozenset[bytes], None], frozenset[bytes], frozenset[bytes]]
+]
+
+
 @dataclass(slots=True)
 class _Entry:
     """The scheduler's bookkeeping for one unfinished task."""
@@ -67,6 +76,7 @@ class _Entry:
     declined: set[bytes] = field(default_factory=set)  # never again on these
     avoid: set[bytes] = field(default_factory=set)  # failed there: elsewhere if another can run it
     waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
+    group: _GroupKey = None  # ready-queue group, while ready
 
     @property
     def constrained(self) -> bool:
@@ -76,6 +86,11 @@ class _Entry:
             or bool(self.declined)
             or bool(self.avoid)
         )
+
+    def group_key(self) -> _GroupKey:
+        if not self.constrained:
+            return None
+        return (self.targets, self.follow_engines, frozenset(self.declined), frozenset(self.avoid))
 
     def allows(self, engine: bytes) -> bool:
         """Whether targets, follow and declines permit *engine* (``avoid`` is only a preference)."""
@@ -125,7 +140,8 @@ class TaskScheduler:
         self._gone: OrderedDict[bytes, None] = OrderedDict()
         self._tasks: dict[str, _Entry] = {}  # every unfinished task: waiting, ready or running
         self._waiting: dict[str, _Entry] = {}
-        self._ready: dict[str, _Entry] = {}  # kept in submission (seq) order
+        self._ready: dict[str, _Entry] = {}  # every ready task
+        self._groups: dict[_GroupKey, dict[str, _Entry]] = {}  # ready tasks by group, in seq order
         self._dependents: dict[str, set[str]] = {}  # unfinished dependency id -> waiting tasks
         self._external: set[str] = set()  # running elsewhere (e.g. DirectView), see record_pending
         self._deadlines: list[tuple[float, int, str]] = []  # heap; stale items skipped lazily
@@ -387,7 +403,7 @@ class TaskScheduler:
             self._fail(entry, IMPOSSIBLE_DEPENDENCY, "its 'follow' dependency can no longer be met", out)
             return
         if after is Status.PENDING or follow is Status.PENDING:
-            self._ready.pop(task.msg_id, None)
+            self._unready(entry)
             self._wait(entry, (task.after, task.follow))
             return
         self._unwait(entry)
@@ -424,7 +440,7 @@ class TaskScheduler:
         """Fail a ready task that can run nowhere any more; otherwise keep (or put) it in ready."""
         if entry.follow_engines is not None and not all(e in self._engines for e in entry.follow_engines):
             # an engine it must follow onto has gone: look again (it may still be met elsewhere)
-            self._ready.pop(entry.task.msg_id, None)
+            self._unready(entry)
             self._evaluate(entry, out)
             return
         targets = entry.targets
@@ -441,14 +457,28 @@ class TaskScheduler:
             self._insert_ready(entry)
 
     def _insert_ready(self, entry: _Entry) -> None:
-        ready = self._ready
         msg_id = entry.task.msg_id
-        if msg_id in ready:
+        if msg_id in self._ready:
             return
-        in_order = not ready or ready[next(reversed(ready))].seq < entry.seq
-        ready[msg_id] = entry
-        if not in_order:  # rare: a retried or newly released older task
-            self._ready = dict(sorted(ready.items(), key=lambda kv: kv[1].seq))
+        self._ready[msg_id] = entry
+        key = entry.group = entry.group_key()
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = {msg_id: entry}
+            return
+        in_order = group[next(reversed(group))].seq < entry.seq
+        group[msg_id] = entry
+        if not in_order:  # a retried or newly released older task: restore submission order
+            self._groups[key] = dict(sorted(group.items(), key=lambda kv: kv[1].seq))
+
+    def _unready(self, entry: _Entry) -> None:
+        msg_id = entry.task.msg_id
+        if self._ready.pop(msg_id, None) is None:
+            return
+        group = self._groups[entry.group]
+        del group[msg_id]
+        if not group:
+            del self._groups[entry.group]
 
     def _requeue(self, entry: _Entry, now: float, out: list[Instruction]) -> None:
         """Put a task that was running back in the ready queue (its dependencies stay met)."""
@@ -469,7 +499,7 @@ class TaskScheduler:
         engine = entry.engine
         self._unassign(entry)
         self._unwait(entry)
-        self._ready.pop(msg_id, None)
+        self._unready(entry)
         self._tasks.pop(msg_id, None)
         entry.deadline = None
         out.append(Fail(msg_id, ename, evalue, entry.task.client))
@@ -493,37 +523,44 @@ class TaskScheduler:
                     self._evaluate(entry, out)
 
     def _schedule(self, out: list[Instruction]) -> None:
-        """Assign ready tasks, in submission order, to engines with room; skip tasks that must wait."""
+        """Assign ready tasks, in submission order, to engines with room; skip tasks that must wait.
+
+        Each step takes the oldest group head that can run on some engine with room; a group whose
+        head cannot run anywhere now is skipped whole (its members share the head's constraints).
+        """
         if not self._ready or not self._engines:
             return
         hwm = self.hwm
         free = [(e, s) for e, s in self._engines.items() if not hwm or len(s.tasks) < hwm]
-        if not free:
-            return
-        policy, rng = self._policy, self._rng
-        assigned: list[str] = []
-        for msg_id, entry in self._ready.items():
-            cands = self._candidates(entry, free) if entry.constrained else free
-            if not cands:
-                continue  # it waits; later tasks may still run
-            if len(cands) == 1:
+        policy, rng, groups = self._policy, self._rng, self._groups
+        while free and groups:
+            best: _Entry | None = None
+            best_cands: list[tuple[bytes, _Engine]] = []
+            for key, group in groups.items():
+                head = group[next(iter(group))]
+                if best is not None and head.seq > best.seq:
+                    continue
+                cands = free if key is None else self._candidates(head, free)
+                if cands:
+                    best, best_cands = head, cands
+            if best is None:
+                return  # every ready task must wait for room on an engine it may use
+            if len(best_cands) == 1:
                 i = 0
             else:
-                i = policy([len(s.tasks) for _, s in cands], rng, [s.last_used for _, s in cands])
-            engine, eng = cands[i]
+                loads = [len(s.tasks) for _, s in best_cands]
+                i = policy(loads, rng, [s.last_used for _, s in best_cands])
+            engine, eng = best_cands[i]
+            msg_id = best.task.msg_id
+            self._unready(best)
             self._uses += 1
             eng.last_used = self._uses
             eng.tasks.add(msg_id)
-            entry.engine = engine
-            entry.deadline = None
-            assigned.append(msg_id)
+            best.engine = engine
+            best.deadline = None
             out.append(Assign(msg_id, engine))
             if hwm and len(eng.tasks) >= hwm:
                 free = [c for c in free if c[0] != engine]
-                if not free:
-                    break
-        for msg_id in assigned:
-            del self._ready[msg_id]
 
     def _candidates(
         self, entry: _Entry, free: list[tuple[bytes, _Engine]]

@@ -634,3 +634,121 @@ def test_fail_enames_are_known():
     enames = {f.ename for f in out if isinstance(f, Fail)}
     assert enames == {"InvalidDependency", "ImpossibleDependency", "TaskTimeout", "EngineDied"}
     assert enames <= ENAMES
+
+
+def test_retried_task_keeps_its_place_before_later_tasks():
+    s = sched(A, B, hwm=1)
+    s.submit(task("t0", retries=1), 0)  # A
+    s.submit(task("t1"), 0)  # B
+    s.submit(task("t2"), 0)
+    s.submit(task("t3"), 0)
+    # t0 fails on A; A has room but t0 prefers another engine, so t2 takes A
+    assert s.finished(A, "t0", False, 1).instructions == [Assign("t2", A)]
+    # B frees up: the older t0 goes before t3
+    assert run(s, "t1").instructions == [Assign("t0", B)]
+    assert run(s, "t2").instructions == [Assign("t3", A)]
+
+
+def test_many_pinned_tasks_do_not_starve_a_free_engine():
+    s = sched(A, B, hwm=1)
+    for i in range(500):
+        s.submit(task(f"p{i}", targets=[A]), 0)
+    assert s.submit(task("free"), 0) == [Assign("free", B)]
+    assert run(s, "p0").instructions == [Assign("p1", A)]
+
+
+# ---- randomized invariants --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_event_sequences_keep_invariants(seed):
+    """Whatever happens, hwm holds, declines are honoured and every task is answered exactly once."""
+    import random
+
+    rng = random.Random(seed)
+    hwm = rng.choice([0, 1, 2])
+    s = TaskScheduler(policy=rng.choice(["leastload", "lru", "twobin", "weighted"]), hwm=hwm, seed=seed)
+    engines = [bytes([65 + i]) for i in range(4)]
+    live: list[bytes] = []
+    answered: dict[str, int] = {}
+    declined: dict[str, set[bytes]] = {}
+    submitted: list[str] = []
+    now = 0.0
+
+    def apply(out):
+        for ins in out:
+            if isinstance(ins, Fail):
+                answered[ins.msg_id] = answered.get(ins.msg_id, 0) + 1
+            else:
+                assert ins.engine in live
+                assert ins.engine not in declined.get(ins.msg_id, ())
+
+    for step in range(400):
+        now += rng.random()
+        roll = rng.random()
+        if roll < 0.1 and len(live) < len(engines):
+            e = rng.choice([e for e in engines if e not in live])
+            live.append(e)
+            apply(s.add_engine(e, now))
+        elif roll < 0.15 and live:
+            e = rng.choice(live)
+            live.remove(e)
+            apply(s.remove_engine(e, now))
+        elif roll < 0.5:
+            m = f"t{step}"
+            kw: dict = {"retries": rng.choice([0, 0, 1, 2])}
+            if submitted and rng.random() < 0.3:
+                kw["after"] = dep(*rng.sample(submitted, min(2, len(submitted))), all=rng.random() < 0.5)
+            if submitted and rng.random() < 0.1:
+                kw["follow"] = dep(rng.choice(submitted))
+            if rng.random() < 0.2:
+                kw["targets"] = rng.sample(engines, 2)
+            if rng.random() < 0.3:
+                kw["timeout"] = rng.random() * 5
+            submitted.append(m)
+            apply(s.submit(task(m, **kw), now))
+        elif roll < 0.85 and live:
+            e = rng.choice(live)
+            running = sorted(s.tasks_on(e))
+            if running:
+                m = rng.choice(running)
+                if rng.random() < 0.15:
+                    declined.setdefault(m, set()).add(e)
+                    apply(s.declined(e, m, now))
+                else:
+                    result = s.finished(e, m, rng.random() < 0.7, now)
+                    if result.deliver:
+                        answered[m] = answered.get(m, 0) + 1
+                    apply(result.instructions)
+        elif roll < 0.9 and submitted:
+            apply(s.abort(rng.sample(submitted, 1), now))
+        else:
+            apply(s.tick(now))
+        loads = s.loads()
+        assert set(loads) == set(live)
+        if hwm:
+            assert all(n <= hwm for n in loads.values())
+        assert all(n == 1 for n in answered.values()), answered
+        deadline = s.next_deadline()
+        if deadline is not None and deadline <= now:
+            late = s.tick(now)
+            assert late, "next_deadline() promised work that tick() did not do"
+            apply(late)
+
+    # drain: finish everything; with an engine per target, nothing may be left hanging
+    for e in engines:
+        if e not in live:
+            live.append(e)
+            apply(s.add_engine(e, now))
+    for _ in range(10_000):
+        busy = [(e, m) for e in live for m in sorted(s.tasks_on(e))]
+        if not busy:
+            break
+        e, m = busy[0]
+        result = s.finished(e, m, True, now)
+        if result.deliver:
+            answered[m] = answered.get(m, 0) + 1
+        apply(result.instructions)
+    assert s.queued == 0, "tasks left waiting with free engines"
+    assert set(answered) == set(submitted)
+    assert all(n == 1 for n in answered.values())
