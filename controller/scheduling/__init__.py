@@ -3,6 +3,7 @@
 - :mod:`.policies` — tiny pure functions that pick an engine among candidates, by name.
 - :mod:`.dependencies` — ``after`` / ``follow`` dependencies and whether they are met.
 - :mod:`.tasks` — what goes in (:class:`Task`) and comes out (:class:`Assign`, :class:`Fail`).
+- :mod:`.ready` — per-task bookkeeping and the ready queue, grouped by constraints.
 - :mod:`.state` — :class:`TaskScheduler`, the sans-I/O state machine a thin socket layer drives.
 
 The socket layer feeds events (``submit``, ``finished``, ``declined``, ``add_engine``,

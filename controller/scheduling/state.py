@@ -30,10 +30,10 @@ import random
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Union
 
 from .dependencies import Dependency, Status, after_status, follow_status
 from .policies import DEFAULT_POLICY, get_policy
+from .ready import Entry, ReadyQueue
 from .tasks import (
     ENGINE_DIED,
     IMPOSSIBLE_DEPENDENCY,
@@ -52,53 +52,6 @@ from .tasks import (
 __all__ = ["TaskScheduler", "Task", "Assign", "Fail", "Finished", "Instruction"]
 
 _MAX_GONE = 10_000  # removed engine ids remembered (to fail tasks targeting only dead engines)
-
-
-# Ready tasks with identical constraints share a group (None: unconstrained).  Within a group the
-# head can run wherever any member can, so a scheduling pass looks at one head per group instead of
-# every queued task: 10,000 tasks pinned to a busy engine cost one check, not 10,000.
-_GroupKey = Union[
-    None, tuple[Union[frozenset[bytes], None], Union[frozenset[bytes], None], frozenset[bytes], frozenset[bytes]]
-]
-
-
-@dataclass(slots=True)
-class _Entry:
-    """The scheduler's bookkeeping for one unfinished task."""
-
-    task: Task
-    seq: int  # submission order
-    retries_left: int
-    targets: frozenset[bytes] | None
-    deadline: float | None = None  # while queued (waiting or ready)
-    engine: bytes | None = None  # while running
-    follow_engines: frozenset[bytes] | None = None  # where ``follow`` is met; None = anywhere
-    declined: set[bytes] = field(default_factory=set)  # never again on these
-    avoid: set[bytes] = field(default_factory=set)  # failed there: elsewhere if another can run it
-    waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
-    group: _GroupKey = None  # ready-queue group, while ready
-
-    @property
-    def constrained(self) -> bool:
-        return (
-            self.targets is not None
-            or self.follow_engines is not None
-            or bool(self.declined)
-            or bool(self.avoid)
-        )
-
-    def group_key(self) -> _GroupKey:
-        if not self.constrained:
-            return None
-        return (self.targets, self.follow_engines, frozenset(self.declined), frozenset(self.avoid))
-
-    def allows(self, engine: bytes) -> bool:
-        """Whether targets, follow and declines permit *engine* (``avoid`` is only a preference)."""
-        return (
-            (self.targets is None or engine in self.targets)
-            and (self.follow_engines is None or engine in self.follow_engines)
-            and engine not in self.declined
-        )
 
 
 @dataclass(slots=True)
@@ -138,10 +91,9 @@ class TaskScheduler:
         self._outcomes = Outcomes(max_outcomes)
         self._engines: dict[bytes, _Engine] = {}  # registration order
         self._gone: OrderedDict[bytes, None] = OrderedDict()
-        self._tasks: dict[str, _Entry] = {}  # every unfinished task: waiting, ready or running
-        self._waiting: dict[str, _Entry] = {}
-        self._ready: dict[str, _Entry] = {}  # every ready task
-        self._groups: dict[_GroupKey, dict[str, _Entry]] = {}  # ready tasks by group, in seq order
+        self._tasks: dict[str, Entry] = {}  # every unfinished task: waiting, ready or running
+        self._waiting: dict[str, Entry] = {}
+        self._ready = ReadyQueue()  # dependencies met, waiting for an engine
         self._dependents: dict[str, set[str]] = {}  # unfinished dependency id -> waiting tasks
         self._external: set[str] = set()  # running elsewhere (e.g. DirectView), see record_pending
         self._deadlines: list[tuple[float, int, str]] = []  # heap; stale items skipped lazily
@@ -187,7 +139,7 @@ class TaskScheduler:
         for entry in list(self._waiting.values()):
             if entry.task.follow and entry.task.msg_id in self._waiting:
                 self._evaluate(entry, out)
-        for entry in list(self._ready.values()):
+        for entry in self._ready.entries():
             if entry.task.msg_id in self._ready:
                 self._recheck_ready(entry, out)
         self._drain(out)
@@ -208,7 +160,7 @@ class TaskScheduler:
         out: list[Instruction] = []
         self._seq += 1
         targets = None if task.targets is None else frozenset(task.targets)
-        entry = _Entry(task, self._seq, max(task.retries, 0), targets)
+        entry = Entry(task, self._seq, max(task.retries, 0), targets)
         self._tasks[msg_id] = entry
         self._external.discard(msg_id)
         problem = self._invalid(task)
@@ -382,7 +334,7 @@ class TaskScheduler:
                 return f"{kind} dependency on unknown task(s): {', '.join(sorted(unknown)[:5])}"
         return None
 
-    def _set_deadline(self, entry: _Entry, now: float) -> None:
+    def _set_deadline(self, entry: Entry, now: float) -> None:
         timeout = entry.task.timeout
         if timeout is None:
             entry.deadline = None
@@ -390,7 +342,7 @@ class TaskScheduler:
         entry.deadline = now + max(timeout, 0.0)
         heapq.heappush(self._deadlines, (entry.deadline, entry.seq, entry.task.msg_id))
 
-    def _evaluate(self, entry: _Entry, out: list[Instruction]) -> None:
+    def _evaluate(self, entry: Entry, out: list[Instruction]) -> None:
         """Put a queued *entry* where its dependencies say: waiting, ready, or failed."""
         task = entry.task
         succeeded = self._outcomes.succeeded
@@ -403,7 +355,7 @@ class TaskScheduler:
             self._fail(entry, IMPOSSIBLE_DEPENDENCY, "its 'follow' dependency can no longer be met", out)
             return
         if after is Status.PENDING or follow is Status.PENDING:
-            self._unready(entry)
+            self._ready.remove(entry)
             self._wait(entry, (task.after, task.follow))
             return
         self._unwait(entry)
@@ -413,7 +365,7 @@ class TaskScheduler:
             return
         self._recheck_ready(entry, out, insert=True)
 
-    def _wait(self, entry: _Entry, deps: Iterable[Dependency | None]) -> None:
+    def _wait(self, entry: Entry, deps: Iterable[Dependency | None]) -> None:
         msg_id = entry.task.msg_id
         self._waiting[msg_id] = entry
         for dep in deps:
@@ -424,7 +376,7 @@ class TaskScheduler:
                     entry.waiting_on.add(m)
                     self._dependents.setdefault(m, set()).add(msg_id)
 
-    def _unwait(self, entry: _Entry) -> None:
+    def _unwait(self, entry: Entry) -> None:
         msg_id = entry.task.msg_id
         if self._waiting.pop(msg_id, None) is None:
             return
@@ -436,11 +388,11 @@ class TaskScheduler:
                     del self._dependents[m]
         entry.waiting_on.clear()
 
-    def _recheck_ready(self, entry: _Entry, out: list[Instruction], insert: bool = False) -> None:
+    def _recheck_ready(self, entry: Entry, out: list[Instruction], insert: bool = False) -> None:
         """Fail a ready task that can run nowhere any more; otherwise keep (or put) it in ready."""
         if entry.follow_engines is not None and not all(e in self._engines for e in entry.follow_engines):
             # an engine it must follow onto has gone: look again (it may still be met elsewhere)
-            self._unready(entry)
+            self._ready.remove(entry)
             self._evaluate(entry, out)
             return
         targets = entry.targets
@@ -454,38 +406,14 @@ class TaskScheduler:
             )
             return
         if insert:
-            self._insert_ready(entry)
+            self._ready.push(entry)
 
-    def _insert_ready(self, entry: _Entry) -> None:
-        msg_id = entry.task.msg_id
-        if msg_id in self._ready:
-            return
-        self._ready[msg_id] = entry
-        key = entry.group = entry.group_key()
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = {msg_id: entry}
-            return
-        in_order = group[next(reversed(group))].seq < entry.seq
-        group[msg_id] = entry
-        if not in_order:  # a retried or newly released older task: restore submission order
-            self._groups[key] = dict(sorted(group.items(), key=lambda kv: kv[1].seq))
-
-    def _unready(self, entry: _Entry) -> None:
-        msg_id = entry.task.msg_id
-        if self._ready.pop(msg_id, None) is None:
-            return
-        group = self._groups[entry.group]
-        del group[msg_id]
-        if not group:
-            del self._groups[entry.group]
-
-    def _requeue(self, entry: _Entry, now: float, out: list[Instruction]) -> None:
+    def _requeue(self, entry: Entry, now: float, out: list[Instruction]) -> None:
         """Put a task that was running back in the ready queue (its dependencies stay met)."""
         self._set_deadline(entry, now)
         self._recheck_ready(entry, out, insert=True)
 
-    def _unassign(self, entry: _Entry) -> None:
+    def _unassign(self, entry: Entry) -> None:
         engine = entry.engine
         entry.engine = None
         if engine is not None:
@@ -493,13 +421,13 @@ class TaskScheduler:
             if eng is not None:
                 eng.tasks.discard(entry.task.msg_id)
 
-    def _fail(self, entry: _Entry, ename: str, evalue: str, out: list[Instruction]) -> None:
+    def _fail(self, entry: Entry, ename: str, evalue: str, out: list[Instruction]) -> None:
         """Drop *entry* from the scheduler, answer its client, record the failure for dependents."""
         msg_id = entry.task.msg_id
         engine = entry.engine
         self._unassign(entry)
         self._unwait(entry)
-        self._unready(entry)
+        self._ready.remove(entry)
         self._tasks.pop(msg_id, None)
         entry.deadline = None
         out.append(Fail(msg_id, ename, evalue, entry.task.client))
@@ -532,12 +460,11 @@ class TaskScheduler:
             return
         hwm = self.hwm
         free = [(e, s) for e, s in self._engines.items() if not hwm or len(s.tasks) < hwm]
-        policy, rng, groups = self._policy, self._rng, self._groups
-        while free and groups:
-            best: _Entry | None = None
+        policy, rng, ready = self._policy, self._rng, self._ready
+        while free and ready:
+            best: Entry | None = None
             best_cands: list[tuple[bytes, _Engine]] = []
-            for key, group in groups.items():
-                head = group[next(iter(group))]
+            for key, head in ready.heads():
                 if best is not None and head.seq > best.seq:
                     continue
                 cands = free if key is None else self._candidates(head, free)
@@ -552,7 +479,7 @@ class TaskScheduler:
                 i = policy(loads, rng, [s.last_used for _, s in best_cands])
             engine, eng = best_cands[i]
             msg_id = best.task.msg_id
-            self._unready(best)
+            self._ready.remove(best)
             self._uses += 1
             eng.last_used = self._uses
             eng.tasks.add(msg_id)
@@ -563,7 +490,7 @@ class TaskScheduler:
                 free = [c for c in free if c[0] != engine]
 
     def _candidates(
-        self, entry: _Entry, free: list[tuple[bytes, _Engine]]
+        self, entry: Entry, free: list[tuple[bytes, _Engine]]
     ) -> list[tuple[bytes, _Engine]]:
         cands = [c for c in free if entry.allows(c[0])]
         if not cands or not entry.avoid:

@@ -752,3 +752,26 @@ def test_random_event_sequences_keep_invariants(seed):
     assert s.queued == 0, "tasks left waiting with free engines"
     assert set(answered) == set(submitted)
     assert all(n == 1 for n in answered.values())
+
+
+# ---- the ready queue --------------------------------------------------------------------------
+
+
+def test_ready_queue_groups_by_constraints_in_submission_order():
+    from controller.scheduling.ready import Entry, ReadyQueue
+
+    q = ReadyQueue()
+    e = {i: Entry(task(f"t{i}"), i, 0, None if i % 2 else frozenset({A})) for i in range(1, 6)}
+    for i in (3, 1, 4, 5, 2):
+        q.push(e[i])
+    q.push(e[1])  # already there: no-op
+    assert len(q) == 5 and "t1" in q
+    heads = dict(q.heads())
+    assert heads[None] is e[1]
+    assert heads[(frozenset({A}), None, frozenset(), frozenset())] is e[2]
+    assert [x.seq for x in q.groups[None].values()] == [1, 3, 5]
+    assert q.remove(e[1]) and not q.remove(e[1])
+    assert dict(q.heads())[None] is e[3]
+    for i in (2, 4):
+        q.remove(e[i])
+    assert list(q.groups) == [None]
