@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from controller.heartbeat import HeartMonitor
 from controller.hub import Hub
 from controller.registry import EngineRegistry
 from controller.router import DropLog, Router
+from controller.scheduling.state import TaskScheduler
+from controller.tasks import TaskServer
 from ipcluster.protocol.channel import Channel
 from ipcluster.protocol.connection import (
     SOCKET_ROLES,
@@ -57,6 +60,10 @@ class IPController(Application):
     heartbeat_period = Float(3.0, help="Seconds between heartbeat pings").tag(config=True)
     heartbeat_misses = Int(3, help="Missed pings before an engine is declared dead").tag(config=True)
     connection_file = Unicode("", help="Where to write the connection file").tag(config=True)
+    task_scheme = Unicode("leastload", help="Load-balancing policy: leastload, lru, plainrandom, "
+                          "twobin or weighted").tag(config=True)
+    task_hwm = Int(0, help="At most this many load-balanced tasks queued on one engine (0: no limit)"
+                   ).tag(config=True)
     # traitlets' own log_level knows 'WARN' but not the logging module's spelling 'WARNING'
     log_level = Enum((0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"),
                      default_value=logging.WARN, help="Log level").tag(config=True)
@@ -70,6 +77,8 @@ class IPController(Application):
         "heartbeat-period": "IPController.heartbeat_period",
         "heartbeat-misses": "IPController.heartbeat_misses",
         "connection-file": "IPController.connection_file",
+        "scheme": "IPController.task_scheme",
+        "hwm": "IPController.task_hwm",
         "log-level": "IPController.log_level",
     }
 
@@ -125,6 +134,9 @@ class IPController(Application):
         control = Router("control", session, registry, ch["control_front"], ch["control_back"],
                          engine_message, drops)
         hub = Hub(session, registry, ch["hub"], mux, control, ch["hb_ping"], monitor, drops, log, stop.set)
+        tasks = TaskServer(TaskScheduler(policy=self.task_scheme, hwm=self.task_hwm), registry,
+                           ch["mux_back"].send, mux.reply_error, log)
+        mux.tasks = hub.tasks = tasks
         ch["hb_pong"].on_message = hub.on_pong
         for c in ch.values():  # start reading now that every handler is set
             c.start()
@@ -148,11 +160,20 @@ class IPController(Application):
                 hub.heartbeat_tick()
                 await asyncio.sleep(self.heartbeat_period)  # a timer, not synchronisation
 
+        async def task_timeouts() -> None:
+            while True:
+                tasks.tick()
+                deadline = tasks.scheduler.next_deadline()
+                delay = 0.5 if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.sleep(min(delay, 0.5))  # a timer: queued tasks' timeouts
+
         try:
             async with asyncio.TaskGroup() as tg:
                 hb = tg.create_task(heartbeat())
+                tt = tg.create_task(task_timeouts())
                 await stop.wait()
                 hb.cancel()
+                tt.cancel()
         finally:
             log.info("controller shutting down")
             hub.notify_clients("controller_shutdown_notification", {})

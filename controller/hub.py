@@ -51,6 +51,7 @@ class Hub:
         self.log = log
         self.on_shutdown = on_shutdown
         self.clients: dict[bytes, float] = {}
+        self.tasks: Any = None  # the TaskServer (set by the app)
         self.versions = local_versions()
         self.hub_handlers: dict[str, Callable[[Message], None]] = {
             M.CONNECTION_REQUEST: self.on_connection_request,
@@ -58,6 +59,7 @@ class Hub:
             M.CONTROLLER_SHUTDOWN_REQUEST: self.on_controller_shutdown_request,
             M.DISCONNECT_NOTIFICATION: self.on_disconnect,
             M.ENGINE_DIED_NOTIFICATION: self.on_engine_died,
+            M.TASK_OUTCOME_NOTIFICATION: self.on_task_outcome,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
             M.REGISTRATION_REQUEST: self.on_registration_request,
@@ -113,10 +115,18 @@ class Hub:
     def on_disconnect(self, msg: Message) -> None:
         self.clients.pop(msg.idents[0], None)
 
+    def on_task_outcome(self, msg: Message) -> None:
+        """A client reports how a request ended that a task depends on (and we may not have seen)."""
+        c = msg.content
+        if self.tasks is not None and isinstance(c.get("msg_id"), str):
+            engine = str(c.get("engine") or "").encode() or None
+            self.tasks.record_outcome(c["msg_id"], bool(c.get("success")), engine)
+
     def on_queue_status_request(self, msg: Message) -> None:
         targets = msg.content.get("targets")
         status = self.registry.queue_status(targets, bool(msg.content.get("verbose")))
-        self.reply(msg, M.QUEUE_STATUS_REPLY, {"status": "ok", "engines": status, "unassigned": 0})
+        unassigned = self.tasks.unassigned if self.tasks is not None else 0
+        self.reply(msg, M.QUEUE_STATUS_REPLY, {"status": "ok", "engines": status, "unassigned": unassigned})
 
     def on_controller_shutdown_request(self, msg: Message) -> None:
         self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})
@@ -164,6 +174,8 @@ class Hub:
         self.monitor.add(engine, time.monotonic())
         self.log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
         self.notify_clients(M.ENGINE_REGISTERED_NOTIFICATION, {"id": rec.id, **rec.info()})
+        if self.tasks is not None:
+            self.tasks.engine_added(engine)
 
     def on_engine_status(self, engine: bytes, msg: Message) -> None:
         rec = self.registry.by_uuid(engine)
@@ -193,6 +205,11 @@ class Hub:
     def unregister(self, rec: EngineRecord, reason: str) -> None:
         self.registry.remove(rec)
         self.monitor.discard(rec.uuid)
+        if self.tasks is not None:
+            # the scheduler retries or fails its own tasks; only direct requests are failed below
+            for msg_id in [m for m in rec.pending if m in self.tasks.tasks]:
+                del rec.pending[msg_id]
+            self.tasks.engine_removed(rec.uuid)
         failed = self.mux.fail_pending(rec, reason) + self.control.fail_pending(rec, reason)
         self.log.info("engine %d unregistered: %s (%d pending requests failed)", rec.id, reason, failed)
         if rec.ready:

@@ -21,7 +21,7 @@ import zmq
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol.channel import Channel
-from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR
+from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR, SCHEDULER
 from ipcluster.protocol.session import DELIM, Message, Session, json_loads
 
 EngineMessageHandler = Callable[[bytes, Message], None]
@@ -67,6 +67,7 @@ class Router:
         self.on_engine_message = on_engine_message
         self.drops = drops
         self.track = track
+        self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
         front.on_message = self.from_client
         back.on_message = self.from_engine
 
@@ -83,6 +84,13 @@ class Router:
             header = json_loads(parts[0])
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
+            return
+        if target == SCHEDULER and self.tasks is not None:
+            try:
+                metadata = json_loads(parts[2])
+            except ValueError:
+                metadata = {}
+            self.tasks.submit(client, header, metadata if isinstance(metadata, dict) else {}, frames[2:])
             return
         rec = self.registry.by_uuid(target)
         if rec is None or not rec.ready:
@@ -135,13 +143,25 @@ class Router:
             self.drops.drop(f"{self.name}_back", "message from an unregistered engine", engine)
             return
         msg_type = header.get("msg_type", "")
-        frames[0], frames[1] = frames[1], frames[0]
-        self.front.send(frames)
         if msg_type in OUTPUT_TYPES:
+            frames[0], frames[1] = frames[1], frames[0]
+            self.front.send(frames)
             self._publish(engine, msg_type, frames[2:])
-        elif self.track:
-            parent = json_loads(parts[1])
-            self.registry.finished(rec, parent.get("msg_id", ""))
+            return
+        deliver = True
+        if self.track:
+            parent_id = json_loads(parts[1]).get("msg_id", "")
+            self.registry.finished(rec, parent_id)
+            if self.tasks is not None:
+                content = json_loads(parts[3])
+                ok = isinstance(content, dict) and content.get("status") == "ok"
+                if parent_id in self.tasks.tasks:
+                    deliver = self.tasks.on_reply(engine, parent_id, "ok" if ok else "error")
+                else:
+                    self.tasks.record_outcome(parent_id, ok, engine)
+        if deliver:
+            frames[0], frames[1] = frames[1], frames[0]
+            self.front.send(frames)
 
     def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:
         """A copy of an engine's output on iopub, topic ``engine.<id>.<msg_type>`` (frames from the delimiter)."""

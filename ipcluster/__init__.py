@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Client": "ipcluster.client.client",
     "DirectView": "ipcluster.client.view",
+    "LoadBalancedView": "ipcluster.client.lbview",
+    "Dependency": "ipcluster.client.dependency",
     "View": "ipcluster.client.view",
     "AsyncResult": "ipcluster.client.asyncresult",
     "AsyncMapResult": "ipcluster.client.asyncresult",
@@ -34,7 +36,8 @@ _ERRORS = {
     "IPClusterError", "RemoteError", "CompositeError", "EngineError", "EngineDied", "TimeoutError",
     "ProtocolError", "InvalidSignature", "ReplayedMessage", "MalformedMessage", "LauncherError",
     "ClusterError", "AlreadyRunning", "ClusterNotFound", "NoEnginesRegistered", "ConnectionFileError",
-    "VersionMismatch", "ControllerError", "TaskAborted",
+    "VersionMismatch", "ControllerError", "TaskAborted", "TaskTimeout", "DependencyError",
+    "InvalidDependency", "ImpossibleDependency", "UnmetDependency",
 }
 
 __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])
@@ -42,6 +45,8 @@ __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
     from ipcluster.client.client import Client
+    from ipcluster.client.dependency import Dependency
+    from ipcluster.client.lbview import LoadBalancedView
     from ipcluster.client.remotefunction import interactive, parallel, remote
     from ipcluster.client.view import DirectView, View
     from ipcluster.cluster.cluster import Cluster, ClusterManager

@@ -305,6 +305,26 @@ class TaskAborted(IPClusterError):
     """The task was aborted before it ran."""
 
 
+class TaskTimeout(IPClusterError, _builtins.TimeoutError):
+    """A load-balanced task waited longer than its ``timeout`` for an engine."""
+
+
+class DependencyError(IPClusterError):
+    """A load-balanced task's dependencies cannot be met."""
+
+
+class InvalidDependency(DependencyError):
+    """A dependency names a task the controller does not know."""
+
+
+class ImpossibleDependency(DependencyError):
+    """A dependency can no longer be met (e.g. a required task failed)."""
+
+
+class UnmetDependency(DependencyError):
+    """Every engine that could run the task declined it."""
+
+
 __all__ = [name for name in globals() if not name.startswith("_") and name[0].isupper()] + [
     "make_remote_error",
     "remote_error_type",

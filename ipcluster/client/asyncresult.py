@@ -313,15 +313,19 @@ class AsyncMapResult(AsyncResult):
 
     def __init__(self, client: "Client", msg_ids: Sequence[str],
                  children: Sequence[concurrent.futures.Future], fname: str = "map",  # type: ignore[type-arg]
-                 joiner: Callable[[list[Any]], Any] = _join_chunks):
+                 joiner: Callable[[list[Any]], Any] = _join_chunks, ordered: bool = True):
         self._joiner = joiner
+        self.ordered = ordered
         super().__init__(client, msg_ids, children, fname, single=False)
 
     def _reconstruct(self, values: list[Any]) -> Any:
         return self._joiner(values)
 
     def __iter__(self) -> Iterator[Any]:
-        for child in self._children:
+        children: Any = self._children
+        if not self.ordered:
+            children = concurrent.futures.as_completed(self._children)
+        for child in children:
             chunk = child.result()  # raises the chunk's error where it happened
             yield from (chunk if isinstance(chunk, (list, tuple)) else self._joiner([chunk]))
 

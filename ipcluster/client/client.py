@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import threading
 import time
@@ -310,6 +311,47 @@ class Client:
                 self._tracker.fail(m, errors.ControllerError(self._controller_gone))
         return msg_ids, futures
 
+    def send_task(self, buffers: Sequence[Any], metadata: dict[str, Any], depends_on: set[str] = set(),
+                  ) -> tuple[str, concurrent.futures.Future[Any]]:
+        """Send an apply task to the controller's scheduler; returns its msg_id and future.
+
+        The scheduler may not have seen the requests a task depends on (direct-route ones): the
+        task carries the outcomes this client knows, lists the ones still outstanding here, and the
+        client reports those outcomes to the controller when they arrive.
+        """
+        self._check_open()
+        header = self.session.header(M.APPLY_REQUEST)
+        msg_id = header["msg_id"]
+        fut = self._tracker.register(msg_id, M.SCHEDULER, None)
+        pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
+        md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
+        self._io.send("mux", self.session.serialize(M.APPLY_REQUEST, {}, header=header, metadata=md,
+                                                    buffers=buffers, idents=[M.SCHEDULER]))
+        for dep_id, dep_fut in pending.items():
+            dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
+        return msg_id, fut
+
+    def _report_outcome_cb(self, msg_id: str, _: Any) -> None:
+        self._report_outcome(msg_id)
+
+    def _report_outcome(self, msg_id: str) -> None:
+        """Tell the controller how a request a task depends on ended (it may not have seen it)."""
+        outcome = self._known_outcomes({msg_id}).get(msg_id)
+        if outcome is None or self._closed:
+            return
+        try:
+            self._io.send("hub", self.session.serialize(M.TASK_OUTCOME_NOTIFICATION, {"msg_id": msg_id, **outcome}))
+        except zmq.ZMQError:
+            pass  # the controller is gone; the task fails with it
+
+    def _known_outcomes(self, msg_ids: set[str]) -> dict[str, dict[str, Any]]:
+        known = {}
+        for m in msg_ids:
+            md = self._tracker.metadata.get(m)
+            if md is not None and md.get("status") and md.get("engine_uuid"):
+                known[m] = {"success": md["status"] == "ok", "engine": md["engine_uuid"]}
+        return known
+
     def _can_block_here(self, uuids: Sequence[bytes], urls: Sequence[str | None]) -> bool:
         """Whether this thread may send and receive a blocking call itself (see ``blocking.py``):
         engines on this host, nothing outstanding to them (order), not the IO thread."""
@@ -481,6 +523,13 @@ class Client:
         if targets is not None and targets != "all":
             self._resolve_targets(targets)  # fail early on bad targets
         return DirectView(self, "all" if targets is None else targets)
+
+    def load_balanced_view(self, targets: Targets = None) -> Any:
+        """A :class:`~ipcluster.LoadBalancedView`: tasks placed by the controller's scheduler,
+        optionally only on *targets*."""
+        from ipcluster.client.lbview import LoadBalancedView
+
+        return LoadBalancedView(self, targets)
 
     def __getitem__(self, key: int | slice | Sequence[int]) -> Any:
         from ipcluster.client.view import DirectView

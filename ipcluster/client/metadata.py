@@ -68,8 +68,8 @@ def error_from_content(content: dict[str, Any], buffers: list[Any] | None = None
         cls = getattr(errors, str(qualname), None)
         if isinstance(cls, type) and issubclass(cls, errors.EngineError):
             return cls(evalue, engine_id=info.get("engine_id"))
-        if cls is errors.TaskAborted:
-            return errors.TaskAborted(evalue or "task aborted before it ran")
+        if isinstance(cls, type) and issubclass(cls, errors.IPClusterError) and not issubclass(cls, errors.RemoteError):
+            return cls(evalue or qualname)
     original = None
     if buffers:
         try:

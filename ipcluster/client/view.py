@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class View:
     """Common flags and plumbing of all views."""
 
-    _flag_names = ("block", "targets")
+    _flag_names: tuple[str, ...] = ("block", "targets")
 
     def __init__(self, client: "Client", targets: "Targets" = "all", block: bool = False):
         self.client = client

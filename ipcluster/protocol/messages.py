@@ -14,6 +14,7 @@ QUEUE_STATUS_REPLY = "queue_status_reply"
 CONTROLLER_SHUTDOWN_REQUEST = "controller_shutdown_request"
 CONTROLLER_SHUTDOWN_REPLY = "controller_shutdown_reply"
 DISCONNECT_NOTIFICATION = "disconnect_notification"
+TASK_OUTCOME_NOTIFICATION = "task_outcome_notification"
 ENGINE_DIED_NOTIFICATION = "engine_died_notification"
 ENGINE_REGISTERED_NOTIFICATION = "engine_registered_notification"
 ENGINE_UNREGISTERED_NOTIFICATION = "engine_unregistered_notification"
@@ -55,3 +56,7 @@ REPLY_FOR = {
     SHUTDOWN_REQUEST: SHUTDOWN_REPLY,
     SIGNAL_REQUEST: SIGNAL_REPLY,
 }
+
+#: Routing id a client puts first to send a task to the controller's scheduler instead of a named
+#: engine (engine ids are 32 hex digits, so it cannot collide with one).
+SCHEDULER = b"scheduler"

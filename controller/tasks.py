@@ -1,0 +1,160 @@
+"""The load-balanced task route: the thin socket side of :mod:`controller.scheduling`.
+
+A client sends a task on its mux socket addressed to the reserved routing id ``SCHEDULER``; the
+router hands it here.  The pure :class:`~controller.scheduling.state.TaskScheduler` decides where
+and when it runs; this module only turns its instructions into sends: ``Assign`` forwards the
+task's frames (kept, never copied or unpickled) to the engine through the mux back socket, exactly
+as a direct request, and ``Fail`` answers the client with an error reply.  Replies come back
+through the router, which asks :meth:`TaskServer.on_reply` whether to deliver them (a failed
+attempt that will be retried is not delivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import zmq
+
+from controller.registry import EngineRegistry
+from controller.scheduling.dependencies import Dependency
+from controller.scheduling.state import TaskScheduler
+from controller.scheduling.tasks import Assign, Fail, Instruction, Task
+from ipcluster.protocol.messages import SCHEDULER
+
+ReplyError = Callable[[bytes, bytes, dict[str, Any], str, str], None]
+
+
+class TaskServer:
+    """Keeps the frames of scheduled tasks and carries out the scheduler's instructions."""
+
+    def __init__(self, scheduler: TaskScheduler, registry: EngineRegistry, send_to_engine: Callable[[list[Any]], None],
+                 reply_error: ReplyError, log: logging.Logger):
+        self.scheduler = scheduler
+        self.registry = registry
+        self.send_to_engine = send_to_engine
+        self.reply_error = reply_error
+        self.log = log
+        # msg_id -> (client identity, request header, frames from the delimiter on)
+        self.tasks: dict[str, tuple[bytes, dict[str, Any], list[Any]]] = {}
+
+    # --- events in ----------------------------------------------------------------------------
+
+    def submit(self, client: bytes, header: dict[str, Any], metadata: dict[str, Any], msg_frames: list[Any]) -> None:
+        msg_id = str(header.get("msg_id", ""))
+        now = time.monotonic()
+        try:
+            task = self._task(msg_id, client, metadata, now)
+        except (TypeError, ValueError, KeyError) as e:
+            self.reply_error(client, SCHEDULER, header, "InvalidDependency" if "depend" in str(e) else "ValueError",
+                             f"invalid task options: {e}")
+            return
+        # outcomes the client saw (e.g. of direct-route requests the controller never saw)
+        known = metadata.get("known")
+        if isinstance(known, dict):
+            for dep_id, outcome in known.items():
+                if isinstance(outcome, dict) and self._unknown(str(dep_id)):
+                    engine = str(outcome.get("engine") or "").encode() or None
+                    self.carry_out(self.scheduler.record_outcome(str(dep_id), bool(outcome.get("success")), engine))
+        pending = metadata.get("pending")
+        if isinstance(pending, list):
+            for dep_id in pending:
+                if self._unknown(str(dep_id)):
+                    self.scheduler.record_pending(str(dep_id))  # its outcome comes from the client
+        if msg_id in self.tasks:
+            self.reply_error(client, SCHEDULER, header, "ValueError", f"task {msg_id} was already submitted")
+            return
+        self.tasks[msg_id] = (client, header, msg_frames)
+        self.carry_out(self.scheduler.submit(task, now))
+
+    def engine_added(self, engine: bytes) -> None:
+        self.carry_out(self.scheduler.add_engine(engine, time.monotonic()))
+
+    def engine_removed(self, engine: bytes) -> None:
+        self.carry_out(self.scheduler.remove_engine(engine, time.monotonic()))
+
+    def on_reply(self, engine: bytes, msg_id: str, status: str) -> bool:
+        """A reply to a scheduled task arrived; ``True`` if it goes to the client."""
+        if msg_id not in self.tasks:
+            return True
+        instructions, deliver = self.scheduler.finished(engine, msg_id, status == "ok", time.monotonic())
+        if deliver:
+            self.tasks.pop(msg_id, None)
+        self.carry_out(instructions)
+        return deliver
+
+    def record_outcome(self, msg_id: str, success: bool, engine: bytes) -> None:
+        """A request that did not go through the scheduler finished (dependencies may name it)."""
+        if self._unknown(msg_id):
+            self.carry_out(self.scheduler.record_outcome(msg_id, success, engine))
+
+    def _unknown(self, msg_id: str) -> bool:
+        """Neither a task of ours nor a request whose outcome the scheduler already has."""
+        return msg_id not in self.tasks and self.scheduler.outcome(msg_id) is None
+
+    def abort(self, msg_ids: Sequence[str]) -> list[str]:
+        """Remove queued tasks; returns the msg_ids that were aborted here."""
+        instructions = self.scheduler.abort(msg_ids, time.monotonic())
+        self.carry_out(instructions)
+        return [i.msg_id for i in instructions if isinstance(i, Fail) and i.ename == "TaskAborted"]
+
+    def tick(self) -> None:
+        self.carry_out(self.scheduler.tick(time.monotonic()))
+
+    # --- instructions out ---------------------------------------------------------------------
+
+    def carry_out(self, instructions: Sequence[Instruction]) -> None:
+        for ins in instructions:
+            entry = self.tasks.get(ins.msg_id)
+            if entry is None:
+                continue
+            client, header, msg_frames = entry
+            if isinstance(ins, Assign):
+                rec = self.registry.by_uuid(ins.engine)
+                if rec is None or not rec.ready:
+                    # the scheduler learns of deaths through engine_removed; this is a race
+                    self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
+                    continue
+                try:
+                    self.send_to_engine([ins.engine, client, *msg_frames])
+                except zmq.ZMQError as e:
+                    if e.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
+                    continue
+                self.registry.submitted(rec, client, header)
+            else:
+                self.tasks.pop(ins.msg_id, None)
+                self.reply_error(client, SCHEDULER, header, ins.ename, ins.evalue)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _task(self, msg_id: str, client: bytes, md: dict[str, Any], now: float) -> Task:
+        targets = md.get("targets")
+        uuids = None
+        if targets is not None:
+            uuids = []
+            for eid in targets:
+                rec = self.registry.by_id(int(eid))
+                if rec is not None:
+                    uuids.append(rec.uuid)
+        return Task(
+            msg_id=msg_id, client=client, targets=uuids,
+            after=_dependency(md.get("after")), follow=_dependency(md.get("follow")),
+            retries=int(md.get("retries") or 0),
+            timeout=float(md["timeout"]) if md.get("timeout") is not None else None,
+            submitted=now,
+        )
+
+    @property
+    def unassigned(self) -> int:
+        return self.scheduler.queued
+
+
+def _dependency(wire: Any) -> Dependency | None:
+    if not wire:
+        return None
+    if not isinstance(wire, dict):
+        raise ValueError("dependency must be an object with msg_ids")
+    return Dependency.from_wire(wire)

@@ -1,0 +1,116 @@
+"""LoadBalancedView: tasks placed on engines by the controller's scheduler.
+
+Each call becomes one task sent to the controller (routing id ``SCHEDULER``), which picks an engine
+with its policy (``leastload`` by default), honours ``targets``, ``after`` / ``follow``
+dependencies, ``retries`` and ``timeout``, and forwards the task; the reply comes back like any
+other.  ``map`` sends the sequence in chunks, one task each.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from ipcluster.client import remotefunction as rf
+from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
+from ipcluster.client.dependency import Dependency, as_dependency
+from ipcluster.client.partition import partition_many
+from ipcluster.client.view import View
+from ipcluster.protocol.serialize import pack_apply_message
+
+if TYPE_CHECKING:
+    from ipcluster.client.client import Client, Targets
+
+
+class LoadBalancedView(View):
+    """Submit tasks; the controller chooses the engines.
+
+    Flags (``set_flags`` / ``temp_flags``): ``block``, ``targets`` (engines allowed, default any),
+    ``retries`` (re-run a failed task elsewhere up to this many times), ``timeout`` (seconds a task
+    may wait for an engine before failing with ``TaskTimeout``), ``after`` (time dependency) and
+    ``follow`` (location dependency): msg_ids, AsyncResults or :class:`~ipcluster.Dependency`.
+    """
+
+    _flag_names: tuple[str, ...] = ("block", "targets", "retries", "timeout", "after", "follow")
+
+    def __init__(self, client: "Client", targets: "Targets" = None, block: bool = False):
+        super().__init__(client, targets, block)
+        self.retries = 0
+        self.timeout: float | None = None
+        self.after: Any = None
+        self.follow: Any = None
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def _task_metadata(self) -> dict[str, Any]:
+        targets = None
+        if self.targets is not None and self.targets != "all":
+            targets, _ = self.client._resolve_targets(self.targets)
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries must be an int >= 0, not {self.retries!r}")
+        if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or self.timeout < 0):
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {self.timeout!r}")
+        md: dict[str, Any] = {"targets": targets, "retries": self.retries, "timeout": self.timeout}
+        for name in ("after", "follow"):
+            dep = as_dependency(getattr(self, name))
+            md[name] = dep.to_wire() if dep is not None else None
+        return md
+
+    def _submit(self, buffers: Sequence[Any]) -> tuple[str, concurrent.futures.Future[Any]]:
+        md = self._task_metadata()
+        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
+        return self.client.send_task(buffers, md, deps)
+
+    def _apply(self, f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+               block: bool | None = None, targets: "Targets" = None) -> Any:
+        if not callable(f):
+            raise TypeError(f"apply needs a callable, got {type(f).__name__}")
+        if targets is not None:
+            with self.temp_flags(targets=targets):
+                return self._apply(f, args, kwargs, block)
+        msg_id, fut = self._submit(pack_apply_message(f, args, kwargs))
+        ar = AsyncResult(self.client, [msg_id], [fut], fname=getattr(f, "__name__", "f"), single=True)
+        return self._finish(ar, self._block(block))
+
+    def map(self, f: Callable[..., Any], *sequences: Any, block: bool | None = None, ordered: bool = True,
+            chunksize: int | None = None) -> Any:
+        """``map(f, *sequences)`` as load-balanced tasks of *chunksize* items each.
+
+        The default chunk size gives each engine about four chunks, which keeps engines busy
+        without a message per item.  With ``ordered=False`` iteration yields chunks as they finish.
+        """
+        if not sequences:
+            raise TypeError("map() needs at least one sequence")
+        if not callable(f):
+            raise TypeError(f"map needs a callable, got {type(f).__name__}")
+        n = len(sequences[0]) if hasattr(sequences[0], "__len__") else None
+        seqs = [list(s) for s in sequences] if n is None else list(sequences)
+        n = len(seqs[0])
+        if chunksize is None:
+            engines = max(len(self.client.ids), 1)
+            chunksize = max(1, math.ceil(n / (4 * engines)))
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, not {chunksize}")
+        nchunks = max(1, math.ceil(n / chunksize)) if n else 0
+        msg_ids, futures = [], []
+        for chunks in partition_many(seqs, nchunks) if nchunks else []:
+            m, fu = self._submit(pack_apply_message(rf._map, (f, *chunks), {}))
+            msg_ids.append(m)
+            futures.append(fu)
+        ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"), ordered=ordered)
+        return self._finish(ar, self._block(block))
+
+    def map_sync(self, f: Callable[..., Any], *sequences: Any, **kwargs: Any) -> list[Any]:
+        return self.map(f, *sequences, block=True, **kwargs)
+
+    def map_async(self, f: Callable[..., Any], *sequences: Any, **kwargs: Any) -> AsyncMapResult:
+        return self.map(f, *sequences, block=False, **kwargs)
+
+    def imap(self, f: Callable[..., Any], *sequences: Any, ordered: bool = True,
+             chunksize: int | None = None) -> Iterator[Any]:
+        """Results of ``map`` as they become available (in order unless ``ordered=False``)."""
+        return iter(self.map(f, *sequences, block=False, ordered=ordered, chunksize=chunksize))
+
+
+__all__ = ["LoadBalancedView", "Dependency"]

@@ -1,0 +1,160 @@
+"""LoadBalancedView against a real controller and engines."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import ipcluster
+from ipcluster import errors
+from tests.conftest import wait_for
+
+
+def test_apply_runs_somewhere_and_returns_one_value(rc):
+    lview = rc.load_balanced_view()
+    assert lview.apply_sync(lambda x: x + 1, 41) == 42
+    ar = lview.apply_async(os.getpid)
+    assert ar.get(timeout=10) in rc[:].apply_sync(os.getpid)
+    assert ar.engine_id in rc.ids
+
+
+def test_map_ordered_unordered_and_chunksize(rc):
+    lview = rc.load_balanced_view()
+    assert lview.map_sync(lambda x: x * x, range(50)) == [x * x for x in range(50)]
+    assert lview.map_sync(lambda x, y: x + y, range(5), range(5), chunksize=2) == [0, 2, 4, 6, 8]
+    amr = lview.map_async(lambda x: x, range(20), ordered=False, chunksize=3)
+    assert sorted(amr) == list(range(20))
+    assert list(lview.imap(str, range(3))) == ["0", "1", "2"]
+    assert lview.map_sync(str, []) == []
+
+
+def test_targets_restrict_engines(rc):
+    lview = rc.load_balanced_view(targets=[1])
+    pids = {lview.apply_sync(os.getpid) for _ in range(10)}
+    assert pids == {rc[1].apply_sync(os.getpid)}
+
+
+def test_work_spreads_over_engines(rc):
+    lview = rc.load_balanced_view()
+    ars = [lview.apply_async(time.sleep, 0.05) for _ in range(8)]
+    assert {ar.get(timeout=20) or ar.engine_id for ar in ars} == {0, 1}
+
+
+def test_after_dependency_orders_tasks(rc, tmp_path):
+    lview = rc.load_balanced_view()
+
+    def first(path):
+        import pathlib
+        import time
+
+        time.sleep(0.3)
+        pathlib.Path(path).write_text("done")
+
+    def second(path):
+        import pathlib
+
+        return pathlib.Path(path).read_text()
+
+    a = lview.apply_async(first, str(tmp_path / "f"))
+    with lview.temp_flags(after=a):
+        b = lview.apply_async(second, str(tmp_path / "f"))
+    assert b.get(timeout=20) == "done"
+
+
+def test_after_a_direct_view_request(rc, tmp_path):
+    """Dependencies may name requests the controller never saw (same-host direct route)."""
+    a = rc[0].apply_async(time.sleep, 0.2)
+    lview = rc.load_balanced_view()
+    with lview.temp_flags(after=[a]):
+        b = lview.apply_async(lambda: "after direct")
+    assert b.get(timeout=20) == "after direct"
+    assert b.metadata.started >= a.metadata.completed
+
+
+def test_follow_runs_on_the_same_engine(rc):
+    lview = rc.load_balanced_view()
+    a = lview.apply_async(os.getpid)
+    a.get(timeout=10)
+    for _ in range(5):
+        with lview.temp_flags(follow=a):
+            assert lview.apply_sync(os.getpid) == a.get()
+
+
+def test_impossible_and_invalid_dependencies_fail_at_once(rc):
+    lview = rc.load_balanced_view()
+    failed = lview.apply_async(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failed.get(timeout=10)
+    t0 = time.monotonic()
+    with lview.temp_flags(after=failed):
+        with pytest.raises(errors.ImpossibleDependency):
+            lview.apply_sync(lambda: "never")
+    with lview.temp_flags(after=["no-such-task"]):
+        with pytest.raises(errors.InvalidDependency):
+            lview.apply_sync(lambda: "never")
+    ok = ipcluster.Dependency([failed], success=False, failure=True)
+    with lview.temp_flags(after=ok):
+        assert lview.apply_sync(lambda: "ran after a failure") == "ran after a failure"
+    assert time.monotonic() - t0 < 10
+
+
+def test_timeout_of_a_task_that_cannot_be_placed(rc):
+    lview = rc.load_balanced_view()
+    slow = lview.apply_async(time.sleep, 3)
+    t0 = time.monotonic()
+    with lview.temp_flags(after=slow, timeout=0.3):
+        with pytest.raises(errors.TaskTimeout):
+            lview.apply_sync(lambda: "too late")
+    assert time.monotonic() - t0 < 2.5
+
+
+def _dies_first_time(marker):
+    import os
+    import pathlib
+
+    p = pathlib.Path(marker)
+    if not p.exists():
+        p.touch()
+        os._exit(1)
+    return "second attempt"
+
+
+def test_retries_after_engine_death(fresh_cluster, tmp_path):
+    rc = fresh_cluster.connect_client_sync()
+    rc.wait_for_engines(2, timeout=30)
+    lview = rc.load_balanced_view()
+    with lview.temp_flags(retries=1):
+        assert lview.apply_sync(_dies_first_time, str(tmp_path / "m")) == "second attempt"
+    wait_for(lambda: len(rc.ids) == 1, what="the dead engine to go")
+    with pytest.raises(errors.EngineError):
+        lview.apply_sync(_dies_first_time, str(tmp_path / "m2"))
+    rc.close()
+
+
+def test_retries_after_an_error(rc, tmp_path):
+    lview = rc.load_balanced_view()
+
+    def flaky(marker):
+        import pathlib
+
+        p = pathlib.Path(marker)
+        if not p.exists():
+            p.touch()
+            raise RuntimeError("first attempt fails")
+        return "retried"
+
+    with lview.temp_flags(retries=2):
+        assert lview.apply_sync(flaky, str(tmp_path / "e")) == "retried"
+    with pytest.raises(RuntimeError):
+        lview.apply_sync(flaky, str(tmp_path / "e2"))
+
+
+def test_bad_flags_are_clear_errors(rc):
+    lview = rc.load_balanced_view()
+    with pytest.raises(ValueError, match="retries"):
+        with lview.temp_flags(retries=-1):
+            lview.apply_async(lambda: 1)
+    with pytest.raises(KeyError, match="invalid view flag"):
+        lview.set_flags(priority=3)
