@@ -60,6 +60,7 @@ class Hub:
             M.DISCONNECT_NOTIFICATION: self.on_disconnect,
             M.ENGINE_DIED_NOTIFICATION: self.on_engine_died,
             M.TASK_OUTCOME_NOTIFICATION: self.on_task_outcome,
+            M.TASK_ABORT_REQUEST: self.on_task_abort_request,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
             M.REGISTRATION_REQUEST: self.on_registration_request,
@@ -67,6 +68,7 @@ class Hub:
             M.ENGINE_READY_NOTIFICATION: self.on_engine_ready,
             M.ENGINE_STATUS_NOTIFICATION: self.on_engine_status,
             M.SHUTDOWN_REPLY: lambda engine, msg: None,
+            M.ABORT_REPLY: lambda engine, msg: None,
         }
         hub.on_message = self.from_hub_socket
 
@@ -121,6 +123,26 @@ class Hub:
         if self.tasks is not None and isinstance(c.get("msg_id"), str):
             engine = str(c.get("engine") or "").encode() or None
             self.tasks.record_outcome(c["msg_id"], bool(c.get("success")), engine)
+
+    def on_task_abort_request(self, msg: Message) -> None:
+        """Abort load-balanced tasks: queued ones here; ones already sent, on their engine.
+
+        Either way the task's client gets a ``TaskAborted`` error; a task already running finishes.
+        """
+        ids = [m for m in msg.content.get("msg_ids") or [] if isinstance(m, str)]
+        aborted: list[str] = []
+        forwarded: list[str] = []
+        if self.tasks is not None and ids:
+            by_engine: dict[bytes, list[str]] = {}
+            for m in ids:
+                engine = self.tasks.scheduler.engine_of(m)
+                if engine is not None:
+                    by_engine.setdefault(engine, []).append(m)
+            aborted = self.tasks.abort(ids)
+            for engine, engine_ids in by_engine.items():
+                self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
+                forwarded += engine_ids
+        self.reply(msg, M.TASK_ABORT_REPLY, {"status": "ok", "aborted": aborted, "forwarded": forwarded})
 
     def on_queue_status_request(self, msg: Message) -> None:
         targets = msg.content.get("targets")

@@ -401,6 +401,7 @@ class Client:
         """Abort queued requests (by msg_id or AsyncResult; default: all of this client's outstanding).
 
         Aborted requests fail with :class:`ipcluster.TaskAborted`; requests already running finish.
+        Load-balanced tasks are aborted in the controller's queue, or on the engine they were sent to.
         """
         if jobs is None:
             wanted: set[str] | None = None
@@ -409,6 +410,12 @@ class Client:
             wanted = set()
             for j in items:
                 wanted.update(getattr(j, "msg_ids", [j]))
+        if targets is None:
+            tasks = [m for m in self._tracker.outstanding_on(M.SCHEDULER) if wanted is None or m in wanted]
+            if tasks:
+                self._hub_request(M.TASK_ABORT_REQUEST, {"msg_ids": tasks})
+        if not self._engines:
+            return None
         engine_ids, _ = self._resolve_targets(targets)
         per_engine = {}
         for eid in engine_ids:

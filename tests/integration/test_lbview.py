@@ -158,3 +158,33 @@ def test_bad_flags_are_clear_errors(rc):
             lview.apply_async(lambda: 1)
     with pytest.raises(KeyError, match="invalid view flag"):
         lview.set_flags(priority=3)
+
+
+def test_abort_queued_and_placed_tasks(rc, tmp_path):
+    lview = rc.load_balanced_view(targets=[0])
+    marker = tmp_path / "running"
+
+    def block_engine(path):
+        import pathlib
+        import time
+
+        pathlib.Path(path).touch()
+        time.sleep(1.0)
+        return "ran"
+
+    running = lview.apply_async(block_engine, str(marker))
+    wait_for(marker.exists, what="the first task to run")
+    placed = lview.apply_async(lambda: "placed, never ran")  # sent to engine 0, queued there
+    with lview.temp_flags(after=running):
+        waiting = lview.apply_async(lambda: "waiting, never ran")  # held by the scheduler
+    rc.abort([placed, waiting])
+    for ar in (placed, waiting):
+        with pytest.raises(errors.TaskAborted):
+            ar.get(timeout=10)
+    assert running.get(timeout=10) == "ran"
+    # AsyncResult.abort() goes the same way
+    with lview.temp_flags(after=lview.apply_async(time.sleep, 0.5)):
+        later = lview.apply_async(lambda: "never")
+    later.abort()
+    with pytest.raises(errors.TaskAborted):
+        later.get(timeout=10)
