@@ -148,6 +148,11 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             raise ValueError("get_dict() needs one request per engine; this result has several per engine")
         return dict(zip(ids, results))
 
+    def wait_interactive(self, interval: float = 0.1, timeout: float = -1) -> bool:
+        """Wait with a progress bar (tqdm; a widget in Jupyter), or one summary line when output is
+        not a terminal.  Returns ``ready()``."""
+        return wait_with_progress(self._children, interval, timeout, desc=self._fname) and self.wait(0)
+
     def abort(self) -> None:
         """Abort the requests that have not started yet (they fail with ``TaskAborted``)."""
         pending = [m for m, c in zip(self.msg_ids, self._children) if not c.done()]
@@ -263,6 +268,29 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             return self._collect(key)
         value = self.get()
         return value[key] if not self._single else [value][key]
+
+
+def wait_with_progress(futures: Sequence[concurrent.futures.Future], interval: float = 0.1,  # type: ignore[type-arg]
+                       timeout: float = -1, desc: str = "tasks") -> bool:
+    """Wait for *futures*, showing how many are done; ``True`` if all finished in time."""
+    from tqdm.auto import tqdm
+
+    start = time.monotonic()
+    deadline = None if timeout is None or timeout < 0 else start + timeout
+    pending = set(futures)
+    total = len(pending)
+    with tqdm(total=total, desc=desc, unit="tasks", disable=None) as bar:
+        while pending:
+            wait_for = interval if deadline is None else min(interval, deadline - time.monotonic())
+            if wait_for <= 0:
+                break
+            done, pending = concurrent.futures.wait(pending, timeout=wait_for,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            bar.update(len(done))
+        quiet = bar.disable
+    if quiet:  # not a terminal: tqdm drew nothing, say where we got
+        print(f"{desc}: {total - len(pending)}/{total} done after {time.monotonic() - start:.2f} s")
+    return not pending
 
 
 def _show_kind(md: Metadata, kind: str, display: Callable[..., Any] | None) -> None:

@@ -518,6 +518,19 @@ class Client:
         done, pending = concurrent.futures.wait(futs, timeout=None if timeout < 0 else timeout)
         return not pending
 
+    def wait_interactive(self, jobs: Iterable[Any] | None = None, interval: float = 0.1,
+                         timeout: float = -1) -> bool:
+        """:meth:`wait` with a progress bar (see :meth:`AsyncResult.wait_interactive`)."""
+        from ipcluster.client.asyncresult import wait_with_progress
+
+        futs: list[concurrent.futures.Future[Any]] = []
+        for j in list(jobs) if jobs is not None else list(self._tracker.outstanding):
+            if isinstance(j, concurrent.futures.Future):
+                futs.append(j)
+            elif (f := self._tracker.futures.get(j)) is not None:
+                futs.append(f)
+        return wait_with_progress(futs, interval, timeout, desc="outstanding")
+
     def spin(self) -> None:
         """Kept for ipyparallel compatibility: the IO thread always processes messages."""
 
@@ -537,6 +550,15 @@ class Client:
         from ipcluster.client.lbview import LoadBalancedView
 
         return LoadBalancedView(self, targets)
+
+    def executor(self, targets: Targets = None) -> Any:
+        """A :class:`concurrent.futures.Executor` over ``load_balanced_view(targets)``.
+
+        Shutting the executor down leaves this client and the cluster running.
+        """
+        from ipcluster.client.executor import ViewExecutor
+
+        return ViewExecutor(self.load_balanced_view(targets))
 
     def __getitem__(self, key: int | slice | Sequence[int]) -> Any:
         from ipcluster.client.view import DirectView

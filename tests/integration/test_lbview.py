@@ -188,3 +188,15 @@ def test_abort_queued_and_placed_tasks(rc, tmp_path):
     later.abort()
     with pytest.raises(errors.TaskAborted):
         later.get(timeout=10)
+
+
+def test_wait_interactive_reports_progress(rc, capsys):
+    lview = rc.load_balanced_view()
+    ar = lview.map_async(time.sleep, [0.05] * 6, chunksize=1)
+    assert ar.wait_interactive(interval=0.02) is True
+    out = capsys.readouterr().out  # not a terminal: one summary line instead of a bar
+    assert "6/6 done" in out
+    slow = lview.apply_async(time.sleep, 1.0)
+    assert rc.wait_interactive([slow], timeout=0.1) is False
+    assert "0/1 done" in capsys.readouterr().out
+    assert rc.wait_interactive(timeout=10) is True
