@@ -154,8 +154,12 @@ class Router:
             self.registry.finished(rec, parent_id)
             if self.tasks is not None:
                 content = json_loads(parts[3])
-                ok = isinstance(content, dict) and content.get("status") == "ok"
-                if parent_id in self.tasks.tasks:
+                status = content.get("status") if isinstance(content, dict) else None
+                ok = status == "ok"
+                if parent_id in self.tasks.tasks and status == "unmet":
+                    self.tasks.declined(engine, parent_id)  # placed elsewhere or failed; never delivered
+                    deliver = False
+                elif parent_id in self.tasks.tasks:
                     deliver = self.tasks.on_reply(engine, parent_id, "ok" if ok else "error")
                 else:
                     self.tasks.record_outcome(parent_id, ok, engine)

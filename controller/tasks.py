@@ -84,6 +84,14 @@ class TaskServer:
         self.carry_out(instructions)
         return deliver
 
+    def declined(self, engine: bytes, msg_id: str) -> None:
+        """*engine* declined a scheduled task (an ``@require`` / ``@depend`` is unmet there).
+
+        The reply is not delivered: the scheduler places the task on another engine, or fails it
+        with ``UnmetDependency`` once every engine that could run it has declined.
+        """
+        self.carry_out(self.scheduler.declined(engine, msg_id, time.monotonic()))
+
     def record_outcome(self, msg_id: str, success: bool, engine: bytes) -> None:
         """A request that did not go through the scheduler finished (dependencies may name it)."""
         if self._unknown(msg_id):

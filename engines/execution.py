@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 from ipcluster.protocol.serialize import serialize_object, unpack_apply_message
 from ipcluster.protocol.session import Message
+from ipcluster.protocol.unmet import Declined
 
 from engines.error_content import engine_info, error_content, exception_buffers
 from engines.output import OutputRouter
@@ -142,6 +143,8 @@ class Executor:
                 f, args, kwargs = unpack_apply_message(msg.buffers)
                 result = bind_to_namespace(f, self.user_ns)(*args, **kwargs)
                 del f, args, kwargs
+        except Declined as e:  # an @require / @depend unmet here: decline, the scheduler tries elsewhere
+            return self.declined(e)
         except BaseException as e:  # noqa: B036 - KeyboardInterrupt and SystemExit are task errors here
             return self.error(e, "apply", with_buffers=True)
         try:
@@ -150,6 +153,12 @@ class Executor:
         except BaseException as e:  # noqa: B036
             return self.error(e, "apply", with_buffers=True)
         return Outcome({"status": "ok"}, buffers)
+
+    def declined(self, e: Declined) -> Outcome:
+        """The reply that declines a task: status ``"unmet"``, named as ``ipcluster.UnmetDependency``."""
+        return Outcome({"status": "unmet", "ename": "UnmetDependency", "evalue": e.reason, "traceback": [],
+                        "exc_module": "ipcluster.errors", "exc_qualname": "UnmetDependency",
+                        "engine_info": self.info("apply")})
 
     # --- execute ------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ _LAZY = {
     "DirectView": "ipcluster.client.view",
     "LoadBalancedView": "ipcluster.client.lbview",
     "Dependency": "ipcluster.client.dependency",
+    "require": "ipcluster.client.dependency", "depend": "ipcluster.client.dependency",
     "View": "ipcluster.client.view",
     "AsyncResult": "ipcluster.client.asyncresult",
     "AsyncMapResult": "ipcluster.client.asyncresult",

@@ -92,4 +92,6 @@ def reply_value(msg: Message) -> tuple[bool, Any]:
         return True, None
     if status == "aborted":
         return False, errors.TaskAborted(msg.content.get("evalue") or "task aborted before it ran")
+    if status == "unmet":  # an engine declined (@require / @depend), e.g. through a DirectView
+        return False, errors.UnmetDependency(msg.content.get("evalue") or "a functional dependency is unmet")
     return False, error_from_content(msg.content, msg.buffers)
