@@ -60,7 +60,6 @@ class Hub:
             M.DISCONNECT_NOTIFICATION: self.on_disconnect,
             M.ENGINE_DIED_NOTIFICATION: self.on_engine_died,
             M.TASK_OUTCOME_NOTIFICATION: self.on_task_outcome,
-            M.TASK_ABORT_REQUEST: self.on_task_abort_request,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
             M.REGISTRATION_REQUEST: self.on_registration_request,
@@ -124,12 +123,13 @@ class Hub:
             engine = str(c.get("engine") or "").encode() or None
             self.tasks.record_outcome(c["msg_id"], bool(c.get("success")), engine)
 
-    def on_task_abort_request(self, msg: Message) -> None:
+    def abort_tasks(self, content: dict[str, Any]) -> dict[str, Any]:
         """Abort load-balanced tasks: queued ones here; ones already sent, on their engine.
 
         Either way the task's client gets a ``TaskAborted`` error; a task already running finishes.
+        Clients send this on the mux route (like the tasks), so it arrives after the tasks it names.
         """
-        ids = [m for m in msg.content.get("msg_ids") or [] if isinstance(m, str)]
+        ids = [m for m in content.get("msg_ids") or [] if isinstance(m, str)]
         aborted: list[str] = []
         forwarded: list[str] = []
         if self.tasks is not None and ids:
@@ -142,7 +142,7 @@ class Hub:
             for engine, engine_ids in by_engine.items():
                 self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
                 forwarded += engine_ids
-        self.reply(msg, M.TASK_ABORT_REPLY, {"status": "ok", "aborted": aborted, "forwarded": forwarded})
+        return {"status": "ok", "aborted": aborted, "forwarded": forwarded}
 
     def on_queue_status_request(self, msg: Message) -> None:
         targets = msg.content.get("targets")

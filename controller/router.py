@@ -21,7 +21,7 @@ import zmq
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol.channel import Channel
-from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR, SCHEDULER
+from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR, SCHEDULER, TASK_ABORT_REPLY, TASK_ABORT_REQUEST
 from ipcluster.protocol.session import DELIM, Message, Session, json_loads
 
 EngineMessageHandler = Callable[[bytes, Message], None]
@@ -68,6 +68,7 @@ class Router:
         self.drops = drops
         self.track = track
         self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
+        self.abort_tasks: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # set by the app
         front.on_message = self.from_client
         back.on_message = self.from_engine
 
@@ -86,6 +87,15 @@ class Router:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
         if target == SCHEDULER and self.tasks is not None:
+            if header.get("msg_type") == TASK_ABORT_REQUEST and self.abort_tasks is not None:
+                try:
+                    content = json_loads(parts[3])
+                except ValueError:
+                    content = {}
+                answer = self.abort_tasks(content if isinstance(content, dict) else {})
+                self.front.send(self.session.serialize(TASK_ABORT_REPLY, answer, parent=header,
+                                                       idents=[client, SCHEDULER]))
+                return
             try:
                 metadata = json_loads(parts[2])
             except ValueError:

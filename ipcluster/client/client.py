@@ -412,8 +412,12 @@ class Client:
                 wanted.update(getattr(j, "msg_ids", [j]))
         if targets is None:
             tasks = [m for m in self._tracker.outstanding_on(M.SCHEDULER) if wanted is None or m in wanted]
-            if tasks:
-                self._hub_request(M.TASK_ABORT_REQUEST, {"msg_ids": tasks})
+            if tasks:  # on the route the tasks took, so it cannot overtake them
+                header = self.session.header(M.TASK_ABORT_REQUEST)
+                fut = self._tracker.register(header["msg_id"], M.SCHEDULER, None, record=False)
+                self._io.send("mux", self.session.serialize(M.TASK_ABORT_REQUEST, {"msg_ids": tasks},
+                                                            header=header, idents=[M.SCHEDULER]))
+                fut.result(10)
         if not self._engines:
             return None
         engine_ids, _ = self._resolve_targets(targets)

@@ -15,6 +15,7 @@ CONTROLLER_SHUTDOWN_REQUEST = "controller_shutdown_request"
 CONTROLLER_SHUTDOWN_REPLY = "controller_shutdown_reply"
 DISCONNECT_NOTIFICATION = "disconnect_notification"
 TASK_OUTCOME_NOTIFICATION = "task_outcome_notification"
+# sent on the mux route to SCHEDULER, so it follows the tasks it names
 TASK_ABORT_REQUEST = "task_abort_request"
 TASK_ABORT_REPLY = "task_abort_reply"
 ENGINE_DIED_NOTIFICATION = "engine_died_notification"
@@ -54,6 +55,7 @@ REPLY_FOR = {
     APPLY_REQUEST: APPLY_REPLY,
     EXECUTE_REQUEST: EXECUTE_REPLY,
     ABORT_REQUEST: ABORT_REPLY,
+    TASK_ABORT_REQUEST: TASK_ABORT_REPLY,
     CLEAR_REQUEST: CLEAR_REPLY,
     SHUTDOWN_REQUEST: SHUTDOWN_REPLY,
     SIGNAL_REQUEST: SIGNAL_REPLY,
