@@ -159,6 +159,18 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
         if pending:
             self._client.abort(pending, block=False)
 
+    def cancel(self) -> bool:
+        """Abort what has not started; ``True`` if nothing of this call ran or will run.
+
+        Unlike a local future, remote work already running is not stopped (it finishes, and this
+        returns ``False``); the result then holds what ran, or ``TaskAborted`` for what did not.
+        """
+        if self.done():
+            return False
+        self.abort()
+        concurrent.futures.wait(self._children, timeout=10)
+        return all(isinstance(c.exception(0) if c.done() else None, errors.TaskAborted) for c in self._children)
+
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
 

@@ -200,3 +200,15 @@ def test_wait_interactive_reports_progress(rc, capsys):
     assert rc.wait_interactive([slow], timeout=0.1) is False
     assert "0/1 done" in capsys.readouterr().out
     assert rc.wait_interactive(timeout=10) is True
+
+
+def test_cancel_aborts_what_has_not_started(rc):
+    lview = rc.load_balanced_view(targets=[1])
+    first = lview.apply_async(time.sleep, 0.5)
+    with lview.temp_flags(after=first):
+        queued = lview.apply_async(lambda: "never")
+    assert queued.cancel() is True
+    with pytest.raises(errors.TaskAborted):
+        queued.get(timeout=5)
+    assert first.get(timeout=10) is None
+    assert first.cancel() is False  # already finished
