@@ -32,6 +32,7 @@ _LAZY = {
     "parallel": "ipcluster.client.remotefunction",
     "Cluster": "ipcluster.cluster.cluster",
     "ClusterManager": "ipcluster.cluster.cluster",
+    "register_joblib_backend": "ipcluster.joblib_backend",
 }
 _ERRORS = {
     "IPClusterError", "RemoteError", "CompositeError", "EngineError", "EngineDied", "TimeoutError",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ipcluster.client.view import DirectView, View
     from ipcluster.cluster.cluster import Cluster, ClusterManager
     from ipcluster.errors import *  # noqa: F403
+    from ipcluster.joblib_backend import register_joblib_backend
 
 
 def __getattr__(name: str) -> Any:

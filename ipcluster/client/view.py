@@ -21,6 +21,7 @@ from ipcluster.client.partition import partition, partition_many
 
 if TYPE_CHECKING:
     from ipcluster.client.client import Client
+    from ipcluster.client.executor import ViewExecutor
     from ipcluster.client.targets import Targets
 
 
@@ -114,6 +115,13 @@ class View:
 
     def wait(self, jobs: Any = None, timeout: float = -1) -> bool:
         return self.client.wait(jobs, timeout)
+
+    @property
+    def executor(self) -> "ViewExecutor":
+        """A new :class:`concurrent.futures.Executor` whose tasks run through this view."""
+        from ipcluster.client.executor import ViewExecutor
+
+        return ViewExecutor(self)
 
     def __len__(self) -> int:
         return len(self._targets()[0])
