@@ -62,7 +62,7 @@ def test_error_content_names_original_type():
     assert c["engine_info"] == INFO
     text = "\n".join(c["traceback"])
     assert "in inner" in text and "in raise_nested" in text
-    assert text.splitlines()[-1] == "test_engine_errors.CustomError: boom"
+    assert text.splitlines()[-1] == f"{__name__}.CustomError: boom"
     assert all("\n" not in line for line in c["traceback"])
 
 
