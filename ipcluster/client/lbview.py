@@ -82,10 +82,15 @@ class LoadBalancedView(View):
         """
         if not sequences:
             raise TypeError("map() needs at least one sequence")
+        return self._map_chunks(f, sequences, block, per_chunk=False, ordered=ordered, chunksize=chunksize)
+
+    def _map_chunks(self, f: Callable[..., Any], sequences: Sequence[Any], block: bool | None,
+                    per_chunk: bool, ordered: bool = True, chunksize: int | None = None) -> Any:
+        """One task per chunk: ``map(f, *chunk)`` on it, or ``f(*chunk)`` with ``per_chunk``
+        (what ``@lview.parallel`` does); results joined in order."""
         if not callable(f):
             raise TypeError(f"map needs a callable, got {type(f).__name__}")
-        n = len(sequences[0]) if hasattr(sequences[0], "__len__") else None
-        seqs = [list(s) for s in sequences] if n is None else list(sequences)
+        seqs = [s if hasattr(s, "__len__") and hasattr(s, "__getitem__") else list(s) for s in sequences]
         n = len(seqs[0])
         if chunksize is None:
             engines = max(len(self.client.ids), 1)
@@ -95,7 +100,8 @@ class LoadBalancedView(View):
         nchunks = max(1, math.ceil(n / chunksize)) if n else 0
         msg_ids, futures = [], []
         for chunks in partition_many(seqs, nchunks) if nchunks else []:
-            m, fu = self._submit(pack_apply_message(rf._map, (f, *chunks), {}))
+            call = (f, chunks) if per_chunk else (rf._map, (f, *chunks))
+            m, fu = self._submit(pack_apply_message(call[0], call[1], {}))
             msg_ids.append(m)
             futures.append(fu)
         ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"), ordered=ordered)

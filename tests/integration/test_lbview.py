@@ -212,3 +212,27 @@ def test_cancel_aborts_what_has_not_started(rc):
         queued.get(timeout=5)
     assert first.get(timeout=10) is None
     assert first.cancel() is False  # already finished
+
+
+def test_remote_and_parallel_decorators_on_a_load_balanced_view(rc):
+    lview = rc.load_balanced_view()
+
+    @lview.remote(block=True)
+    def where():
+        import os
+
+        return os.getpid()
+
+    assert where() in rc[:].apply_sync(os.getpid)
+
+    @lview.parallel(block=True)
+    def total(chunk):
+        return [sum(chunk)]
+
+    assert sum(total(range(100))) == sum(range(100))
+
+    @lview.parallel(block=True, map=True)
+    def square(x):
+        return x * x
+
+    assert square(range(10)) == [x * x for x in range(10)]
