@@ -21,7 +21,8 @@ import zmq
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol.channel import Channel
-from ipcluster.protocol.messages import OUTPUT_TYPES, REPLY_FOR, SCHEDULER, TASK_ABORT_REPLY, TASK_ABORT_REQUEST
+from ipcluster.protocol.messages import (BROADCAST, OUTPUT_TYPES, REPLY_FOR, SCHEDULER, TASK_ABORT_REPLY,
+                                         TASK_ABORT_REQUEST)
 from ipcluster.protocol.session import DELIM, Message, Session, json_loads
 
 EngineMessageHandler = Callable[[bytes, Message], None]
@@ -102,6 +103,9 @@ class Router:
                 metadata = {}
             self.tasks.submit(client, header, metadata if isinstance(metadata, dict) else {}, frames[2:])
             return
+        if target == BROADCAST and self.track:
+            self._broadcast(client, header, parts[2], frames)
+            return
         rec = self.registry.by_uuid(target)
         if rec is None or not rec.ready:
             self.reply_error(client, target, header, "EngineError",
@@ -118,6 +122,44 @@ class Router:
                              f"engine {rec.id} is unreachable (its connection is gone)", rec)
             return
         if self.track:
+            self.registry.submitted(rec, client, header)
+
+    def _broadcast(self, client: bytes, header: dict[str, Any], metadata_part: Any, frames: list[zmq.Frame]) -> None:
+        """Forward one request to every engine its metadata's ``targets`` names (null: all ready).
+
+        Each engine gets the same zmq frames (pyzmq sends a Frame by reference, so the payload is
+        neither copied nor unpickled).  Every part is pending under the request's msg_id in its own
+        engine's record, so queue_status, replies and ``fail_pending`` work per engine.
+        """
+        try:
+            metadata = json_loads(metadata_part)
+            targets = metadata.get("targets") if isinstance(metadata, dict) else None
+        except ValueError:
+            targets = None
+        if targets is None:
+            ids = [rec.id for rec in self.registry.ready_engines()]
+        elif isinstance(targets, list) and all(isinstance(t, int) for t in targets):
+            ids = list(dict.fromkeys(targets))  # one part per engine: pending is keyed by msg_id
+        else:
+            self.drops.drop(f"{self.name}_front", "broadcast targets is not a list of engine ids", client)
+            return
+        rest = frames[2:]
+        for eid in ids:
+            rec = self.registry.by_id(eid)
+            if rec is None or not rec.ready:
+                # no uuid to route by: the reply names the engine by id in its metadata
+                self.reply_error(client, b"", header, "EngineError",
+                                 f"engine {eid} is not registered (it may have died or been shut down)",
+                                 rec or EngineRecord(eid, b""))
+                continue
+            try:
+                self.back.send([rec.uuid, client, *rest])
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EHOSTUNREACH:
+                    raise
+                self.reply_error(client, rec.uuid, header, "EngineError",
+                                 f"engine {rec.id} is unreachable (its connection is gone)", rec)
+                continue
             self.registry.submitted(rec, client, header)
 
     # --- engine -> client ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ _LAZY = {
     "Client": "ipcluster.client.client",
     "DirectView": "ipcluster.client.view",
     "LoadBalancedView": "ipcluster.client.lbview",
+    "BroadcastView": "ipcluster.client.broadcast",
     "Dependency": "ipcluster.client.dependency",
     "require": "ipcluster.client.dependency", "depend": "ipcluster.client.dependency",
     "View": "ipcluster.client.view",
@@ -46,6 +47,7 @@ __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
+    from ipcluster.client.broadcast import BroadcastView
     from ipcluster.client.client import Client
     from ipcluster.client.dependency import Dependency
     from ipcluster.client.lbview import LoadBalancedView

@@ -15,6 +15,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from ipcluster import errors
 from ipcluster.client.blocking import BlockingCalls
+from ipcluster.client.broadcast import BroadcastParts
 from ipcluster.client.io import IOThread, log
 from ipcluster.client.metadata import Metadata
 from ipcluster.client.routes import RouteTable
@@ -76,6 +77,7 @@ class Client:
         self._host_key = host_key()
         self._direct_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their direct socket
         self._routes = RouteTable(on_released=lambda name: self._io.remove(name))
+        self._broadcasts = BroadcastParts()  # outstanding BroadcastView requests
         self._engine_changed = threading.Condition()
         self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
         self._closed = False
@@ -203,7 +205,7 @@ class Client:
 
     def _on_engine_message(self, frames: list[zmq.Frame]) -> None:
         msg = self._decode(frames, "mux")
-        if msg is None:
+        if msg is None or (self._broadcasts and not self._broadcasts.rename(msg)):
             return
         if msg.msg_type in M.OUTPUT_TYPES:
             self._tracker.on_output(msg)
@@ -554,6 +556,15 @@ class Client:
         from ipcluster.client.lbview import LoadBalancedView
 
         return LoadBalancedView(self, targets)
+
+    def broadcast_view(self, targets: Targets = "all") -> Any:
+        """A :class:`~ipcluster.BroadcastView` on *targets*: one message per call, fanned out to
+        the engines by the controller."""
+        from ipcluster.client.broadcast import BroadcastView
+
+        if targets is not None and targets != "all":
+            self._resolve_targets(targets)  # fail early on bad targets
+        return BroadcastView(self, "all" if targets is None else targets)
 
     def executor(self, targets: Targets = None) -> Any:
         """A :class:`concurrent.futures.Executor` over ``load_balanced_view(targets)``.

@@ -64,3 +64,7 @@ REPLY_FOR = {
 #: Routing id a client puts first to send a task to the controller's scheduler instead of a named
 #: engine (engine ids are 32 hex digits, so it cannot collide with one).
 SCHEDULER = b"scheduler"
+
+#: Routing id a client puts first to send one request to several engines: the controller forwards
+#: it to each engine its metadata's ``targets`` names (see ``docs/protocol.md``).
+BROADCAST = b"broadcast"
