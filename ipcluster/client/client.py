@@ -429,7 +429,8 @@ class Client:
             if wanted is not None:
                 ids = [m for m in ids if m in wanted]
             if ids:
-                per_engine[eid] = ids
+                # a broadcast's part "<msg_id>/<engine id>" is the request <msg_id> on that engine
+                per_engine[eid] = sorted({m.split("/", 1)[0] for m in ids})
         if not per_engine:
             return None
         results = [self._control([eid], M.ABORT_REQUEST, {"msg_ids": ids}, False, "abort")

@@ -139,3 +139,18 @@ def test_engine_killed_mid_broadcast_fails_only_its_part(fresh_cluster):
     wait_for(lambda: rc.ids == [1], what="engine 0 to be unregistered")
     assert rc.broadcast_view().apply_sync(lambda: "survivor") == ["survivor"]
     rc.close()
+
+
+def test_abort_reaches_queued_broadcast_parts(rc):
+    bview = rc.broadcast_view()
+    busy = bview.apply_async(time.sleep, 0.5)  # both engines busy, so the next broadcast waits at them
+    later = bview.apply_async(lambda: "never")
+    sends = []
+    send = rc._io.send
+    rc._io.send = lambda channel, frames: (sends.append(channel), send(channel, frames))
+    later.abort()
+    assert sends.count("control") == 2  # one abort per engine, naming the broadcast request
+    with pytest.raises(errors.CompositeError) as ei:
+        later.get(timeout=10)
+    assert all(isinstance(e, errors.TaskAborted) for e in ei.value.elist)
+    busy.get(timeout=10)
