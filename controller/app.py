@@ -137,6 +137,7 @@ class IPController(Application):
         tasks = TaskServer(TaskScheduler(policy=self.task_scheme, hwm=self.task_hwm), registry,
                            ch["mux_back"].send, mux.reply_error, log)
         mux.tasks = hub.tasks = tasks
+        mux.records = tasks.records = hub.records
         mux.abort_tasks = hub.abort_tasks
         ch["hb_pong"].on_message = hub.on_pong
         for c in ch.values():  # start reading now that every handler is set

@@ -13,12 +13,13 @@ from typing import Any, Callable
 import zmq
 
 from controller.heartbeat import HeartMonitor
+from controller.records import TaskRecords
 from controller.registry import EngineRecord, EngineRegistry
 from controller.router import DropLog, Router
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.channel import Channel
-from ipcluster.protocol.session import Message, Session
+from ipcluster.protocol.session import Message, Session, json_loads
 from ipcluster.protocol.versions import incompatibility, local_versions
 
 #: Notifications sent to clients are capped per client set; a client that vanished without saying
@@ -52,6 +53,7 @@ class Hub:
         self.on_shutdown = on_shutdown
         self.clients: dict[bytes, float] = {}
         self.tasks: Any = None  # the TaskServer (set by the app)
+        self.records = TaskRecords()  # what the mux route saw (the app hands it to the routers)
         self.versions = local_versions()
         self.hub_handlers: dict[str, Callable[[Message], None]] = {
             M.CONNECTION_REQUEST: self.on_connection_request,
@@ -60,6 +62,9 @@ class Hub:
             M.DISCONNECT_NOTIFICATION: self.on_disconnect,
             M.ENGINE_DIED_NOTIFICATION: self.on_engine_died,
             M.TASK_OUTCOME_NOTIFICATION: self.on_task_outcome,
+            M.HISTORY_REQUEST: self.on_history_request,
+            M.DB_QUERY_REQUEST: self.on_db_query_request,
+            M.RESULT_REQUEST: self.on_result_request,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
             M.REGISTRATION_REQUEST: self.on_registration_request,
@@ -149,6 +154,47 @@ class Hub:
         status = self.registry.queue_status(targets, bool(msg.content.get("verbose")))
         unassigned = self.tasks.unassigned if self.tasks is not None else 0
         self.reply(msg, M.QUEUE_STATUS_REPLY, {"status": "ok", "engines": status, "unassigned": unassigned})
+
+    # --- task records (requests that went through the controller; not same-host direct ones) ---
+
+    def on_history_request(self, msg: Message) -> None:
+        self.reply(msg, M.HISTORY_REPLY, {"status": "ok", "history": self.records.history()})
+
+    def on_db_query_request(self, msg: Message) -> None:
+        query, keys = msg.content.get("query"), msg.content.get("keys")
+        try:
+            if keys is not None and not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+                raise ValueError("keys must be a list of field names")
+            records = self.records.query(query if query is not None else {}, keys)
+        except ValueError as e:
+            self.reply(msg, M.DB_QUERY_REPLY, {"status": "error", "ename": "ValueError", "evalue": str(e)})
+            return
+        self.reply(msg, M.DB_QUERY_REPLY, {"status": "ok", "records": records})
+
+    def on_result_request(self, msg: Message) -> None:
+        """Status of each msg_id and, for completed ones whose reply is still kept, the reply's
+        header, metadata and content, its buffers appended to this reply's (``buffers``: [start, stop])."""
+        results: dict[str, dict[str, Any]] = {}
+        buffers: list[Any] = []
+        status_only = bool(msg.content.get("status_only"))
+        for m in [m for m in msg.content.get("msg_ids") or [] if isinstance(m, str)]:
+            rec = self.records.get(m)
+            if rec is None:
+                results[m] = {"status": "unknown"}
+            elif rec.completed is None:
+                results[m] = {"status": "pending", "record": rec.to_dict()}
+            elif status_only or (frames := self.records.reply(m)) is None:
+                results[m] = {"status": "completed", "kept": status_only and self.records.reply(m) is not None,
+                              "record": rec.to_dict()}
+            else:
+                # [DELIM, signature, header, parent, metadata, content, *buffers]: JSON read, buffers not
+                part = [json_loads(f.bytes if hasattr(f, "bytes") else f) for f in frames[2:6]]
+                results[m] = {"status": "completed", "kept": True, "record": rec.to_dict(), "header": part[0],
+                              "metadata": part[2], "content": part[3],
+                              "buffers": [len(buffers), len(buffers) + len(frames) - 6]}
+                buffers.extend(frames[6:])
+        self.hub.send(self.session.serialize(M.RESULT_REPLY, {"status": "ok", "results": results}, parent=msg,
+                                             buffers=buffers, idents=msg.idents))
 
     def on_controller_shutdown_request(self, msg: Message) -> None:
         self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})

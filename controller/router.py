@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import zmq
 
+from controller.records import TaskRecords, reply_seen, request_seen
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol.channel import Channel
@@ -70,6 +71,7 @@ class Router:
         self.track = track
         self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
         self.abort_tasks: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # set by the app
+        self.records: TaskRecords | None = None  # task records, on the mux route (set by the app)
         front.on_message = self.from_client
         back.on_message = self.from_engine
 
@@ -101,6 +103,8 @@ class Router:
                 metadata = json_loads(parts[2])
             except ValueError:
                 metadata = {}
+            if self.records is not None:
+                request_seen(self.records, header, frames[8:])
             self.tasks.submit(client, header, metadata if isinstance(metadata, dict) else {}, frames[2:])
             return
         if target == BROADCAST and self.track:
@@ -123,6 +127,8 @@ class Router:
             return
         if self.track:
             self.registry.submitted(rec, client, header)
+            if self.records is not None:
+                request_seen(self.records, header, frames[8:], rec.id, rec.uuid)
 
     def _broadcast(self, client: bytes, header: dict[str, Any], metadata_part: Any, frames: list[zmq.Frame]) -> None:
         """Forward one request to every engine its metadata's ``targets`` names (null: all ready).
@@ -215,6 +221,8 @@ class Router:
                     deliver = self.tasks.on_reply(engine, parent_id, "ok" if ok else "error")
                 else:
                     self.tasks.record_outcome(parent_id, ok, engine)
+        if deliver and self.records is not None:
+            reply_seen(self.records, parent_id, parts[2], parts[3], frames[2:], rec.id, rec.uuid, time.time())
         if deliver:
             frames[0], frames[1] = frames[1], frames[0]
             self.front.send(frames)
@@ -246,8 +254,12 @@ class Router:
         now = time.time()
         metadata = {"engine_id": info["engine_id"], "engine_uuid": info["engine_uuid"],
                     "status": "error", "received": now, "started": None, "completed": now}
-        self.front.send(self.session.serialize(reply_type, content, parent=request, metadata=metadata,
-                                               idents=[client, engine_uuid]))
+        frames = self.session.serialize(reply_type, content, parent=request, metadata=metadata,
+                                        idents=[client, engine_uuid])
+        self.front.send(frames)
+        if self.records is not None:  # a request that ends here (dead engine, failed task ...)
+            self.records.finished(str(request.get("msg_id", "")), "error", now, ename=ename,
+                                  engine_id=info["engine_id"], reply=frames[2:])
 
     def fail_pending(self, rec: EngineRecord, reason: str) -> int:
         """Answer every request *rec* still owed with an EngineError; returns how many."""

@@ -38,6 +38,7 @@ class TaskServer:
         self.log = log
         # msg_id -> (client identity, request header, frames from the delimiter on)
         self.tasks: dict[str, tuple[bytes, dict[str, Any], list[Any]]] = {}
+        self.records: Any = None  # the controller's TaskRecords (set by the app)
 
     # --- events in ----------------------------------------------------------------------------
 
@@ -132,6 +133,8 @@ class TaskServer:
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
                 self.registry.submitted(rec, client, header)
+                if self.records is not None:
+                    self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
             else:
                 self.tasks.pop(ins.msg_id, None)
                 self.reply_error(client, SCHEDULER, header, ins.ename, ins.evalue)

@@ -478,6 +478,66 @@ class Client:
         out["unassigned"] = reply.content.get("unassigned", 0)
         return out
 
+    # --- the controller's task records -------------------------------------------------------
+    # They cover requests that went through the controller: load-balanced tasks, and DirectView
+    # requests from a Client(direct=False) or another host.  Same-host DirectView requests go
+    # straight to the engine and only their sender knows them.
+
+    def hub_history(self) -> list[str]:
+        """msg_ids of the requests the controller has records of, in the order it received them.
+
+        Only requests that went through the controller (see :meth:`get_result`); at most the last
+        100,000.
+        """
+        return list(self._hub_request(M.HISTORY_REQUEST, {}).content.get("history") or [])
+
+    def db_query(self, query: dict[str, Any], keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The controller's task records matching *query*, oldest first, as dicts.
+
+        *query* maps a field to a value (equality) or to operators ``$in $nin $eq $ne $lt $lte $gt
+        $gte``: ``{"completed": {"$gt": t}}`` selects records completed after *t*.  Fields:
+        ``msg_id client msg_type engine_id engine_uuid submitted received started completed status
+        ename request_bytes result_bytes``; *keys* selects some (``msg_id`` always comes back).
+        Only requests that went through the controller (see :meth:`get_result`).
+
+        Raises ``ValueError`` for an unknown operator or field.
+        """
+        reply = self._hub_request(M.DB_QUERY_REQUEST, {"query": query, "keys": None if keys is None else list(keys)})
+        if reply.content.get("status") != "ok":
+            raise ValueError(reply.content.get("evalue") or "invalid query")
+        return list(reply.content.get("records") or [])
+
+    def result_status(self, msg_ids: Any) -> dict[str, list[str]]:
+        """``{"completed": [...], "pending": [...], "unknown": [...]}`` for msg_ids (or AsyncResults):
+        from this client's own bookkeeping first, else from the controller's records."""
+        from ipcluster.client import hubresults
+
+        return hubresults.result_status(self, hubresults.msg_ids_of(msg_ids))
+
+    def get_result(self, msg_ids: Any, block: bool | None = None) -> Any:
+        """An :class:`AsyncResult` for msg_ids (one or a list), also ones another client submitted.
+
+        A request this client sent comes from its own bookkeeping; any other is fetched from the
+        controller, which keeps results of requests that went through it (load-balanced tasks,
+        DirectView requests from a ``Client(direct=False)`` or another host) within a memory budget,
+        newest first.  Raises :class:`ipcluster.IPClusterError` for a msg_id nobody knows, one still
+        pending at the controller, or one whose result the controller no longer keeps.  With
+        ``block=True`` it waits for this client's own outstanding requests before returning.
+        """
+        from ipcluster.client import hubresults
+        from ipcluster.client.asyncresult import AsyncResult
+
+        single = isinstance(msg_ids, str)
+        ids = hubresults.msg_ids_of(msg_ids)
+        futures = {m: f for m in ids if (f := hubresults.local_future(self, m)) is not None}
+        remote = [m for m in dict.fromkeys(ids) if m not in futures]
+        if remote:
+            futures.update(hubresults.fetch(self, remote))
+        ar = AsyncResult(self, ids, [futures[m] for m in ids], fname="get_result", single=single)
+        if block:
+            ar.wait()
+        return ar
+
     # --- bookkeeping --------------------------------------------------------------------------
 
     @property

@@ -15,6 +15,13 @@ CONTROLLER_SHUTDOWN_REQUEST = "controller_shutdown_request"
 CONTROLLER_SHUTDOWN_REPLY = "controller_shutdown_reply"
 DISCONNECT_NOTIFICATION = "disconnect_notification"
 TASK_OUTCOME_NOTIFICATION = "task_outcome_notification"
+# task records (only of requests that went through the controller)
+HISTORY_REQUEST = "history_request"
+HISTORY_REPLY = "history_reply"
+DB_QUERY_REQUEST = "db_query_request"
+DB_QUERY_REPLY = "db_query_reply"
+RESULT_REQUEST = "result_request"
+RESULT_REPLY = "result_reply"
 # sent on the mux route to SCHEDULER, so it follows the tasks it names
 TASK_ABORT_REQUEST = "task_abort_request"
 TASK_ABORT_REPLY = "task_abort_reply"
