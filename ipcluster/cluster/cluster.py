@@ -388,7 +388,10 @@ class Cluster(LoggingConfigurable):
         return await readiness.watched(aw, self._watched_launchers(), describe)
 
     def _expected_engines(self) -> int:
-        return sum(getattr(es, "n", 0) for es in self.engines.values() if es.running)
+        """Engines to wait for: every engine set we started (one that already died must make the
+        wait fail, not shrink it to nothing); for an attached cluster, the sets still running."""
+        sets = [es for es in self.engines.values() if es.running or not self._attached]
+        return sum(getattr(es, "n", 0) for es in sets)
 
     async def connect_client(self, **client_kwargs: Any) -> "Client":
         """Connect a :class:`~ipcluster.client.client.Client` and wait until the engines are up.

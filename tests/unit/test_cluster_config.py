@@ -133,3 +133,19 @@ def test_log_paths_live_in_the_profile(ipdir):
     assert p.startswith(str(ipdir / "profile_default" / "log"))
     assert p.endswith("-controller.log") and "ipcluster-abc-" in p
     assert "ipcluster--" not in Cluster(cluster_id="")._log_path("controller")
+
+
+class _DeadEngineSet:
+    """An engine set whose supervisor has already exited."""
+
+    n = 2
+    running = False
+
+
+def test_engines_of_a_dead_supervisor_are_still_expected(tmp_path, ipdir):
+    """A supervisor that died before the wait must make it fail, not shrink it to zero engines."""
+    cluster = Cluster(n=2, profile_dir=str(tmp_path / "p"))
+    cluster.engines["set"] = _DeadEngineSet()
+    assert cluster._expected_engines() == 2
+    cluster._attached = True  # attached to a cluster started elsewhere: only live sets count
+    assert cluster._expected_engines() == 0
