@@ -28,6 +28,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ipcluster.protocol.namespace import bind_to_namespace
 from ipcluster.protocol.serialize import serialize_object, unpack_apply_message
 from ipcluster.protocol.session import Message
 from ipcluster.protocol.unmet import Declined
@@ -36,8 +37,6 @@ from engines.error_content import engine_info, error_content, exception_buffers
 from engines.output import OutputRouter
 
 # names of a module's own bookkeeping: never copied from a client function's globals
-_MODULE_DUNDERS = frozenset({"__name__", "__builtins__", "__builtin__", "__package__", "__file__",
-                             "__path__", "__loader__", "__spec__", "__doc__", "__cached__"})
 
 log = logging.getLogger("engines.execution")
 
@@ -73,27 +72,6 @@ def new_user_module() -> types.ModuleType:
     module = types.ModuleType("__main__", "The engine's interactive namespace")
     module.__dict__["__builtins__"] = builtins
     return module
-
-
-def bind_to_namespace(f: Any, user_ns: dict[str, Any]) -> Any:
-    """Return *f* rebuilt to run with *user_ns* as its globals, if it is an interactive function.
-
-    Only plain Python functions whose ``__module__`` is ``"__main__"`` are rebound; anything else
-    (builtins, partials, functions from importable modules, callables) is returned unchanged.
-    The globals captured with *f* are inserted into *user_ns* without overwriting existing names.
-    """
-    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is user_ns:
-        return f
-    for name, value in f.__globals__.items():
-        if name not in _MODULE_DUNDERS:
-            user_ns.setdefault(name, value)
-    g = types.FunctionType(f.__code__, user_ns, f.__name__, f.__defaults__, f.__closure__)
-    g.__kwdefaults__ = f.__kwdefaults__
-    g.__dict__.update(f.__dict__)
-    g.__qualname__ = f.__qualname__
-    g.__doc__ = f.__doc__
-    g.__annotations__ = f.__annotations__
-    return g
 
 
 def clear_namespace(user_ns: dict[str, Any]) -> None:

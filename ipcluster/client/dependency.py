@@ -20,6 +20,7 @@ import sys
 import types
 from typing import Any, Callable, Iterable
 
+from ipcluster.protocol.namespace import bind_to_namespace
 from ipcluster.protocol.unmet import Declined
 
 
@@ -79,26 +80,12 @@ def as_dependency(value: Any) -> Dependency | None:
 
 
 # a module's own bookkeeping names: never copied from a shipped function's globals
-_MODULE_DUNDERS = frozenset({"__name__", "__builtins__", "__builtin__", "__package__", "__file__",
-                             "__path__", "__loader__", "__spec__", "__doc__", "__cached__"})
 
 
 def _in_namespace(f: Any, ns: dict[str, Any]) -> Any:
-    """*f* with *ns* as its globals if it is an interactive (``__main__``) function.
-
-    The same rule as the engine's ``bind_to_namespace`` (``engines/execution.py``), which only sees
-    the outermost callable of a task: the functions inside a :class:`Dependent` are bound here.
-    """
-    if not isinstance(f, types.FunctionType) or f.__module__ != "__main__" or f.__globals__ is ns:
-        return f
-    for name, value in f.__globals__.items():
-        if name not in _MODULE_DUNDERS:
-            ns.setdefault(name, value)
-    g = types.FunctionType(f.__code__, ns, f.__name__, f.__defaults__, f.__closure__)
-    g.__kwdefaults__ = f.__kwdefaults__
-    g.__dict__.update(f.__dict__)
-    g.__qualname__ = f.__qualname__
-    return g
+    """*f* with *ns* as its globals if it is an interactive (``__main__``) function: the engine
+    rebinds only a task's outermost callable, so the functions inside a Dependent are bound here."""
+    return bind_to_namespace(f, ns)
 
 
 def _namespace() -> dict[str, Any]:
