@@ -7,6 +7,7 @@ the command line (``--ip``, ``--location``, ``--heartbeat-period`` ...), the com
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -221,4 +222,23 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         print(f"ipcluster-controller: {e}", file=sys.stderr)
         sys.exit(2)
+    tune_gc()
     app.start()
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often than CPython's default.
+
+    The controller allocates a few containers per message forwarded and keeps many long-lived
+    ones (engine and task records).  With the default thresholds the collector ran often enough to
+    take ~15 % of the controller's time under a stream of small tasks; the objects of a message are
+    freed by reference counting anyway, and cycles (rare here) are still collected, just later.
+    Everything allocated at start-up is moved out of the collector's view.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 50, 1000)
+
+
+#: Allocations (net, of container objects) between two young-generation collections.
+GC_THRESHOLD = 50_000

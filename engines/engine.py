@@ -67,6 +67,8 @@ log = logging.getLogger("engines.engine")
 REGISTRATION_TIMEOUT = 30.0
 #: Main-loop poll timeout (seconds): how often background-thread output is flushed when idle.
 POLL_INTERVAL = 0.1
+#: Requests handled from one socket before polling all of them again (fairness vs. syscalls).
+DRAIN_BATCH = 32
 #: Minimum seconds between two reports of direct-route completions to the controller: a
 #: report wakes the controller, which would otherwise compete with every request for the CPU.
 STATUS_INTERVAL = 0.05
@@ -330,11 +332,10 @@ class Engine:
                     drain_fd(self._signal_fds[0])
                 if self.mux in events:
                     self._route = self.mux
-                    self._dispatch(recv_frames(self.mux), time.time())
+                    self._serve_queued(self.mux)
                 if self.direct in events:
                     self._route = self.direct
-                    self._dispatch(recv_frames(self.direct), time.time())
-                    self._direct_completed += 1
+                    self._direct_completed += self._serve_queued(self.direct)
                 self.output.flush()
                 self._report_status()
             except zmq.Again:
@@ -343,6 +344,25 @@ class Engine:
                 break
             except BaseException as e:  # noqa: B036 - the loop outlives anything a request does
                 self.rejected("loop-error", f"error in the main loop: {type(e).__name__}: {e}", logging.ERROR)
+
+    def _serve_queued(self, sock: zmq.Socket) -> int:
+        """Handle up to :data:`DRAIN_BATCH` requests already queued on *sock*; returns how many.
+
+        Saves a poll (a system call) per request when requests arrive faster than they run.
+        Aborts, clears and signals need no poll to take effect: the control thread records them
+        in shared state, which every request checks before it runs.
+        """
+        n = 0
+        while n < DRAIN_BATCH and self.state.stop_reason is None:
+            try:
+                frames = recv_frames(sock)
+            except zmq.Again:
+                break
+            n += 1
+            if self.state.clear.is_set():
+                self._clear()
+            self._dispatch(frames, time.time())
+        return n
 
     def _report_status(self) -> None:
         """Tell the controller how many direct requests we served (it keeps queue_status).

@@ -4,8 +4,10 @@ zmq's ``FD`` is edge-triggered: it signals when the socket's state *changes*, an
 operation on the socket (even a send, even reading ``EVENTS``) may consume that edge.  So:
 
 * on readiness, receive with ``NOBLOCK`` until ``EVENTS`` says nothing is left;
-* after every send, look at ``EVENTS`` again and schedule a drain if input is waiting,
-  because the send may have eaten the edge that would have woken the loop.
+* after a send, make sure ``EVENTS`` is looked at again before the loop sleeps, because the send
+  may have eaten the edge that would have woken the loop.  Inside this socket's own drain the
+  drain loop does that; otherwise one drain pass is scheduled (``call_soon``, once per loop
+  iteration however many messages were sent), which is cheaper than a ``getsockopt`` per send.
 
 Every received message is handed to ``on_message(frames)`` as a list of ``zmq.Frame`` (zero-copy).
 Handlers run synchronously inside the drain; an exception in a handler is logged (bounded) and the
@@ -27,9 +29,13 @@ from ipcluster.protocol.frames import recv_frames, send_frames
 Handler = Callable[[list[zmq.Frame]], None]
 
 
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
 def _readable(sock: zmq.Socket) -> bool:
     """Whether a message is waiting (also re-arms the edge-triggered FD)."""
-    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)  # type: ignore[operator,arg-type]
+    return bool(sock.get(_EVENTS) & _POLLIN)  # type: ignore[operator]  # plain ints: the enum operators cost more than the call
 
 
 class Channel:
@@ -54,6 +60,7 @@ class Channel:
         self.log = log
         self.on_message = on_message
         self._scheduled = False
+        self._draining = False  # inside _on_ready: the drain loop re-checks EVENTS itself
         self._closed = False
         self.handler_errors = 0
         self._reading = False
@@ -81,6 +88,13 @@ class Channel:
         if self._closed or handler is None:
             return
         lock = self.lock
+        self._draining = True
+        try:
+            self._drain(sock, handler, lock)
+        finally:
+            self._draining = False
+
+    def _drain(self, sock: zmq.Socket, handler: Handler, lock: Any) -> None:
         while True:
             try:
                 with lock:
@@ -104,13 +118,12 @@ class Channel:
 
     def send(self, frames: Sequence[Any]) -> None:
         """Queue *frames* for sending (loop thread); never blocks: HWMs are unlimited or ROUTER."""
-        with self.lock:
-            try:
+        try:
+            with self.lock:
                 send_frames(self.sock, frames)
-            finally:
-                pending = self._reading and not self._closed and _readable(self.sock)
-        if pending:
-            self._schedule()
+        finally:
+            if self._reading and not self._draining:
+                self._schedule()
 
     def send_threadsafe(self, frames: Sequence[Any]) -> None:
         """Send from a thread other than the loop's (requires ``threadsafe=True``).

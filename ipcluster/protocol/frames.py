@@ -10,8 +10,14 @@ from typing import Any, Sequence
 
 import zmq
 
-_SNDMORE = zmq.SNDMORE
-_NOBLOCK = zmq.NOBLOCK
+_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+#: Parts at least this large are sent without copying (pyzmq's default ``copy_threshold``).
+COPY_THRESHOLD = 65536
+# pyzmq's Python-level ``Socket.send`` adds a layer of checks per frame (about half the cost of a
+# small frame); the extension type's ``send`` underneath does the work itself.
+_raw_send = zmq.backend.Socket.send
+_Frame = zmq.Frame
 
 
 def recv_frames(sock: zmq.Socket, flags: int = _NOBLOCK) -> list[zmq.Frame]:
@@ -34,7 +40,13 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
     Buffers of 64 KiB or more are sent without copying (pyzmq's ``copy_threshold``); smaller ones
     are copied, which is faster than tracking them.
     """
-    send = sock.send
     last = len(frames) - 1
     for i, part in enumerate(frames):
-        send(part, _SNDMORE if i < last else 0, copy=False)
+        cls = part.__class__
+        if cls is bytes:
+            copy = len(part) < COPY_THRESHOLD
+        elif cls is _Frame:
+            copy = False
+        else:
+            copy = memoryview(part).nbytes < COPY_THRESHOLD
+        _raw_send(sock, part, _SNDMORE if i < last else 0, copy)

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import io
 import pickle
+import types
 from typing import Any, Callable, Sequence
 
 import cloudpickle
+
+from ipcluster.protocol.funccache import CACHE as _FUNCTION_CACHE
+from ipcluster.protocol.funccache import load_function as _load_function
 
 #: Buffers smaller than this stay inside the pickle stream (a separate frame costs more).
 BUFFER_THRESHOLD = 64 * 1024
@@ -30,10 +34,16 @@ def _rebuild_memoryview(buf: Any) -> memoryview:
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus out-of-band transport for large ``memoryview`` objects."""
+    """cloudpickle, plus out-of-band transport for large ``memoryview`` objects, plus reuse of the
+    pickles of unchanged ``__main__`` functions (:mod:`ipcluster.protocol.funccache`)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
+        t = type(obj)
+        if t is types.FunctionType:
+            payload = _FUNCTION_CACHE.payload(obj)
+            if payload is not None:
+                return _load_function, (payload,)
+        elif t is memoryview and obj.nbytes >= BUFFER_THRESHOLD and obj.contiguous:
             return _rebuild_memoryview, (pickle.PickleBuffer(obj),)
         return super().reducer_override(obj)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import threading
@@ -26,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ipcluster.errors import InvalidSignature, MalformedMessage, ReplayedMessage
 
@@ -59,8 +60,30 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps odd
 
 
 def new_id() -> str:
-    """A fresh message or session id (32 hex digits)."""
+    """A fresh random id (32 hex digits): sessions, engines."""
     return uuid.uuid4().hex
+
+
+def _new_msg_id_source() -> tuple[str, Iterator[int]]:
+    return os.urandom(8).hex() + "-", itertools.count(1)
+
+
+# Message ids: a random per-process prefix and a counter, unique across processes like a uuid4
+# without a system call per message.  A forked child gets its own prefix.
+_msg_prefix, _msg_counter = _new_msg_id_source()
+
+
+def _reset_msg_ids() -> None:
+    global _msg_prefix, _msg_counter
+    _msg_prefix, _msg_counter = _new_msg_id_source()
+
+
+os.register_at_fork(after_in_child=_reset_msg_ids)
+
+
+def new_msg_id() -> str:
+    """A fresh message id (thread-safe: ``next`` on a count is atomic under the GIL)."""
+    return _msg_prefix + "%x" % next(_msg_counter)
 
 
 def new_key() -> bytes:
@@ -147,7 +170,7 @@ class Session:
 
     def header(self, msg_type: str, msg_id: str | None = None) -> dict[str, Any]:
         return {
-            "msg_id": msg_id or new_id(),
+            "msg_id": msg_id or new_msg_id(),
             "msg_type": msg_type,
             "session": self.session_id,
             "username": self.username,

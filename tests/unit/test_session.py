@@ -26,6 +26,7 @@ from ipcluster.protocol.session import (
     extract_header,
     new_id,
     new_key,
+    new_msg_id,
 )
 
 pytestmark = pytest.mark.timeout(10)
@@ -75,6 +76,23 @@ def test_new_id_and_new_key_are_fresh_hex():
     k1, k2 = new_key(), new_key()
     assert k1 != k2
     assert isinstance(k1, bytes) and re.fullmatch(rb"[0-9a-f]{64}", k1)
+
+
+def test_msg_ids_are_unique_per_process_and_after_fork():
+    ids = [new_msg_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    prefix = ids[0].split("-")[0]
+    assert all(i.startswith(prefix + "-") for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports its next id and exits without running pytest's teardown
+        os.write(w, new_msg_id().encode())
+        os._exit(0)
+    os.close(w)
+    child_id = os.read(r, 100).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert child_id.split("-")[0] != prefix  # not the parent's sequence continued twice
 
 
 # --- round trip ---------------------------------------------------------------------------------
@@ -161,7 +179,7 @@ def test_message_properties(sender, receiver):
     msg = receiver.deserialize(sender.serialize("apply_reply", parent=parent))
     assert msg.msg_type == "apply_reply"
     assert msg.msg_id == msg.header["msg_id"]
-    assert re.fullmatch(r"[0-9a-f]{32}", msg.msg_id)
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", msg.msg_id)
     assert msg.parent_id == parent["msg_id"]
     assert msg.parent_id != msg.msg_id
 
