@@ -24,8 +24,14 @@ Kind = Literal["controller", "engines"]
 
 #: Built-in launchers by kind and name, as ``"module:Class"``.
 BUILTIN: dict[str, dict[str, str]] = {
-    "controller": {"local": "ipcluster.cluster.launchers.local:LocalControllerLauncher"},
-    "engines": {"local": "ipcluster.cluster.launchers.local:LocalEngineSetLauncher"},
+    "controller": {
+        "local": "ipcluster.cluster.launchers.local:LocalControllerLauncher",
+        "ssh": "ipcluster.cluster.launchers.sshcontroller:SSHControllerLauncher",
+    },
+    "engines": {
+        "local": "ipcluster.cluster.launchers.local:LocalEngineSetLauncher",
+        "ssh": "ipcluster.cluster.launchers.sshengines:SSHEngineSetLauncher",
+    },
 }
 
 ENTRY_POINT_GROUPS = {
