@@ -223,6 +223,57 @@ def wl_map(quick: bool) -> Iterator[dict]:
                  engines=engines, ideal_s=ideal)
 
 
+# --- load-balanced tasks ----------------------------------------------------------------------
+
+
+def noop_item(_i: int) -> None:
+    return None
+
+
+def wl_lb_rtt(quick: bool) -> Iterator[dict]:
+    repeat = 300 if quick else 2000
+    with cluster(2) as rc:
+        lv = rc.load_balanced_view()
+        samples = timeit(lambda: lv.apply_sync(noop), repeat, warmup=50)
+    yield record("ipcluster", "lb_rtt", "apply_sync", "ms", ms(samples))
+
+
+def wl_lb_throughput(quick: bool) -> Iterator[dict]:
+    """Tasks per second: ``map_sync`` of 10,000 no-ops (default chunking), and 10,000
+    ``apply_async`` calls then waiting for all of them."""
+    ntasks = 2_000 if quick else 10_000
+    repeat = 2 if quick else 5
+    with cluster(2) as rc:
+        lv = rc.load_balanced_view()
+        lv.map_sync(noop_item, range(100))  # warm-up
+
+        def run_map() -> None:
+            lv.map_sync(noop_item, range(ntasks))
+
+        def run_apply() -> None:
+            ars = [lv.apply_async(noop) for _ in range(ntasks)]
+            for ar in ars:
+                ar.get()
+
+        map_s = timeit(run_map, repeat, warmup=1)
+        apply_s = timeit(run_apply, repeat, warmup=1)
+    yield record("ipcluster", "lb_map_10k", "map_sync", "tasks/s", [ntasks / s for s in map_s], tasks=ntasks)
+    yield record("ipcluster", "lb_apply_async_10k", "apply_async", "tasks/s", [ntasks / s for s in apply_s],
+                 tasks=ntasks)
+
+
+def wl_lb_map_efficiency(quick: bool) -> Iterator[dict]:
+    repeat = 1 if quick else 3
+    ntasks, engines = 200, 2
+    ideal = ntasks * 0.01 / engines
+    with cluster(engines) as rc:
+        lv = rc.load_balanced_view()
+        lv.map_sync(sleep_10ms, range(4))  # warm-up
+        samples = timeit(lambda: lv.map_sync(sleep_10ms, range(ntasks)), repeat, warmup=0)
+    yield record("ipcluster", "lb_map_200x10ms", "efficiency", "ratio", [ideal / s for s in samples],
+                 engines=engines, ideal_s=ideal)
+
+
 # --- the transport floor ----------------------------------------------------------------------
 
 _ECHO_SERVER = r"""
@@ -332,6 +383,9 @@ WORKLOADS: dict[str, tuple[Callable[[bool], Iterator[dict]], float]] = {
     "push_pull": (wl_push_pull, 300),
     "scatter_gather": (wl_scatter_gather, 180),
     "map_200x10ms": (wl_map, 180),
+    "lb_rtt": (wl_lb_rtt, 180),
+    "lb_throughput": (wl_lb_throughput, 300),
+    "lb_map_200x10ms": (wl_lb_map_efficiency, 180),
 }
 
 #: Targets from the project's performance issue: (workload, op) -> (comparison, value)
@@ -341,6 +395,10 @@ TARGETS = {
     ("push_pull_100MiB", "push"): (">=", 1.0),
     ("push_pull_100MiB", "pull"): (">=", 1.0),
     ("apply_all_8", "apply_sync"): ("<=", 3.0),
+    ("lb_rtt", "apply_sync"): ("<=", 0.5),
+    ("lb_map_10k", "map_sync"): (">=", 10_000),
+    ("lb_apply_async_10k", "apply_async"): (">=", 5_000),
+    ("lb_map_200x10ms", "efficiency"): (">=", 0.97),
 }
 
 
