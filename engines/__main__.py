@@ -61,9 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--controller-timeout", type=float, default=None, metavar="SECONDS",
                    help="exit (code 4) when the controller has been unreachable this long; 0: never "
                    f"(default: c.IPEngine.controller_timeout, else {CONTROLLER_TIMEOUT:g})")
+    p.add_argument("--mpi", action="store_true",
+                   help="run as one rank of an mpiexec: initialise MPI (mpi4py) and put mpi_rank and "
+                   "mpi_size in the namespace (one engine per process, so not with -n)")
     args = p.parse_args(argv)
     if args.n is not None and args.n < 1:
         p.error("-n must be at least 1")
+    if args.mpi and args.n is not None:
+        p.error("--mpi runs one engine per MPI rank: use mpiexec -n N, not -n")
     return args
 
 
@@ -158,8 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.n is None:
         from engines.engine import run_engine
 
+        seed_ns = None
+        if args.mpi:
+            from engines.mpi import MPIUnavailable, mpi_namespace
+
+            try:
+                seed_ns = mpi_namespace()
+            except MPIUnavailable as e:
+                print(f"ipcluster-engine: {e}", file=sys.stderr, flush=True)
+                return 1
         sys.path.insert(0, work_dir)
-        return run_engine(info, startup=settings.startup, controller_timeout=settings.controller_timeout)
+        return run_engine(info, startup=settings.startup, controller_timeout=settings.controller_timeout,
+                          seed_ns=seed_ns)
 
     from engines.supervisor import Supervisor
 

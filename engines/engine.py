@@ -99,12 +99,16 @@ class Engine:
     controller_timeout:
         Seconds the controller may be unreachable before the engine exits
         (:data:`EXIT_CONTROLLER_GONE`); ``<= 0``: never.
+    seed_ns:
+        Names put in the user namespace before the startup code, and again after each clear
+        (``mpi_rank`` / ``mpi_size`` for engines under mpiexec).
     """
 
     def __init__(self, info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
                  registration_timeout: float = REGISTRATION_TIMEOUT, startup: StartupCode | None = None,
-                 controller_timeout: float = CONTROLLER_TIMEOUT):
+                 controller_timeout: float = CONTROLLER_TIMEOUT, seed_ns: dict[str, Any] | None = None):
         self.info = info
+        self.seed_ns = dict(seed_ns or {})
         self.controller_timeout = controller_timeout
         self.startup = startup or StartupCode()
         self.uuid = uuid or new_id()
@@ -158,6 +162,7 @@ class Engine:
                 return code
             self._start_control()
             self.executor.install_main_module()
+            self.executor.user_ns.update(self.seed_ns)
             if self.startup:  # before output capture: its prints and errors go to the engine log
                 self.executor.run_startup(self.startup)
             self._send(self.session.serialize(M.ENGINE_READY_NOTIFICATION, {"uuid": self.uuid}))
@@ -393,6 +398,7 @@ class Engine:
             self.executor.clear()
         except Exception as e:
             log.error("clearing the namespace failed: %s: %s", type(e).__name__, e)
+        self.executor.user_ns.update(self.seed_ns)
 
     def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
         try:
@@ -498,7 +504,8 @@ def _nbytes(frame: Any) -> int:
 
 
 def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
-               startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT) -> int:
+               startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT,
+               seed_ns: dict[str, Any] | None = None) -> int:
     """Run one engine in this process; return its exit code."""
     return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup,
-                  controller_timeout=controller_timeout).run()
+                  controller_timeout=controller_timeout, seed_ns=seed_ns).run()

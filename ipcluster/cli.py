@@ -1,4 +1,4 @@
-"""``ipcluster``: start, stop, list and clean clusters from a shell.
+"""``ipcluster``: start, stop, list and clean clusters, add engines, write a config file.
 
 A thin shell over the Python API: every subcommand builds a :class:`~ipcluster.cluster.Cluster`
 (or a :class:`~ipcluster.cluster.ClusterManager`) and calls what a user would call in Python.
@@ -54,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="controller log level")
     start.add_argument("--timeout", type=float, default=None,
                        help="seconds to wait for the engines (default: c.Cluster.engine_timeout, 60)")
+    start.add_argument("--engines", default=None, metavar="NAME",
+                       help="engine launcher: local, mpi, ssh, slurm, sge, pbs, lsf, htcondor, batch, "
+                       "or an import path (default: c.Cluster.engine_launcher_class, local)")
+    start.add_argument("--controller", default=None, metavar="NAME",
+                       help="controller launcher (default: c.Cluster.controller_launcher_class, local)")
+
+    engines = sub.add_parser("engines", help="add engines to a running cluster",
+                             description="Start N more engines for a running cluster and wait until they "
+                             "have registered; they stop with the cluster.")
+    engines.add_argument("-n", "--n", type=_positive_int, default=None, dest="n",
+                         help="number of engines (default: c.Cluster.n, else the CPU count)")
+    add_profile_args(engines)
+    engines.add_argument("--engines", default=None, metavar="NAME",
+                         help="engine launcher (default: c.Cluster.engine_launcher_class, local)")
+    engines.add_argument("--timeout", type=float, default=None,
+                         help="seconds to wait for the engines (default: c.Cluster.engine_timeout, 60)")
+
+    cfg = sub.add_parser("config", help="write a commented default ipcluster_config.py",
+                         description="Write <profile_dir>/ipcluster_config.py listing every option of "
+                         "Cluster and the launchers, with help text and defaults, commented out.")
+    add_profile_args(cfg, cluster_id=False)
+    cfg.add_argument("--force", action="store_true", help="overwrite an existing file")
+    cfg.add_argument("--stdout", action="store_true", help="print the file instead of writing it")
 
     stop = sub.add_parser("stop", help="stop a running cluster")
     add_profile_args(stop)
@@ -92,7 +115,8 @@ def _cluster_from_args(args: argparse.Namespace) -> "Cluster":
     kwargs: dict[str, Any] = {"cluster_id": args.cluster_id}
     for name, trait in (("n", "n"), ("profile", "profile"), ("ip", "controller_ip"),
                         ("location", "controller_location"), ("log_level", "log_level"),
-                        ("timeout", "engine_timeout")):
+                        ("timeout", "engine_timeout"), ("engines", "engine_launcher_class"),
+                        ("controller", "controller_launcher_class")):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[trait] = value
@@ -163,6 +187,49 @@ async def _serve(cluster: "Cluster", stop_requested: asyncio.Event) -> int:
     return rc
 
 
+# --- engines, config ------------------------------------------------------------------------------
+
+
+async def _add_engines(args: argparse.Namespace) -> int:
+    from ipcluster.cluster.cluster import Cluster
+    from ipcluster.errors import ClusterNotFound, IPClusterError
+
+    try:
+        cluster = Cluster.from_file(args.profile, args.cluster_id, args.profile_dir)
+    except ClusterNotFound as e:
+        _err(f"ipcluster engines: {e}; start one with `ipcluster start`")
+        return EXIT_FAILED
+    if args.timeout is not None:
+        cluster.engine_timeout = args.timeout
+    set_id = await cluster.start_engines(args.n, launcher=args.engines)
+    launcher = cluster.engines[set_id]
+    try:
+        client = await cluster.connect_client()
+    except (IPClusterError, OSError) as e:
+        _err(f"ipcluster engines: the new engines of {cluster.key!r} failed to start: {e}")
+        await cluster.stop_engines(set_id)
+        return EXIT_FAILED
+    job_id = getattr(launcher, "job_id", "")
+    job = f", job {job_id}" if job_id else ""
+    print(f"added engine set {set_id} ({launcher.name}, {getattr(launcher, 'n', '?')} engines{job}) to "
+          f"cluster {cluster.key!r}: {len(client.ids)} engines registered", flush=True)
+    client.close()
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from ipcluster.cluster import state
+    from ipcluster.cluster.configfile import default_config_text, write_default_config
+
+    if args.stdout:
+        print(default_config_text(), end="")
+        return EXIT_OK
+    pdir = state.resolve_profile_dir(args.profile, args.profile_dir)
+    path = write_default_config(pdir, force=args.force)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 # --- stop, list, clean ---------------------------------------------------------------------------
 
 
@@ -216,17 +283,30 @@ def cluster_summary(cluster: "Cluster") -> dict[str, Any]:
         "engines_running": cluster.engines_running,
         "controller": None if controller is None else {
             "pid": getattr(controller, "pid", None), "running": controller.running,
-            "launcher": controller.name,
+            "launcher": controller.name, **_job_fields(controller),
         },
         "engine_sets": [
             {"id": set_id, "pid": getattr(es, "pid", None), "n": getattr(es, "n", None),
-             "running": es.running, "launcher": es.name}
+             "running": es.running, "launcher": es.name, **_job_fields(es)}
             for set_id, es in cluster.engines.items()
         ],
         "start_time": cluster.start_time,
         "cluster_file": str(cluster.cluster_file),
         "connection_file": str(cluster.connection_file),
     }
+
+
+def _job_fields(launcher: Any) -> dict[str, Any]:
+    """``job_id`` and ``job_state`` of a batch launcher (nothing for other launchers)."""
+    if not getattr(launcher, "job_id", ""):
+        return {}
+    return {"job_id": launcher.job_id, "job_state": launcher.job_state}
+
+
+def _process_label(what: str, d: dict[str, Any]) -> str:
+    if d.get("job_id"):
+        return f"{what}=job {d['job_id']} ({d['job_state']})"
+    return f"{what}={d['pid']}"
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -241,8 +321,8 @@ def _list(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("PROFILE", "CLUSTER ID", "ENGINES", "PIDS", "STATE")]
     for s in summaries:
-        pids = [f"controller={s['controller']['pid']}"] if s["controller"] else []
-        pids += [f"engines={es['pid']}" for es in s["engine_sets"]]
+        pids = [_process_label("controller", s["controller"])] if s["controller"] else []
+        pids += [_process_label("engines", es) for es in s["engine_sets"]]
         rows.append((s["profile"], repr(s["cluster_id"]) if not s["cluster_id"] else s["cluster_id"],
                      str(s["n"]), ",".join(pids), s["state"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -279,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_start(args))
         if args.command == "stop":
             return asyncio.run(_stop(args))
+        if args.command == "engines":
+            return asyncio.run(_add_engines(args))
+        if args.command == "config":
+            return _config(args)
         if args.command == "list":
             return _list(args)
         if args.command == "clean":

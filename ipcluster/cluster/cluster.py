@@ -82,6 +82,9 @@ class Cluster(LoggingConfigurable):
     config:
         A traitlets :class:`~traitlets.config.Config`; ``<profile_dir>/ipcluster_config.py`` is
         loaded under it.
+    engines, controller:
+        Shorthands for :attr:`engine_launcher_class` / :attr:`controller_launcher_class`: a
+        launcher name (``"local"``, ``"mpi"``, ``"slurm"``, ...), an import path or a class.
     """
 
     n = Integer(None, allow_none=True, help="Number of engines to start (default: CPU count).").tag(
@@ -120,7 +123,13 @@ class Cluster(LoggingConfigurable):
         return value
 
     def __init__(self, *, config: Config | None = None, profile_dir: str | os.PathLike[str] | None = None,
-                 **kwargs: Any):
+                 engines: str | type[BaseLauncher] | None = None,
+                 controller: str | type[BaseLauncher] | None = None, **kwargs: Any):
+        # ipyparallel's spelling: Cluster(engines="mpi", controller="slurm")
+        if engines is not None:
+            kwargs["engine_launcher_class"] = engines
+        if controller is not None:
+            kwargs["controller_launcher_class"] = controller
         profile = kwargs.get("profile")
         if profile is None and config is not None:
             profile = config.get("Cluster", {}).get("profile")
@@ -139,6 +148,7 @@ class Cluster(LoggingConfigurable):
         self.start_time: float | None = None
         self._client: Client | None = None
         self._next_engine_set = 0
+        self._dropped_sets: set[str] = set()  # engine sets stopped here: not to be re-read from the file
         self._attached = False
         self._owns_cluster_file = False  # the cluster file describes this object's processes
 
@@ -208,11 +218,32 @@ class Cluster(LoggingConfigurable):
 
     def update_cluster_file(self) -> None:
         """Write the cluster file (or remove it once nothing is left to record)."""
+        self._adopt_recorded_sets()
         if self.controller is None and not self.engines:
             self._remove_cluster_file()
         else:
             state.write_cluster_file(self.cluster_file, self.to_dict())
             self._owns_cluster_file = True
+
+    def _adopt_recorded_sets(self) -> None:
+        """Take over engine sets another process recorded in our cluster file (``ipcluster engines``),
+        so that rewriting the file keeps them and stopping the cluster stops them too."""
+        if not self._owns_cluster_file or not self.cluster_file.exists():
+            return
+        try:
+            data = state.read_cluster_file(self.cluster_file)
+        except ClusterError:
+            return
+        for set_id, es in (data.get("engines") or {}).items():
+            if set_id in self.engines or set_id in self._dropped_sets:
+                continue
+            try:
+                launcher_cls = find_launcher_class("engines", es.get("launcher", "local"))
+                self.engines[set_id] = launcher_cls.from_dict(es, parent=self)
+            except LauncherError as e:
+                self.log.warning("cannot take over engine set %s of %r: %s", set_id, self.key, e)
+                continue
+            self._next_engine_set = max(self._next_engine_set, _set_number(set_id) + 1)
 
     def _remove_cluster_file(self) -> None:
         if self._owns_cluster_file:
@@ -236,7 +267,7 @@ class Cluster(LoggingConfigurable):
         for set_id, es in (data.get("engines") or {}).items():
             launcher_cls = find_launcher_class("engines", es.get("launcher", "local"))
             cluster.engines[set_id] = launcher_cls.from_dict(es, **common)
-        cluster._next_engine_set = len(cluster.engines)
+        cluster._next_engine_set = max((_set_number(i) + 1 for i in cluster.engines), default=0)
         return cluster
 
     @classmethod
@@ -327,21 +358,26 @@ class Cluster(LoggingConfigurable):
         if record:
             self.update_cluster_file()
 
-    async def start_engines(self, n: int | None = None, record: bool = True) -> str:
-        """Start one more engine set of *n* engines (default :attr:`n`); return its set id."""
+    async def start_engines(self, n: int | None = None, record: bool = True,
+                            launcher: str | type[BaseLauncher] | None = None) -> str:
+        """Start one more engine set of *n* engines (default :attr:`n`); return its set id.
+
+        *launcher* chooses how (a launcher name, import path or class; default
+        :attr:`engine_launcher_class`), so one cluster can hold engines from several launchers.
+        """
         n = n or self.n or os.cpu_count() or 1
         state.ensure_profile_dir(self.profile_dir)
+        cls = find_launcher_class("engines", launcher if launcher is not None else self.engine_launcher_class)
         set_id = str(self._next_engine_set)
         self._next_engine_set += 1
-        cls = find_launcher_class("engines", self.engine_launcher_class)
         opts = self._launcher_options(
             cls, profile_dir=self.profile_dir, cluster_id=self.cluster_id or "",
             log_path=self._log_path("engines" + (f"-{set_id}" if set_id != "0" else "")),
             n=n, connection_file=str(self.connection_file),
         )
-        launcher = cls(parent=self, **opts)
-        await launcher.start()
-        self.engines[set_id] = launcher
+        engine_set = cls(parent=self, **opts)
+        await engine_set.start()
+        self.engines[set_id] = engine_set
         self._started()
         if record:
             self.update_cluster_file()
@@ -450,6 +486,7 @@ class Cluster(LoggingConfigurable):
     async def stop_engines(self, engine_set_id: str | None = None) -> None:
         """Stop one engine set, or all of them."""
         ids = [engine_set_id] if engine_set_id is not None else list(self.engines)
+        self._dropped_sets.update(ids)
         launchers = [self.engines.pop(i) for i in ids if i in self.engines]
         await asyncio.gather(*(launcher.stop(STOP_TIMEOUT) for launcher in launchers))
         if self._owns_cluster_file:
@@ -479,6 +516,7 @@ class Cluster(LoggingConfigurable):
         process is waited for, with SIGTERM and finally SIGKILL (also for engines orphaned by a
         dead supervisor).
         """
+        self._adopt_recorded_sets()
         client, self._client = self._client, None
         engines, self.engines = list(self.engines.values()), {}
         errors: list[BaseException] = []
@@ -520,8 +558,9 @@ class Cluster(LoggingConfigurable):
     def start_controller_sync(self) -> None:
         return run_sync(self.start_controller())
 
-    def start_engines_sync(self, n: int | None = None) -> str:
-        return run_sync(self.start_engines(n))
+    def start_engines_sync(self, n: int | None = None,
+                           launcher: str | type[BaseLauncher] | None = None) -> str:
+        return run_sync(self.start_engines(n, launcher=launcher))
 
     def start_cluster_sync(self, n: int | None = None) -> None:
         return run_sync(self.start_cluster(n))
@@ -557,6 +596,11 @@ class Cluster(LoggingConfigurable):
 
     def __repr__(self) -> str:
         return f"<Cluster {self.key!r} {self.status}>"
+
+
+def _set_number(set_id: str) -> int:
+    """An engine set id as a number (ids are "0", "1", ...; anything else counts as 0)."""
+    return int(set_id) if set_id.isdigit() else 0
 
 
 def _close(client: "Client") -> None:

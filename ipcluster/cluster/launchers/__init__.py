@@ -22,15 +22,31 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Kind = Literal["controller", "engines"]
 
+#: Batch-scheduler launchers: name -> (module in .batch, class-name prefix).
+_BATCH = {
+    "batch": ("base", "Batch"),
+    "slurm": ("slurm", "Slurm"),
+    "sge": ("sge", "SGE"),
+    "pbs": ("pbs", "PBS"),
+    "lsf": ("lsf", "LSF"),
+    "htcondor": ("htcondor", "HTCondor"),
+}
+
 #: Built-in launchers by kind and name, as ``"module:Class"``.
 BUILTIN: dict[str, dict[str, str]] = {
     "controller": {
         "local": "ipcluster.cluster.launchers.local:LocalControllerLauncher",
         "ssh": "ipcluster.cluster.launchers.sshcontroller:SSHControllerLauncher",
+        "mpi": "ipcluster.cluster.launchers.mpi:MPIControllerLauncher",
+        **{name: f"ipcluster.cluster.launchers.batch.{module}:{prefix}ControllerLauncher"
+           for name, (module, prefix) in _BATCH.items()},
     },
     "engines": {
         "local": "ipcluster.cluster.launchers.local:LocalEngineSetLauncher",
         "ssh": "ipcluster.cluster.launchers.sshengines:SSHEngineSetLauncher",
+        "mpi": "ipcluster.cluster.launchers.mpi:MPIEngineSetLauncher",
+        **{name: f"ipcluster.cluster.launchers.batch.{module}:{prefix}EngineSetLauncher"
+           for name, (module, prefix) in _BATCH.items()},
     },
 }
 

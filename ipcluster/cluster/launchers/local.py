@@ -34,6 +34,10 @@ class LocalProcessLauncher(BaseLauncher):
     def build_args(self) -> list[str]:
         raise NotImplementedError
 
+    def build_env(self) -> dict[str, str] | None:
+        """The child's environment (``None``: this process's)."""
+        return None
+
     # --- Popen-like interface --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -43,7 +47,7 @@ class LocalProcessLauncher(BaseLauncher):
             raise LauncherError(f"{self}: no log_path to write the output to")
         self.args = self.build_args()
         try:
-            self.process = ProcessHandle.spawn(self.args, self.log_path)
+            self.process = ProcessHandle.spawn(self.args, self.log_path, env=self.build_env())
         except OSError as e:
             raise LauncherError(f"{self}: cannot start {self.args[0]!r}: {e}") from e
         self.log.debug("started %s: pid %d, output in %s", self, self.process.pid, self.log_path)
