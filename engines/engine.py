@@ -75,8 +75,10 @@ STATUS_INTERVAL = 0.05
 #: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
 EXIT_LINGER = 1000
 
-_SNDMORE = zmq.SNDMORE
+_SNDMORE = int(zmq.SNDMORE)
 _COPY_THRESHOLD = zmq.COPY_THRESHOLD
+# the extension type's send, without pyzmq's Python-level checks (about half a small frame's cost)
+_raw_send = zmq.backend.Socket.send
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -449,17 +451,17 @@ class Engine:
         """
         assert self._route is not None
         last = len(frames) - 1
-        send = self._route.send
+        sock = self._route
         self._sending = True
         try:
             for i, frame in enumerate(frames):
                 flags = _SNDMORE if i < last else 0
                 if type(frame) is bytes:  # immutable: no need to know when libzmq releases it
-                    send(frame, flags, copy=len(frame) < _COPY_THRESHOLD)
+                    _raw_send(sock, frame, flags, len(frame) < _COPY_THRESHOLD)
                 elif _nbytes(frame) < _COPY_THRESHOLD:
-                    send(frame, flags)
+                    _raw_send(sock, frame, flags, True)
                 else:
-                    self._trackers.append(send(frame, flags, copy=False, track=True))
+                    self._trackers.append(sock.send(frame, flags, copy=False, track=True))
         finally:
             self._sending = False
         if self._interrupt_pending:

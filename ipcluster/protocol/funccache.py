@@ -197,9 +197,41 @@ class FunctionPickleCache:
         return _Entry(rec, payload)
 
 
+#: Functions rebuilt from payloads, on the receiving side (payload -> function), newest last.
+_loaded: dict[bytes, types.FunctionType] = {}
+MAX_LOADED = 64
+
+
 def load_function(payload: bytes) -> Any:
-    """Rebuild a function from a cached payload (runs on the receiving side, inside unpickling)."""
-    return pickle.loads(payload)
+    """Rebuild a function from a cached payload (runs on the receiving side, inside unpickling).
+
+    The same payload arrives again and again in a loop of small tasks, and unpickling a function
+    by value costs tens of µs; so the first function built from a payload is kept and later ones
+    are copies of it.  Each copy gets its own closure cells and keyword defaults, as a fresh
+    unpickle would: a task that rebinds a ``nonlocal`` never affects the next one.  Everything
+    else a payload's function captures is immutable (see the module docstring).
+    """
+    f = _loaded.get(payload)
+    if f is None:
+        f = pickle.loads(payload)
+        if type(f) is not types.FunctionType:
+            return f
+        if len(_loaded) >= MAX_LOADED:
+            del _loaded[next(iter(_loaded))]
+        _loaded[payload] = f
+    return _copy_function(f)
+
+
+def _copy_function(f: types.FunctionType) -> types.FunctionType:
+    closure = None
+    if f.__closure__:
+        closure = tuple(types.CellType(c.cell_contents) for c in f.__closure__)
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, closure)
+    g.__kwdefaults__ = dict(f.__kwdefaults__) if f.__kwdefaults__ else None
+    g.__qualname__ = f.__qualname__
+    g.__module__ = f.__module__
+    g.__doc__ = f.__doc__
+    return g
 
 
 #: The process-wide cache used by :mod:`ipcluster.protocol.serialize`.

@@ -100,3 +100,16 @@ def test_serialize_object_uses_the_cache_and_round_trips():
         assert g2(*args, **kwargs) == 4.0
     # the cached form is a plain pickle of the function that any unpickler can load
     assert pickle.loads(FunctionPickleCache().payload(f))(9) == 3.0
+
+
+def test_loaded_functions_are_fresh_copies():
+    src = ("def make():\n    n = 0\n    def f(*, step=1):\n        nonlocal n\n        n += step\n        return n\n"
+           "    return f\nf = make()\n")
+    f, _ = _make(src)
+    payload = FunctionPickleCache().payload(f)
+    a, b = load_function(payload), load_function(payload)
+    assert a is not b
+    assert (a(), a(), b()) == (1, 2, 1)  # each copy has its own closure cell
+    a.__kwdefaults__["step"] = 10
+    assert b() == 2 and load_function(payload)() == 1
+    assert (a.__module__, a.__qualname__, a.__name__) == ("__main__", "make.<locals>.f", "f")
