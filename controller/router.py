@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import zmq
 
+from controller.coalesce import Coalescer
 from controller.records import TaskRecords, reply_seen, request_seen
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
@@ -72,6 +73,7 @@ class Router:
         self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
         self.abort_tasks: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # set by the app
         self.records: TaskRecords | None = None  # task records, on the mux route (set by the app)
+        self.coalescer = Coalescer(session, front.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
 
@@ -139,9 +141,11 @@ class Router:
         """
         try:
             metadata = json_loads(metadata_part)
-            targets = metadata.get("targets") if isinstance(metadata, dict) else None
         except ValueError:
-            targets = None
+            metadata = {}
+        if not isinstance(metadata, dict):
+            metadata = {}
+        targets = metadata.get("targets")
         if targets is None:
             ids = [rec.id for rec in self.registry.ready_engines()]
         elif isinstance(targets, list) and all(isinstance(t, int) for t in targets):
@@ -150,6 +154,10 @@ class Router:
             self.drops.drop(f"{self.name}_front", "broadcast targets is not a list of engine ids", client)
             return
         rest = frames[2:]
+        msg_id = str(header.get("msg_id", ""))
+        coalesce = metadata.get("coalesce") is True and msg_id not in self.coalescer
+        if coalesce:
+            self.coalescer.start(msg_id, client, header)
         for eid in ids:
             rec = self.registry.by_id(eid)
             if rec is None or not rec.ready:
@@ -158,6 +166,8 @@ class Router:
                                  f"engine {eid} is not registered (it may have died or been shut down)",
                                  rec or EngineRecord(eid, b""))
                 continue
+            if coalesce:
+                self.coalescer.expect(msg_id, rec.uuid)
             try:
                 self.back.send([rec.uuid, client, *rest])
             except zmq.ZMQError as e:
@@ -167,6 +177,8 @@ class Router:
                                  f"engine {rec.id} is unreachable (its connection is gone)", rec)
                 continue
             self.registry.submitted(rec, client, header)
+        if coalesce:
+            self.coalescer.flush(msg_id)  # sends now if no engine was reachable
 
     # --- engine -> client ---------------------------------------------------------------------
 
@@ -223,6 +235,8 @@ class Router:
                     self.tasks.record_outcome(parent_id, ok, engine)
         if deliver and self.records is not None:
             reply_seen(self.records, parent_id, parts[2], parts[3], frames[2:], rec.id, rec.uuid, time.time())
+        if deliver and self.coalescer and self.coalescer.part(parent_id, engine, frames[2:]):
+            return
         if deliver:
             frames[0], frames[1] = frames[1], frames[0]
             self.front.send(frames)
@@ -256,7 +270,9 @@ class Router:
                     "status": "error", "received": now, "started": None, "completed": now}
         frames = self.session.serialize(reply_type, content, parent=request, metadata=metadata,
                                         idents=[client, engine_uuid])
-        self.front.send(frames)
+        msg_id = str(request.get("msg_id", ""))
+        if not (self.coalescer and self.coalescer.part(msg_id, engine_uuid, frames[2:])):
+            self.front.send(frames)
         if self.records is not None:  # a request that ends here (dead engine, failed task ...)
             self.records.finished(str(request.get("msg_id", "")), "error", now, ename=ename,
                                   engine_id=info["engine_id"], reply=frames[2:])

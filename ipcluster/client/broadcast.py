@@ -8,6 +8,11 @@ share one parent msg_id: the client tells them apart by the route they arrive on
 uuid) or, for the controller's error replies about missing engines, by ``engine_id`` in the
 reply's metadata.  Each engine's part is tracked as its own request, ``"<msg_id>/<engine id>"``, so
 results, errors and engine deaths are handled exactly as for direct requests.
+
+With ``is_coalescing=True`` the request asks the controller to gather the replies and answer with
+one ``broadcast_reply`` holding every engine's reply (each still signed by its engine); the client
+unpacks it into the same per-engine parts.  Outputs (stdout, displays) still stream as they are
+produced; the results arrive together, in one message instead of one per engine.
 """
 
 from __future__ import annotations
@@ -77,8 +82,10 @@ class BroadcastParts:
 
 
 def send_broadcast(client: "Client", engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
-                   buffers: Sequence[Any]) -> tuple[list[str], list[Future[Any]]]:
-    """Send one *msg_type* request for all *engine_ids*; returns one part id and future per engine."""
+                   buffers: Sequence[Any], coalesce: bool = False) -> tuple[list[str], list[Future[Any]]]:
+    """Send one *msg_type* request for all *engine_ids*; returns one part id and future per engine.
+
+    With *coalesce* the controller answers with one message holding all the replies."""
     client._check_open()
     if len(set(engine_ids)) != len(engine_ids):
         raise ValueError(f"broadcast targets name an engine more than once: {list(engine_ids)}")
@@ -97,7 +104,10 @@ def send_broadcast(client: "Client", engine_ids: Sequence[int], msg_type: str, c
         parts[uuid] = parts[eid] = part
         part_ids.append(part)
     client._broadcasts.add(msg_id, parts, futures)
-    frames = client.session.serialize(msg_type, content, header=header, metadata={"targets": list(engine_ids)},
+    metadata: dict[str, Any] = {"targets": list(engine_ids)}
+    if coalesce:
+        metadata["coalesce"] = True
+    frames = client.session.serialize(msg_type, content, header=header, metadata=metadata,
                                       buffers=buffers, idents=[M.BROADCAST])
     for uuid, fut in zip(uuids, futures):
         # later requests to these engines follow the broadcast on the controller's route
@@ -118,7 +128,18 @@ class BroadcastView(View):
     Each engine's part has its own id in ``AsyncResult.msg_ids`` (``"<msg_id>/<engine id>"``).
     While requests to a target are still out on the direct route, a call is sent as one request
     per engine instead, so that it cannot overtake them.
+
+    ``is_coalescing=True`` (a flag, like ``block``) has the controller send all the replies of a
+    call back as one message, once every engine has answered: fewer messages for the client when
+    there are many engines, at the price of getting no result before the slowest engine's.
     """
+
+    _flag_names = ("block", "targets", "is_coalescing")
+
+    def __init__(self, client: "Client", targets: "Targets" = "all", block: bool = False,
+                 is_coalescing: bool = False):
+        super().__init__(client, targets, block)
+        self.is_coalescing = is_coalescing
 
     def _apply(self, f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                block: bool | None = None, targets: "Targets" = None) -> Any:
@@ -126,7 +147,7 @@ class BroadcastView(View):
             raise TypeError(f"apply needs a callable, got {type(f).__name__}")
         ids, single = self._targets(targets)
         part_ids, futures = send_broadcast(self.client, ids, M.APPLY_REQUEST, {},
-                                           pack_apply_message(f, args, kwargs))
+                                           pack_apply_message(f, args, kwargs), coalesce=self.is_coalescing)
         ar = AsyncResult(self.client, part_ids, futures, fname=getattr(f, "__name__", "f"), single=single)
         return self._finish(ar, self._block(block))
 
@@ -137,7 +158,7 @@ class BroadcastView(View):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         ids, single = self._targets(targets)
         part_ids, futures = send_broadcast(self.client, ids, M.EXECUTE_REQUEST,
-                                           {"code": code, "silent": silent}, ())
+                                           {"code": code, "silent": silent}, (), coalesce=self.is_coalescing)
         ar = AsyncResult(self.client, part_ids, futures, fname="execute", single=single)
         return self._finish(ar, self._block(block))
 

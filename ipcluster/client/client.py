@@ -23,6 +23,7 @@ from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
+from ipcluster.protocol.frames import split_parts
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
@@ -205,7 +206,30 @@ class Client:
 
     def _on_engine_message(self, frames: list[zmq.Frame]) -> None:
         msg = self._decode(frames, "mux")
-        if msg is None or (self._broadcasts and not self._broadcasts.rename(msg)):
+        if msg is None:
+            return
+        if msg.msg_type == M.BROADCAST_REPLY:
+            self._on_coalesced(msg)
+        else:
+            self._on_engine_reply(msg)
+
+    def _on_coalesced(self, msg: Message) -> None:
+        """A coalesced broadcast reply: every part is an engine's (or the controller's) signed reply."""
+        try:
+            parts = split_parts(msg.content.get("parts"), msg.buffers)
+        except ValueError as e:
+            log.warning("dropped a broadcast reply: %s", e)
+            return
+        for part in parts:
+            try:
+                inner = self.session.deserialize(part, has_idents=False)
+            except errors.ProtocolError as e:
+                log.warning("dropped a part of a broadcast reply: %s", e)
+                continue
+            self._on_engine_reply(inner)
+
+    def _on_engine_reply(self, msg: Message) -> None:
+        if self._broadcasts and not self._broadcasts.rename(msg):
             return
         if msg.msg_type in M.OUTPUT_TYPES:
             self._tracker.on_output(msg)
@@ -618,14 +642,14 @@ class Client:
 
         return LoadBalancedView(self, targets)
 
-    def broadcast_view(self, targets: Targets = "all") -> Any:
+    def broadcast_view(self, targets: Targets = "all", is_coalescing: bool = False) -> Any:
         """A :class:`~ipcluster.BroadcastView` on *targets*: one message per call, fanned out to
-        the engines by the controller."""
+        the engines by the controller; with *is_coalescing* the replies come back as one message."""
         from ipcluster.client.broadcast import BroadcastView
 
         if targets is not None and targets != "all":
             self._resolve_targets(targets)  # fail early on bad targets
-        return BroadcastView(self, "all" if targets is None else targets)
+        return BroadcastView(self, "all" if targets is None else targets, is_coalescing=is_coalescing)
 
     def executor(self, targets: Targets = None) -> Any:
         """A :class:`concurrent.futures.Executor` over ``load_balanced_view(targets)``.

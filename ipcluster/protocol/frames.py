@@ -50,3 +50,19 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
         else:
             copy = memoryview(part).nbytes < COPY_THRESHOLD
         _raw_send(sock, part, _SNDMORE if i < last else 0, copy)
+
+
+def split_parts(counts: Any, frames: Sequence[Any]) -> list[list[Any]]:
+    """Cut *frames* into consecutive parts of ``counts[i]`` frames (a coalesced broadcast reply).
+
+    Raises ``ValueError`` if *counts* is not a list of positive ints adding up to ``len(frames)``.
+    """
+    if not isinstance(counts, list) or not all(type(n) is int and n > 0 for n in counts):
+        raise ValueError("'parts' must be a list of positive frame counts")
+    if sum(counts) != len(frames):
+        raise ValueError(f"'parts' lists {sum(counts)} frames but the message carries {len(frames)}")
+    out, i = [], 0
+    for n in counts:
+        out.append(list(frames[i:i + n]))
+        i += n
+    return out

@@ -75,3 +75,8 @@ SCHEDULER = b"scheduler"
 #: Routing id a client puts first to send one request to several engines: the controller forwards
 #: it to each engine its metadata's ``targets`` names (see ``docs/protocol.md``).
 BROADCAST = b"broadcast"
+
+#: The controller's one answer to a broadcast sent with ``"coalesce": true``: content
+#: ``{"parts": [frame counts]}``, buffers = every engine's reply frames (from the delimiter on),
+#: each still signed by whoever made it (see ``docs/protocol.md``).
+BROADCAST_REPLY = "broadcast_reply"
