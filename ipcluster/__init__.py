@@ -34,6 +34,8 @@ _LAZY = {
     "Cluster": "ipcluster.cluster.cluster",
     "ClusterManager": "ipcluster.cluster.cluster",
     "register_joblib_backend": "ipcluster.joblib_backend",
+    "load_ipython_extension": "ipcluster.magics",
+    "unload_ipython_extension": "ipcluster.magics",
 }
 _ERRORS = {
     "IPClusterError", "RemoteError", "CompositeError", "EngineError", "EngineDied", "TimeoutError",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ipcluster.cluster.cluster import Cluster, ClusterManager
     from ipcluster.errors import *  # noqa: F403
     from ipcluster.joblib_backend import register_joblib_backend
+    from ipcluster.magics import load_ipython_extension, unload_ipython_extension
 
 
 def __getattr__(name: str) -> Any:

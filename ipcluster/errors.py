@@ -151,8 +151,14 @@ class RemoteError(IPClusterError):
         return f"{where}{self.ename}: {self.evalue}"
 
     def render_traceback(self) -> list[str]:
-        """Lines IPython shows instead of the local traceback."""
+        """The remote traceback as lines (or the error itself when it came without one)."""
         return self.traceback.splitlines() or [str(self)]
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the local traceback: the engine and method, then the
+        remote traceback (the local frames only say that a result was waited for)."""
+        info = self.engine_info
+        return [f"[{info.get('engine_id', '?')}:{info.get('method', 'apply')}]: ", *self.render_traceback()]
 
 
 def _fill_remote(
@@ -276,6 +282,10 @@ class CompositeError(RemoteError):
             render = getattr(e, "render_traceback", None)
             lines.extend(render() if render is not None else [f"{type(e).__name__}: {e}"])
         return lines or [str(self)]
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows: each engine's traceback under its ``[engine:method]`` label."""
+        return [*self.render_traceback(), f"{type(self).__name__}: {self.message}"]
 
     def raise_exception(self, excid: int = 0) -> None:
         """Raise the *excid*-th underlying error."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ class Client:
         except BaseException:
             self.close()
             raise
+        _activate_magics(self)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -338,20 +340,24 @@ class Client:
         return msg_ids, futures
 
     def send_task(self, buffers: Sequence[Any], metadata: dict[str, Any], depends_on: set[str] = set(),
+                  msg_type: str = M.APPLY_REQUEST, content: dict[str, Any] | None = None,
                   ) -> tuple[str, concurrent.futures.Future[Any]]:
-        """Send an apply task to the controller's scheduler; returns its msg_id and future.
+        """Send a task to the controller's scheduler; returns its msg_id and future.
+
+        A task is an ``apply_request`` (*buffers* hold the call) or an ``execute_request``
+        (*content* holds the code); the scheduler places either without looking inside.
 
         The scheduler may not have seen the requests a task depends on (direct-route ones): the
         task carries the outcomes this client knows, lists the ones still outstanding here, and the
         client reports those outcomes to the controller when they arrive.
         """
         self._check_open()
-        header = self.session.header(M.APPLY_REQUEST)
+        header = self.session.header(msg_type)
         msg_id = header["msg_id"]
         fut = self._tracker.register(msg_id, M.SCHEDULER, None)
         pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
         md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
-        self._io.send("mux", self.session.serialize(M.APPLY_REQUEST, {}, header=header, metadata=md,
+        self._io.send("mux", self.session.serialize(msg_type, content or {}, header=header, metadata=md,
                                                     buffers=buffers, idents=[M.SCHEDULER]))
         for dep_id, dep_fut in pending.items():
             dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
@@ -660,6 +666,13 @@ class Client:
 
         return ViewExecutor(self.load_balanced_view(targets))
 
+    def activate(self, targets: Targets = "all", suffix: str = "") -> Any:
+        """Make ``%px<suffix>`` (and ``%%px``, ``%autopx``, ``%pxresult``, ``%pxconfig`` with the
+        same suffix) run on a DirectView of *targets*; returns that view.  IPython only."""
+        view = self.direct_view(targets)
+        view.activate(suffix)
+        return view
+
     def __getitem__(self, key: int | slice | Sequence[int]) -> Any:
         from ipcluster.client.view import DirectView
 
@@ -705,6 +718,20 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._engines)} engines"
         return f"<Client {self.url_file} ({state})>"
+
+
+def _activate_magics(client: Client) -> None:
+    """Inside IPython, give the new client's engines to ``%px`` (see ``ipcluster.magics``).
+
+    Checked through ``sys.modules`` so a client outside IPython never imports it."""
+    if "IPython" not in sys.modules:
+        return
+    try:
+        from ipcluster.magics import auto_activate
+
+        auto_activate(client)
+    except Exception as e:  # the magics are a convenience: never a reason for Client() to fail
+        log.warning("could not activate the %%px magics: %s: %s", type(e).__name__, e)
 
 
 def _default_connection_file(profile: str | None, pdir: str | os.PathLike[str] | None,

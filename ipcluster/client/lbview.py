@@ -17,6 +17,7 @@ from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
 from ipcluster.client.dependency import Dependency, as_dependency
 from ipcluster.client.partition import partition_many
 from ipcluster.client.view import View
+from ipcluster.protocol import messages as M
 from ipcluster.protocol.serialize import pack_apply_message
 
 if TYPE_CHECKING:
@@ -71,6 +72,24 @@ class LoadBalancedView(View):
                 return self._apply(f, args, kwargs, block)
         msg_id, fut = self._submit(pack_apply_message(f, args, kwargs))
         ar = AsyncResult(self.client, [msg_id], [fut], fname=getattr(f, "__name__", "f"), single=True)
+        return self._finish(ar, self._block(block))
+
+    def execute(self, code: str, silent: bool = True, targets: "Targets" = None,
+                block: bool | None = None) -> Any:
+        """Run *code* (IPython syntax, ``%magics`` included) as one task on an engine the scheduler picks.
+
+        The result (single) holds that engine's stdout/stderr, display outputs and ``execute_result``.
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, not {type(code).__name__}")
+        if targets is not None:
+            with self.temp_flags(targets=targets):
+                return self.execute(code, silent, block=block)
+        md = self._task_metadata()
+        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
+        msg_id, fut = self.client.send_task((), md, deps, msg_type=M.EXECUTE_REQUEST,
+                                            content={"code": code, "silent": silent})
+        ar = AsyncResult(self.client, [msg_id], [fut], fname="execute", single=True)
         return self._finish(ar, self._block(block))
 
     def map(self, f: Callable[..., Any], *sequences: Any, block: bool | None = None, ordered: bool = True,

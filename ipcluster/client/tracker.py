@@ -8,6 +8,7 @@ IO thread); each operation touches a handful of dict entries, guarded by one loc
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections import OrderedDict, deque
@@ -17,6 +18,7 @@ from ipcluster.client.metadata import Metadata, reply_value
 from ipcluster.protocol.session import Message
 
 Future = concurrent.futures.Future
+log = logging.getLogger("ipcluster.client")
 
 
 #: Default bounds of what a client remembers about finished requests (see :class:`RequestTracker`).
@@ -47,6 +49,9 @@ class RequestTracker:
         self._by_engine: dict[bytes, set[str]] = {}
         self._engine_of: dict[str, bytes] = {}
         self._recorded: set[str] = set()  # msg_ids that go into results/history (tasks)
+        # called with every output message after it is recorded (e.g. the %px magics' streaming);
+        # replaced, never mutated, so the IO thread iterates without a lock
+        self._output_hooks: tuple[Callable[[Message], None], ...] = ()
 
     def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True) -> Future[Any]:
         fut: Future[Any] = Future()
@@ -79,6 +84,25 @@ class RequestTracker:
             md["execute_result"] = c
         elif t == "error":
             md["error"] = c
+        for hook in self._output_hooks:
+            try:
+                hook(msg)
+            except Exception:  # a hook's failure must not stop the IO thread
+                log.exception("output hook %r failed", hook)
+
+    def add_output_hook(self, hook: Callable[[Message], None]) -> None:
+        """Call *hook(msg)* for each output message (stream, display_data, execute_result, error)
+        of a known request, after it is recorded, on the thread that received it.
+
+        Outputs of a request come before its reply, so a hook has seen all of them by the time
+        the request's future is done.
+        """
+        with self._lock:
+            self._output_hooks = (*self._output_hooks, hook)
+
+    def remove_output_hook(self, hook: Callable[[Message], None]) -> None:
+        with self._lock:
+            self._output_hooks = tuple(h for h in self._output_hooks if h != hook)
 
     def on_reply(self, msg: Message) -> None:
         msg_id = msg.parent_id

@@ -123,6 +123,14 @@ class View:
 
         return ViewExecutor(self)
 
+    def activate(self, suffix: str = "") -> None:
+        """Make this view the one ``%px<suffix>``, ``%%px<suffix>``, ``%autopx<suffix>``,
+        ``%pxresult<suffix>`` and ``%pxconfig<suffix>`` run on (IPython only; several views can
+        each have their own suffix)."""
+        from ipcluster.magics import activate
+
+        activate(self, suffix)
+
     def __len__(self) -> int:
         return len(self._targets()[0])
 
