@@ -15,6 +15,7 @@ import zmq
 from controller.heartbeat import HeartMonitor
 from controller.records import TaskRecords
 from controller.registry import EngineRecord, EngineRegistry
+from controller.results import ResultWatches, result_entry
 from controller.router import DropLog, Router
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
@@ -54,6 +55,8 @@ class Hub:
         self.clients: dict[bytes, float] = {}
         self.tasks: Any = None  # the TaskServer (set by the app)
         self.records = TaskRecords()  # what the mux route saw (the app hands it to the routers)
+        self.watches = ResultWatches()  # clients waiting for results still pending
+        self.records.watch(self.watches.by_msg_id, self.result_finished)
         self.versions = local_versions()
         self.hub_handlers: dict[str, Callable[[Message], None]] = {
             M.CONNECTION_REQUEST: self.on_connection_request,
@@ -173,28 +176,34 @@ class Hub:
 
     def on_result_request(self, msg: Message) -> None:
         """Status of each msg_id and, for completed ones whose reply is still kept, the reply's
-        header, metadata and content, its buffers appended to this reply's (``buffers``: [start, stop])."""
+        header, metadata and content, its buffers appended to this reply's (``buffers``: [start, stop]).
+        With ``wait``, the client is notified when each pending one completes (see ``results.py``)."""
         results: dict[str, dict[str, Any]] = {}
         buffers: list[Any] = []
         status_only = bool(msg.content.get("status_only"))
+        wait = bool(msg.content.get("wait")) and not status_only
         for m in [m for m in msg.content.get("msg_ids") or [] if isinstance(m, str)]:
-            rec = self.records.get(m)
-            if rec is None:
-                results[m] = {"status": "unknown"}
-            elif rec.completed is None:
-                results[m] = {"status": "pending", "record": rec.to_dict()}
-            elif status_only or (frames := self.records.reply(m)) is None:
-                results[m] = {"status": "completed", "kept": status_only and self.records.reply(m) is not None,
-                              "record": rec.to_dict()}
-            else:
-                # [DELIM, signature, header, parent, metadata, content, *buffers]: JSON read, buffers not
-                part = [json_loads(f.bytes if hasattr(f, "bytes") else f) for f in frames[2:6]]
-                results[m] = {"status": "completed", "kept": True, "record": rec.to_dict(), "header": part[0],
-                              "metadata": part[2], "content": part[3],
-                              "buffers": [len(buffers), len(buffers) + len(frames) - 6]}
-                buffers.extend(frames[6:])
+            results[m] = result_entry(self.records, m, status_only, buffers)
+            if wait and results[m]["status"] == "pending":
+                for dropped in self.watches.add(m, msg.idents[0] if msg.idents else b"", msg.header):
+                    self._notify_result(*dropped, {"status": "dropped"})
         self.hub.send(self.session.serialize(M.RESULT_REPLY, {"status": "ok", "results": results}, parent=msg,
                                              buffers=buffers, idents=msg.idents))
+
+    def result_finished(self, msg_id: str) -> None:
+        """A watched request finished (or its record was dropped): tell the clients waiting for it."""
+        for client, request in self.watches.pop(msg_id):
+            buffers: list[Any] = []
+            self._notify_result(msg_id, client, request, result_entry(self.records, msg_id, False, buffers),
+                                buffers)
+
+    def _notify_result(self, msg_id: str, client: bytes, request: dict[str, Any], entry: dict[str, Any],
+                       buffers: list[Any] | None = None) -> None:
+        try:
+            self.hub.send(self.session.serialize(M.RESULT_NOTIFICATION, {"results": {msg_id: entry}},
+                                                 parent=request, buffers=buffers or [], idents=[client]))
+        except zmq.ZMQError:
+            pass  # the client has gone
 
     def on_controller_shutdown_request(self, msg: Message) -> None:
         self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, Sequence
 
 from ipcluster.protocol.session import json_loads
 
@@ -69,6 +69,14 @@ class TaskRecords:
         self._replies: OrderedDict[str, list[Any]] = OrderedDict()  # kept reply frames, oldest first
         self._reply_bytes: dict[str, int] = {}
         self.result_bytes = 0  # total size of the kept reply frames' buffers
+        # msg_ids someone waits for, and whom to tell when one finishes or its record is dropped
+        self._watched: Container[str] = ()
+        self._on_watched: Callable[[str], None] = lambda msg_id: None
+
+    def watch(self, watched: Container[str], on_watched: Callable[[str], None]) -> None:
+        """Call ``on_watched(msg_id)`` once a msg_id in *watched* (a live container) finished or was
+        dropped; checked with one ``in`` per event, so an empty container costs nothing."""
+        self._watched, self._on_watched = watched, on_watched
 
     def __len__(self) -> int:
         return len(self._records)
@@ -105,6 +113,16 @@ class TaskRecords:
         rec = self._records.get(msg_id)
         if rec is None or rec.completed is not None:
             return
+        try:
+            self._finish(rec, status, completed, ename, received, started, engine_id, engine_uuid, reply, buffers)
+        finally:
+            if msg_id in self._watched:
+                self._on_watched(msg_id)
+
+    def _finish(self, rec: TaskRecord, status: str, completed: float, ename: str | None, received: float | None,
+                started: float | None, engine_id: int | None, engine_uuid: str | None, reply: list[Any] | None,
+                buffers: Sequence[Any]) -> None:
+        msg_id = rec.msg_id
         rec.status, rec.completed, rec.ename = status, completed, ename
         rec.received, rec.started = received, started
         if engine_id is not None:
@@ -148,6 +166,8 @@ class TaskRecords:
                 old = next(iter(self._records))
             del self._records[old]
             self._drop_reply(old)
+            if old in self._watched:  # a pending record dropped: its waiters learn it is unknown now
+                self._on_watched(old)
 
 
 def nbytes(buf: Any) -> int:

@@ -15,6 +15,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ipcluster import errors
+from ipcluster.client import hubresults
 from ipcluster.client.blocking import BlockingCalls
 from ipcluster.client.broadcast import BroadcastParts
 from ipcluster.client.io import IOThread, log
@@ -82,6 +83,7 @@ class Client:
         self._broadcasts = BroadcastParts()  # outstanding BroadcastView requests
         self._engine_changed = threading.Condition()
         self._hub_waiting: dict[str, concurrent.futures.Future[Message]] = {}
+        self._remote_waits = hubresults.RemoteWaits()  # get_result of requests pending elsewhere
         self._closed = False
         self._controller_gone: str | None = None
         self._blocking = BlockingCalls(self, self._ctx)
@@ -177,6 +179,8 @@ class Client:
                     f"engine {eid} stopped before replying ({reason})", engine_id=eid, msg_id=m))
         elif t == M.CONTROLLER_SHUTDOWN_NOTIFICATION:
             self._lose_controller("the controller shut down")
+        elif t == M.RESULT_NOTIFICATION:
+            hubresults.on_notification(self, msg)
         else:
             fut = self._hub_waiting.get(msg.parent_id)
             if fut is not None and not fut.done():
@@ -246,6 +250,7 @@ class Client:
     def _lose_controller(self, why: str) -> None:
         self._controller_gone = why
         self._tracker.fail_all(lambda m: errors.ControllerError(why))
+        self._remote_waits.fail_all(errors.ControllerError(why))
         for fut in list(self._hub_waiting.values()):
             if not fut.done():
                 fut.set_exception(errors.ControllerError(why))
@@ -550,11 +555,11 @@ class Client:
         A request this client sent comes from its own bookkeeping; any other is fetched from the
         controller, which keeps results of requests that went through it (load-balanced tasks,
         DirectView requests from a ``Client(direct=False)`` or another host) within a memory budget,
-        newest first.  Raises :class:`ipcluster.IPClusterError` for a msg_id nobody knows, one still
-        pending at the controller, or one whose result the controller no longer keeps.  With
-        ``block=True`` it waits for this client's own outstanding requests before returning.
+        newest first.  A request still queued or running there gives an AsyncResult that finishes
+        when it does.  Raises :class:`ipcluster.IPClusterError` for a msg_id nobody knows or one whose
+        result the controller no longer keeps.  With ``block=True`` it waits for the results before
+        returning.
         """
-        from ipcluster.client import hubresults
         from ipcluster.client.asyncresult import AsyncResult
 
         single = isinstance(msg_ids, str)

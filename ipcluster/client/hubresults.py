@@ -10,7 +10,8 @@ controller, so only the client that sent it knows its result.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Iterable
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ipcluster import errors
 from ipcluster.client.metadata import Metadata, reply_value
@@ -80,42 +81,126 @@ def local_future(client: "Client", msg_id: str) -> Future[Any] | None:
     return done
 
 
-def fetch(client: "Client", msg_ids: list[str]) -> dict[str, Future[Any]]:
-    """Completed results from the controller, as finished futures; raises for the others."""
-    reply = client._hub_request(M.RESULT_REQUEST, {"msg_ids": msg_ids})
-    results = reply.content.get("results") or {}
-    unknown = [m for m in msg_ids if (results.get(m) or {}).get("status") not in ("pending", "completed")]
-    if unknown:
-        raise errors.IPClusterError(
-            f"unknown msg_id(s) {unknown}: neither this client nor the controller has a record of them "
-            "(the controller records only requests that went through it, and forgets the oldest past 100,000)")
-    pending = [m for m in msg_ids if results[m]["status"] == "pending"]
-    if pending:
-        raise errors.IPClusterError(
-            f"msg_id(s) {pending} are still pending at the controller (submitted by another client); "
-            "ask again once rc.result_status() lists them as completed")
-    dropped = [m for m in msg_ids if not results[m].get("kept")]
-    if dropped:
-        raise errors.IPClusterError(
-            f"the results of {dropped} are no longer kept by the controller (it keeps the most recent "
-            "results within a memory budget); their records remain: rc.db_query({'msg_id': ...})")
-    out = {}
-    for m in msg_ids:
-        r = results[m]
-        start, stop = r["buffers"]
-        msg = Message(r.get("header") or {}, {"msg_id": m}, r.get("metadata") or {}, r.get("content") or {},
-                      reply.buffers[start:stop])
-        record = r.get("record") or {}
-        md = Metadata(msg_id=m, **{k: record.get(k) for k in _RECORD_TIMES})
+class RemoteWaits:
+    """Futures of results this client asked the controller for, not completed yet: ``msg_id -> futures``.
+
+    Registered *before* the request is sent, so a notification that overtakes the caller's
+    handling of the reply still finds them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[str, list[Future[Any]]] = {}
+
+    def add(self, msg_id: str) -> Future[Any]:
         fut: Future[Any] = Future()
-        fut.metadata = md  # type: ignore[attr-defined]
-        try:
-            ok, value = reply_value(msg)
-        except Exception as e:  # the result did not unpickle here
-            ok, value = False, e
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-        out[m] = fut
-    return out
+        fut.metadata = Metadata(msg_id=msg_id)  # type: ignore[attr-defined]  # filled in when it completes
+        with self._lock:
+            self._futures.setdefault(msg_id, []).append(fut)
+        return fut
+
+    def take(self, msg_id: str, fut: Future[Any] | None = None) -> list[Future[Any]]:
+        """Remove and return the futures waiting for *msg_id* (only *fut*, if given)."""
+        with self._lock:
+            futs = self._futures.get(msg_id, [])
+            if fut is None:
+                self._futures.pop(msg_id, None)
+                return futs
+            if fut in futs:
+                futs.remove(fut)
+                if not futs:
+                    del self._futures[msg_id]
+                return [fut]
+            return []
+
+    def fail_all(self, error: BaseException) -> None:
+        with self._lock:
+            waits, self._futures = self._futures, {}
+        for futs in waits.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(error)
+
+
+def _settle(fut: Future[Any], m: str, entry: dict[str, Any], buffers: Sequence[Any]) -> None:
+    """Finish *fut* from a controller's answer about *m* (``completed`` with the reply kept)."""
+    start, stop = entry["buffers"]
+    msg = Message(entry.get("header") or {}, {"msg_id": m}, entry.get("metadata") or {},
+                  entry.get("content") or {}, list(buffers[start:stop]))
+    record = entry.get("record") or {}
+    md = getattr(fut, "metadata", None)
+    if md is None:
+        md = fut.metadata = Metadata(msg_id=m)  # type: ignore[attr-defined]
+    md.update({k: record.get(k) for k in _RECORD_TIMES})
+    try:
+        ok, value = reply_value(msg)
+    except Exception as e:  # the result did not unpickle here
+        ok, value = False, e
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _problem(m: str, entry: dict[str, Any]) -> errors.IPClusterError | None:
+    status = entry.get("status")
+    if status == "completed" and not entry.get("kept"):
+        return errors.IPClusterError(
+            f"the result of {m} is no longer kept by the controller (it keeps the most recent results "
+            "within a memory budget); its record remains: rc.db_query({'msg_id': ...})")
+    if status == "dropped":
+        return errors.IPClusterError(f"the controller stopped watching {m} for this client (too many waits)")
+    if status not in ("pending", "completed"):
+        return errors.IPClusterError(
+            f"unknown msg_id {m}: neither this client nor the controller has a record of it "
+            "(the controller records only requests that went through it, and forgets the oldest past 100,000)")
+    return None
+
+
+def fetch(client: "Client", msg_ids: list[str]) -> dict[str, Future[Any]]:
+    """Futures for results the controller knows: completed ones finished now, pending ones (another
+    client's tasks still queued or running) finished when the controller says they completed.
+
+    Raises :class:`ipcluster.IPClusterError` for msg_ids nobody knows or results no longer kept.
+    """
+    waits: RemoteWaits = client._remote_waits
+    futures = {m: waits.add(m) for m in msg_ids}
+    try:
+        reply = client._hub_request(M.RESULT_REQUEST, {"msg_ids": msg_ids, "wait": True})
+    except BaseException:
+        for m, fut in futures.items():
+            waits.take(m, fut)
+        raise
+    results = reply.content.get("results") or {}
+    problems = {m: p for m in msg_ids if (p := _problem(m, results.get(m) or {})) is not None}
+    for m, fut in futures.items():
+        entry = results.get(m) or {}
+        if problems or entry.get("status") == "completed":
+            waits.take(m, fut)
+            if not problems:
+                _settle(fut, m, entry, reply.buffers)
+    if problems:  # nothing is returned: cancel the controller's watches by not waiting on them
+        raise next(iter(problems.values()))
+    return futures
+
+
+def on_notification(client: "Client", msg: Message) -> None:
+    """A result this client waits for has completed (IO thread)."""
+    results = msg.content.get("results")
+    if not isinstance(results, dict):
+        return
+    for m, entry in results.items():
+        if not isinstance(entry, dict):
+            continue
+        problem = _problem(m, entry)
+        if problem is None and entry.get("status") != "completed":
+            problem = errors.IPClusterError(f"the controller lost track of {m}")
+        for fut in client._remote_waits.take(m):
+            if fut.done():
+                continue
+            if problem is not None:
+                fut.set_exception(problem)
+            else:
+                _settle(fut, m, entry, msg.buffers)

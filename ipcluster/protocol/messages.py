@@ -22,6 +22,8 @@ DB_QUERY_REQUEST = "db_query_request"
 DB_QUERY_REPLY = "db_query_reply"
 RESULT_REQUEST = "result_request"
 RESULT_REPLY = "result_reply"
+#: To a client that asked with ``"wait": true``: a pending result has completed (hub socket).
+RESULT_NOTIFICATION = "result_notification"
 # sent on the mux route to SCHEDULER, so it follows the tasks it names
 TASK_ABORT_REQUEST = "task_abort_request"
 TASK_ABORT_REPLY = "task_abort_reply"

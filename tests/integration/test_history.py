@@ -101,3 +101,37 @@ def test_hub_history_order(rc):
     ids = [ar.msg_ids[0] for ar in ars]
     history = rc.hub_history()
     assert [m for m in history if m in set(ids)] == ids
+
+
+def test_get_result_of_another_clients_running_task_waits_for_it(rc, shared_cluster, tmp_path):
+    flag = tmp_path / "release"
+
+    def wait_for_file(path):
+        import os
+        import time
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return "released"
+
+    ar = rc.load_balanced_view().apply_async(wait_for_file, str(flag))
+    with _other_client(shared_cluster) as other:
+        assert other.result_status(ar) == {"completed": [], "pending": [ar.msg_ids[0]], "unknown": []}
+        got = other.get_result(ar.msg_ids[0])
+        assert not got.done()
+        flag.touch()
+        assert got.get(timeout=10) == "released"
+        assert got.engine_id == ar.engine_id
+        assert other.get_result(ar.msg_ids[0], block=True).get(timeout=10) == "released"  # now completed
+
+
+def test_get_result_waits_end_with_the_controller(shared_cluster):
+    """A client whose controller goes away does not wait for a pending result forever."""
+    from ipcluster.client import hubresults
+
+    with _other_client(shared_cluster) as other:
+        fut = other._remote_waits.add("m")
+        other._lose_controller("test: the controller shut down")
+        with pytest.raises(errors.ControllerError):
+            fut.result(timeout=5)
+        assert other._remote_waits.take("m") == []
+        assert isinstance(other._remote_waits, hubresults.RemoteWaits)
