@@ -440,7 +440,7 @@ class Cluster(LoggingConfigurable):
 
         deadline = time.monotonic() + self.engine_timeout
         await self._watched(readiness.wait_for_connection_file(
-            self.connection_file, getattr(self.controller, "pid", None), deadline), "starting")
+            self.connection_file, _controller_pid(self.controller), deadline), "starting")
         client_kwargs.setdefault("timeout", min(10.0, self.engine_timeout))
         client = await self._watched(
             in_thread(Client, url_file=str(self.connection_file), on_abandoned=_close, **client_kwargs),
@@ -596,6 +596,16 @@ class Cluster(LoggingConfigurable):
 
     def __repr__(self) -> str:
         return f"<Cluster {self.key!r} {self.status}>"
+
+
+def _controller_pid(launcher: BaseLauncher | None) -> int | None:
+    """The pid the controller writes into its connection file, when its launcher knows it
+    (``controller_pid``; else its ``pid``: a launcher whose process *is* the controller)."""
+    if launcher is None:
+        return None
+    if hasattr(launcher, "controller_pid"):
+        return launcher.controller_pid  # type: ignore[no-any-return]
+    return getattr(launcher, "pid", None)
 
 
 def _set_number(set_id: str) -> int:

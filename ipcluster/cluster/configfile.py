@@ -2,8 +2,9 @@
 
 The file lists every option of :class:`~ipcluster.cluster.Cluster` and of the built-in
 launchers, with its help text and default, all commented out; uncomment and edit what you need.
-It is generated from the classes' traits, so it always matches the installed version; each
-option appears once, under the class that defines it.
+It is generated from the classes' traits, so it always matches the installed version.  An option
+is listed under the most general class users configure it on (``c.SlurmLauncher.account``, not
+again under ``c.SlurmEngineSetLauncher``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,19 @@ def _comment(text: str) -> list[str]:
             for i, line in enumerate(textwrap.wrap(" ".join(text.split()), 76) or [""])]
 
 
-def class_section(cls: type[Configurable]) -> str:
-    """The options *cls* itself defines (inherited ones are listed under the base class), or ""."""
-    own = cls.class_own_traits(config=True)
-    if not own:
+def class_section(cls: type[Configurable], shown: dict[type, set[str]]) -> str:
+    """The options of *cls* not already listed under a base class in *shown* (updated), or "".
+
+    The generic batch classes (``Batch*``) do not hide their options from the scheduler classes:
+    a user configures ``c.SlurmLauncher.account``, so that is where ``account`` must appear.
+    """
+    hidden: set[str] = set()
+    for base in cls.__mro__[1:]:
+        if base in shown and not base.__name__.startswith("Batch"):
+            hidden |= shown[base]
+    traits = {name: t for name, t in cls.class_traits(config=True).items() if name not in hidden}
+    shown[cls] = set(traits) | hidden
+    if not traits:
         return ""
     bases = ", ".join(b.__name__ for b in cls.__bases__ if issubclass(b, Configurable))
     rule = "#" + "-" * 78
@@ -67,7 +77,7 @@ def class_section(cls: type[Configurable]) -> str:
     doc = (cls.__doc__ or "").strip().split("\n\n")[0]
     if doc:
         lines += _comment(doc) + [""]
-    for name, trait in sorted(own.items()):
+    for name, trait in sorted(traits.items()):
         if trait.help:
             lines += _comment(trait.help)
         lines.append(f"#  Default: {trait.default_value_repr()}")
@@ -78,7 +88,8 @@ def class_section(cls: type[Configurable]) -> str:
 
 def default_config_text() -> str:
     """The commented default config file."""
-    sections = [text for text in (class_section(cls) for cls in config_classes()) if text]
+    shown: dict[type, set[str]] = {}
+    sections = [text for text in (class_section(cls, shown) for cls in config_classes()) if text]
     return HEADER + "\n" + "\n\n".join(sections) + "\n"
 
 

@@ -92,6 +92,11 @@ class MPIControllerLauncher(MPILauncher, LocalControllerLauncher):
     def build_args(self) -> list[str]:
         return self.mpi_prefix(1) + LocalControllerLauncher.build_args(self)
 
+    @property
+    def controller_pid(self) -> int | None:
+        """The controller is a child of mpiexec, whose pid it does not know in advance."""
+        return None
+
 
 class MPIEngineSetLauncher(MPILauncher, LocalEngineSetLauncher):
     """*n* engines as the *n* ranks of one ``mpiexec`` (one engine per rank, no supervisor)."""

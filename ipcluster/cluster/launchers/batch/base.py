@@ -316,6 +316,16 @@ class BatchLauncher(BaseLauncher):
         self._check(self._run(cmd), cmd)
 
     def signal_engines(self, signum: int) -> None:
+        """Signal the engines (e.g. SIGINT to interrupt their tasks) through the scheduler.
+
+        Only where each engine is a task of its own: otherwise the scheduler would signal the
+        engine supervisor too, which stops on SIGINT/SIGTERM.
+        """
+        if not self.one_engine_per_task and signum not in (_signal.SIGTERM, _signal.SIGKILL):
+            raise LauncherError(
+                f"{self}: cannot send {_signal.Signals(signum).name} to the engines of a {self.scheduler} "
+                "job: the scheduler signals every process of the job, the engine supervisor too; "
+                "use Client.send_signal() instead")
         self.signal(signum)
 
     def _cancel(self, kill: bool = False) -> None:

@@ -28,6 +28,7 @@ from ipcluster.cluster.launchers.batch.base import (
 )
 from ipcluster.cluster.launchers.batch.status import parse_condor_af
 from ipcluster.cluster.launchers.batch.templates import JobSpec, connection_environment
+from ipcluster.errors import LauncherError
 
 
 def condor_quote(args: Sequence[str]) -> str:
@@ -40,13 +41,25 @@ def condor_quote(args: Sequence[str]) -> str:
     return '"' + " ".join(parts) + '"'
 
 
+def seconds(timelimit: str) -> int:
+    """``"90"``, ``"1:30"`` (minutes:seconds) or ``"1:30:00"`` (hours:minutes:seconds) in seconds."""
+    parts = timelimit.strip().split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise LauncherError(f"HTCondor timelimit {timelimit!r}: expected seconds, M:SS or H:MM:SS")
+    total = 0
+    for part in parts:
+        total = total * 60 + int(part)
+    return total
+
+
 def condor_directives(spec: JobSpec) -> list[str]:
     lines = ["universe = vanilla", f"batch_name = {spec.job_name}", f"output = {spec.output_file}",
              f"error = {spec.output_file}", f"request_cpus = {spec.n}"]
     if spec.account:
         lines.append(f"accounting_group = {spec.account}")
     if spec.timelimit:
-        lines.append(f"periodic_remove = (JobStatus == 2) && (time() - EnteredCurrentStatus > {spec.timelimit})")
+        limit = seconds(spec.timelimit)
+        lines.append(f"periodic_remove = (JobStatus == 2) && (time() - EnteredCurrentStatus > {limit})")
     # options are submit-file lines already ("request_memory = 2GB")
     return lines + [line.strip() for opt in spec.options for line in opt.splitlines() if line.strip()]
 
@@ -63,8 +76,8 @@ queue 1
 class HTCondorLauncher(BatchLauncher):
     """Common options of the HTCondor launchers (configure as ``c.HTCondorLauncher.*``).
 
-    ``timelimit`` is in seconds of running time (enforced with ``periodic_remove``); ``queue``
-    is not used (HTCondor has none).
+    ``timelimit`` (seconds, M:SS or H:MM:SS of running time) is enforced with
+    ``periodic_remove``; ``queue`` is not used (HTCondor has none).
     """
 
     name = "htcondor"

@@ -1,0 +1,203 @@
+"""The Slurm launchers against a real single-node Slurm (``.ci/slurm-up.sh``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from traitlets.config import Config
+
+import ipcluster as ipp
+from ipcluster.cluster.launchers.batch.status import JobState
+from ipcluster.errors import LauncherError
+from tests.launchers.batch_fixtures import (
+    assert_nothing_left,
+    cancel_jobs,
+    job_ids,
+    run_cluster_suite,
+    skip_unless,
+    slurm_active_jobs,
+    slurm_skip_reason,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def slurm():
+    skip_unless(slurm_skip_reason())
+
+
+def scancel(jobs: list[str]) -> None:
+    cancel_jobs(["scancel"], jobs)
+
+
+def test_cluster_with_slurm_engines(tmp_path):
+    facts = run_cluster_suite(tmp_path / "profile", engines="slurm", active_jobs=slurm_active_jobs,
+                              cancel=scancel)
+    (job,) = facts["jobs"]
+    # both engines are tasks of the one job, and got the connection info through the environment
+    assert {env["SLURM_JOB_ID"] for env in facts["env"]} == {job}
+    assert {env["IPCLUSTER_CLUSTER_ID"] for env in facts["env"]} == {"suite"}
+    assert all(env["IPCLUSTER_CONNECTION_FILE"].endswith(".json") for env in facts["env"])
+    (engine_set,) = facts["summary"]["engine_sets"]
+    assert engine_set["job_id"] == job and engine_set["launcher"] == "slurm"
+
+
+def test_slurm_controller_and_engines(tmp_path):
+    facts = run_cluster_suite(tmp_path / "profile", engines="slurm", controller="slurm",
+                              active_jobs=slurm_active_jobs, cancel=scancel)
+    assert len(facts["jobs"]) == 2
+    assert facts["summary"]["controller"]["job_state"] == "running"
+
+
+def test_options_reach_sbatch(tmp_path):
+    """Partition, time limit and extra options from a traitlets Config become #SBATCH lines."""
+    c = Config()
+    c.SlurmLauncher.queue = "debug"
+    c.SlurmLauncher.timelimit = "10:00"
+    c.SlurmEngineSetLauncher.options = ["--job-name=ipc-options-test"]
+    cluster = ipp.Cluster(engines="slurm", n=1, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=60)
+    try:
+        rc = cluster.start_and_connect_sync()
+        (job,) = job_ids(cluster)
+        info = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        assert "Partition=debug" in info and "TimeLimit=00:10:00" in info and "JobName=ipc-options-test" in info
+        assert len(rc.ids) == 1
+    finally:
+        jobs = job_ids(cluster)
+        cluster.stop_cluster_sync()
+        assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
+
+
+def test_bad_partition_is_refused_with_the_reason(tmp_path):
+    c = Config()
+    c.SlurmEngineSetLauncher.queue = "no-such-partition"
+    cluster = ipp.Cluster(engines="slurm", n=1, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=30)
+    t0 = time.monotonic()
+    with pytest.raises(LauncherError) as info:
+        cluster.start_and_connect_sync()
+    assert time.monotonic() - t0 < 20
+    message = str(info.value)
+    assert "Slurm refused the engines job" in message and "partition" in message.lower()
+    assert "engines.sh" in message  # names the job script
+    assert not cluster.running
+    assert_nothing_left(str(tmp_path / "p"), [], None)
+
+
+def test_job_that_exits_at_once_fails_the_start_naming_the_job(tmp_path):
+    c = Config()
+    c.SlurmEngineSetLauncher.batch_template = "#!/bin/bash\necho engines cannot start here >&2\nexit 3\n"
+    cluster = ipp.Cluster(engines="slurm", n=2, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(LauncherError) as info:
+        cluster.start_and_connect_sync()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 30, elapsed  # noticed from the job state, not after the 60 s engine timeout
+    message = str(info.value)
+    assert "Slurm job" in message and "failed" in message and "exit code 3" in message
+    assert info.value.returncode == 3
+    assert_nothing_left(str(tmp_path / "p"), [], None)
+
+
+def test_job_cancelled_from_outside_is_noticed(tmp_path):
+    cluster = ipp.Cluster(engines="slurm", n=1, profile_dir=str(tmp_path / "p"), engine_timeout=60)
+    jobs: list[str] = []
+    try:
+        cluster.start_and_connect_sync()
+        jobs = job_ids(cluster)
+        engines = cluster.engines["0"]
+        assert engines.poll() is None and engines.job_state in ("queued", "running")
+        subprocess.run(["scancel", engines.job_id], check=True)
+        wait_until(lambda: engines.poll() is not None, 20, "the launcher to notice the cancelled job")
+        assert engines.status.state is JobState.FAILED and engines.status.reason == "cancelled"
+        assert cluster.status == "engines stopped"
+        assert "cancelled" in str(engines.failure("engines ended"))
+    finally:
+        cluster.stop_cluster_sync()
+        assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
+
+
+def test_signal_engines_interrupts_tasks(tmp_path):
+    """cluster.signal_engines(SIGINT) goes through scancel --signal=INT to the engine tasks."""
+    started = tmp_path / "started"
+
+    def nap(path: str) -> None:
+        import pathlib
+        import time
+
+        pathlib.Path(path).touch()
+        time.sleep(30)
+
+    cluster = ipp.Cluster(engines="slurm", n=1, profile_dir=str(tmp_path / "p"), engine_timeout=60)
+    jobs: list[str] = []
+    try:
+        rc = cluster.start_and_connect_sync()
+        jobs = job_ids(cluster)
+        ar = rc[:].apply_async(nap, str(started))
+        wait_until(started.exists, 20, "the task to start")
+        t0 = time.monotonic()
+        cluster.signal_engines(signal.SIGINT)
+        with pytest.raises(Exception, match="KeyboardInterrupt"):
+            ar.get(timeout=20)
+        assert time.monotonic() - t0 < 15
+        assert rc[:].apply_sync(lambda: 7) == [7]  # the engine keeps serving
+    finally:
+        cluster.stop_cluster_sync()
+        assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
+
+
+def test_cli_start_list_add_engines_stop(tmp_path):
+    """ipcluster start --engines=slurm, ipcluster list (job state), ipcluster engines, stop."""
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ipcluster.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=90)
+
+    jobs: list[str] = []
+    try:
+        out = cli("start", "-n", "1", "--engines=slurm", "--daemonize")
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(cli("list", "--json").stdout)
+        (engine_set,) = listed[0]["engine_sets"]
+        jobs.append(engine_set["job_id"])
+        assert engine_set["job_state"] == "running" and engine_set["launcher"] == "slurm"
+        table = cli("list").stdout
+        assert f"engines=job {engine_set['job_id']} (running)" in table
+        out = cli("engines", "-n", "2", "--engines", "slurm")
+        assert out.returncode == 0, out.stderr
+        assert "3 engines registered" in out.stdout
+        listed = json.loads(cli("list", "--json").stdout)
+        jobs = [es["job_id"] for es in listed[0]["engine_sets"]]
+        assert len(jobs) == 2 and listed[0]["n"] == 3
+    finally:
+        out = cli("stop")
+        assert out.returncode == 0, out.stderr
+        assert_nothing_left(str(tmp_path / "ipython"), jobs, slurm_active_jobs)
+        scancel(jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_wall_time_is_noticed(tmp_path):
+    """A job that reaches its time limit ends as failed ("wall time reached")."""
+    c = Config()
+    c.SlurmEngineSetLauncher.timelimit = "1"  # minutes: Slurm's smallest limit
+    cluster = ipp.Cluster(engines="slurm", n=1, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=60)
+    jobs: list[str] = []
+    try:
+        cluster.start_and_connect_sync()
+        jobs = job_ids(cluster)
+        engines = cluster.engines["0"]
+        wait_until(lambda: engines.poll() is not None, 200, "the job to reach its time limit")
+        assert engines.status.state is JobState.FAILED and engines.status.reason == "wall time reached"
+    finally:
+        cluster.stop_cluster_sync()
+        assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
