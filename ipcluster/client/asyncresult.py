@@ -348,14 +348,20 @@ def _join_chunks(chunks: list[Any]) -> Any:
 class AsyncMapResult(AsyncResult):
     """Result of a ``map``, ``scatter`` or ``gather``: per-engine chunks joined back in order.
 
-    Iterating yields the items in order as their chunks arrive (no need to wait for the whole map).
+    Iterating yields the items in order as their chunks arrive (no need to wait for the whole map);
+    with ``ordered=False`` it yields each chunk's items as soon as that chunk is done.  For a
+    ``map``, ``len()`` is the number of items from the start, :meth:`partial` gives the items
+    finished so far, and :attr:`item_metadata` tells where and when each item ran.
     """
 
     def __init__(self, client: "Client", msg_ids: Sequence[str],
                  children: Sequence[concurrent.futures.Future], fname: str = "map",  # type: ignore[type-arg]
-                 joiner: Callable[[list[Any]], Any] = _join_chunks, ordered: bool = True):
+                 joiner: Callable[[list[Any]], Any] = _join_chunks, ordered: bool = True,
+                 item_counts: Sequence[int] | None = None):
         self._joiner = joiner
         self.ordered = ordered
+        # items per chunk, when each chunk's result is a list of that many items (map)
+        self._item_counts = list(item_counts) if item_counts is not None else None
         super().__init__(client, msg_ids, children, fname, single=False)
 
     def _reconstruct(self, values: list[Any]) -> Any:
@@ -370,4 +376,37 @@ class AsyncMapResult(AsyncResult):
             yield from (chunk if isinstance(chunk, (list, tuple)) else self._joiner([chunk]))
 
     def __len__(self) -> int:
+        """The number of items (known from the start for a ``map``; otherwise waits for the result)."""
+        if self._item_counts is not None:
+            return sum(self._item_counts)
         return len(self.get())
+
+    def _chunk_starts(self) -> list[int]:
+        if self._item_counts is None:
+            raise TypeError(f"{self._fname} results are not items of a map: no per-item view")
+        starts, n = [], 0
+        for count in self._item_counts:
+            starts.append(n)
+            n += count
+        return starts
+
+    def partial(self) -> dict[int, Any]:
+        """The items whose chunk has finished successfully so far, ``{index: value}``; never waits.
+
+        Items of failed or unfinished chunks are missing (their errors come from :meth:`get`).
+        """
+        out: dict[int, Any] = {}
+        for start, child in zip(self._chunk_starts(), self._children):
+            if child.done() and not child.cancelled() and child.exception() is None:
+                for k, value in enumerate(child.result()):
+                    out[start + k] = value
+        return out
+
+    @property
+    def item_metadata(self) -> list[Any]:
+        """One metadata record per item: that of the task (chunk) that computed it — ``engine_id``,
+        ``started``, ``completed``, ``status``, ... (the same object for items of one chunk)."""
+        if self._item_counts is None:
+            self._chunk_starts()  # raises the TypeError that explains why
+            return []
+        return [md for md, count in zip(self._metadata_list, self._item_counts) for _ in range(count)]

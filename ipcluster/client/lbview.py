@@ -117,13 +117,15 @@ class LoadBalancedView(View):
         if chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, not {chunksize}")
         nchunks = max(1, math.ceil(n / chunksize)) if n else 0
-        msg_ids, futures = [], []
+        msg_ids, futures, counts = [], [], []
         for chunks in partition_many(seqs, nchunks) if nchunks else []:
             call = (f, chunks) if per_chunk else (rf._map, (f, *chunks))
             m, fu = self._submit(pack_apply_message(call[0], call[1], {}))
             msg_ids.append(m)
             futures.append(fu)
-        ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"), ordered=ordered)
+            counts.append(len(chunks[0]))
+        ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"), ordered=ordered,
+                            item_counts=None if per_chunk else counts)
         return self._finish(ar, self._block(block))
 
     def map_sync(self, f: Callable[..., Any], *sequences: Any, **kwargs: Any) -> list[Any]:

@@ -243,7 +243,7 @@ class DirectView(View):
         if not callable(f):
             raise TypeError(f"map needs a callable, got {type(f).__name__}")
         ids, _ = self._targets()
-        msg_ids, futures = [], []
+        msg_ids, futures, counts = [], [], []
         for eid, chunks in zip(ids, partition_many(sequences, len(ids))):
             if len(chunks[0]) == 0:
                 continue  # fewer items than engines
@@ -253,7 +253,9 @@ class DirectView(View):
                 m, fu = self.client.send_apply([eid], rf._map, (f, *chunks))
             msg_ids += m
             futures += fu
-        ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"))
+            counts.append(len(chunks[0]))
+        ar = AsyncMapResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "map"),
+                            item_counts=None if per_chunk else counts)
         return self._finish(ar, self._block(block))
 
     # --- imports ------------------------------------------------------------------------------

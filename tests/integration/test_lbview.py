@@ -30,6 +30,38 @@ def test_map_ordered_unordered_and_chunksize(rc):
     assert lview.map_sync(str, []) == []
 
 
+def test_map_result_partial_len_and_item_metadata(rc, tmp_path):
+    lview = rc.load_balanced_view()
+    gate = tmp_path / "go"
+
+    def item(x, gate=str(gate)):
+        import os
+        import time
+        while x >= 4 and not os.path.exists(gate):  # the second chunk waits for the test
+            time.sleep(0.01)
+        return x * 10
+
+    amr = lview.map_async(item, range(8), chunksize=4)
+    assert len(amr) == 8  # known before anything ran
+    wait_for(lambda: amr._children[0].done(), what="the first chunk")
+    assert amr.partial() == {0: 0, 1: 10, 2: 20, 3: 30}  # the first chunk's items, without waiting
+    gate.touch()
+    assert amr.get(timeout=10) == [x * 10 for x in range(8)]
+    assert amr.partial() == {i: i * 10 for i in range(8)}
+    mds = amr.item_metadata
+    assert len(mds) == 8 and mds[0] is mds[3] and mds[4] is mds[7]
+    assert all(md["engine_id"] in rc.ids and md["completed"] >= md["started"] for md in mds)
+    # DirectView maps too
+    dmr = rc[:].map_async(lambda x: -x, range(5))
+    assert len(dmr) == 5 and dmr.get(timeout=10) == [0, -1, -2, -3, -4]
+    assert [md["engine_id"] for md in dmr.item_metadata] == [0, 0, 0, 1, 1]
+    # results that are not items of a map have no per-item view
+    par = lview.parallel(block=False)(lambda chunk: [sum(chunk)])(range(4))
+    par.get(timeout=10)
+    with pytest.raises(TypeError):
+        par.partial()
+
+
 def test_targets_restrict_engines(rc):
     lview = rc.load_balanced_view(targets=[1])
     pids = {lview.apply_sync(os.getpid) for _ in range(10)}
