@@ -20,6 +20,11 @@ import zmq
 from ipcluster.protocol.channel import Channel
 
 T = TypeVar("T")
+
+#: Channels (DEALERs: their sends cannot fail) on which other threads' messages are queued for the
+#: loop to send in batches, instead of each thread sending under the socket's lock.  A caller that
+#: waits for one reply uses its own socket instead (see ``blocking.py``).
+QUEUED = frozenset({"mux", "hub", "control"})
 log = logging.getLogger("ipcluster.client")
 
 
@@ -94,6 +99,8 @@ class IOThread:
             raise zmq.ZMQError(zmq.ENOTSOCK, f"the client's {name} socket is closed")
         if self.in_io_thread():
             ch.send(frames)
+        elif name in QUEUED:
+            ch.send_soon(frames)
         else:
             ch.send_threadsafe(frames)
 

@@ -61,6 +61,10 @@ class Channel:
         self.on_message = on_message
         self._scheduled = False
         self._draining = False  # inside _on_ready: the drain loop re-checks EVENTS itself
+        # messages other threads queued with send_soon(), sent by the loop thread in order
+        self._outbox: list[Sequence[Any]] = []
+        self._outbox_lock = threading.Lock()
+        self._flush_scheduled = False
         self._closed = False
         self.handler_errors = 0
         self._reading = False
@@ -118,6 +122,8 @@ class Channel:
 
     def send(self, frames: Sequence[Any]) -> None:
         """Queue *frames* for sending (loop thread); never blocks: HWMs are unlimited or ROUTER."""
+        if self._outbox:
+            self._flush_outbox()  # messages other threads queued go first
         try:
             with self.lock:
                 send_frames(self.sock, frames)
@@ -138,6 +144,39 @@ class Channel:
             pending = self._reading and _readable(self.sock)
         if pending:
             self.loop.call_soon_threadsafe(self._schedule)
+
+    def send_soon(self, frames: Sequence[Any]) -> None:
+        """Send from another thread through the loop: queued, then sent by the loop thread.
+
+        For streams of messages (many tasks submitted in a row): the caller only appends to a
+        queue, and wakes the loop once per batch rather than once per message; the loop sends the
+        whole batch without contending for the socket.  Order is kept with :meth:`send`.  Errors
+        of the send itself are logged, not raised: use it only on sockets whose sends cannot fail
+        (DEALERs with unlimited HWM).
+        """
+        with self._outbox_lock:
+            if self._closed:
+                raise zmq.ZMQError(zmq.ENOTSOCK, "channel is closed")
+            self._outbox.append(frames)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        self.loop.call_soon_threadsafe(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        if self._closed:
+            return
+        try:
+            with self.lock:
+                for frames in batch:
+                    send_frames(self.sock, frames)
+        except zmq.ZMQError as e:
+            self.log.error("sending on %s failed: %s (%d queued messages lost)", self.name, e, len(batch))
+        if self._reading and not self._draining:
+            self._schedule()
 
     def close(self, linger: int | None = None) -> None:
         if self._closed:
