@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +12,13 @@ from traitlets.config import Config
 
 import ipcluster as ipp
 from ipcluster.errors import LauncherError
-from tests.launchers.batch_fixtures import assert_nothing_left, mpi_skip_reason, run_cluster_suite, skip_unless
+from tests.launchers.batch_fixtures import (
+    assert_nothing_left,
+    mpi_skip_reason,
+    run_cluster_suite,
+    skip_unless,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,3 +124,41 @@ def test_allow_run_as_root_off_is_honoured(tmp_path):
         cluster.start_and_connect_sync()
     assert "root" in info.value.output
     assert_nothing_left(str(tmp_path / "p"), [], None)
+
+
+def test_engine_sets_from_several_launchers_join_and_leave(tmp_path):
+    """start_engines(n, launcher="mpi") adds MPI engines to a local cluster; stopping that set
+    takes them away again while the others keep working."""
+    cluster = ipp.Cluster(n=1, profile_dir=str(tmp_path / "p"), engine_timeout=60)
+    try:
+        rc = cluster.start_and_connect_sync()
+        set_id = cluster.start_engines_sync(2, launcher="mpi")
+        rc.wait_for_engines(3, timeout=30)
+        assert cluster.engines[set_id].name == "mpi" and cluster.engines["0"].name == "local"
+        rc[:].execute("has_rank = 'mpi_rank' in globals()", block=True)
+        assert sorted(rc[:]["has_rank"]) == [False, True, True]
+        cluster.stop_engines_sync(set_id)
+        wait_until(lambda: len(rc.ids) == 1, 20, "the MPI engines to leave")
+        assert rc[:].apply_sync(lambda: 5) == [5]
+    finally:
+        cluster.stop_cluster_sync()
+    assert_nothing_left(str(tmp_path / "p"), [], None)
+
+
+def test_cli_mpi_controller_and_engines(tmp_path):
+    env = dict(__import__("os").environ, IPYTHONDIR=str(tmp_path / "ipython"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ipcluster.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    try:
+        out = cli("start", "-n", "2", "--engines=mpi", "--controller=mpi", "--daemonize")
+        assert out.returncode == 0, out.stderr
+        (listed,) = json.loads(cli("list", "--json").stdout)
+        assert listed["controller"]["launcher"] == "mpi"
+        assert [es["launcher"] for es in listed["engine_sets"]] == ["mpi"] and listed["state"] == "running"
+    finally:
+        out = cli("stop")
+        assert out.returncode == 0, out.stderr
+        assert_nothing_left(str(tmp_path / "ipython"), [], None)
