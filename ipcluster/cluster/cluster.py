@@ -40,6 +40,7 @@ from ipcluster.cluster.launchers import find_launcher_class
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.syncrun import in_thread, run_sync
 from ipcluster.errors import AlreadyRunning, ClusterError, ClusterNotFound, LauncherError
+from ipcluster.errors import TimeoutError as IPClusterTimeout
 
 if TYPE_CHECKING:  # pragma: no cover
     from ipcluster.client.client import Client
@@ -421,7 +422,14 @@ class Cluster(LoggingConfigurable):
             name = "the controller" if launcher is self.controller else "the engine supervisor"
             return f"{name} of cluster {self.key!r} exited while {what}"
 
-        return await readiness.watched(aw, self._watched_launchers(), describe)
+        try:
+            return await readiness.watched(aw, self._watched_launchers(), describe)
+        except IPClusterTimeout as e:
+            queued = [f"{getattr(la, 'scheduler', la.name)} job {getattr(la, 'job_id', '?')}"
+                      for la in self._watched_launchers() if getattr(la, "job_state", "") == "queued"]
+            if queued:  # a batch job still waiting for resources is the likely reason
+                raise IPClusterTimeout(f"{e}; still queued: {', '.join(queued)}") from None
+            raise
 
     def _expected_engines(self) -> int:
         """Engines to wait for: every engine set we started (one that already died must make the

@@ -93,3 +93,14 @@ def test_missing_bsub_is_a_clear_error(tmp_path):
     with pytest.raises(LauncherError, match="not found: is LSF installed"):
         cluster.start_and_connect_sync()
     assert_nothing_left(str(tmp_path / "p"), [], None)
+
+
+def test_start_timeout_names_the_queued_job(tmp_path):
+    c = Config()
+    c.LSFLauncher.queue = "hold"
+    cluster = ipp.Cluster(engines="lsf", n=1, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=3)
+    with pytest.raises(TimeoutError, match=r"0 of 1 engines.*still queued: LSF job \d+"):
+        cluster.start_and_connect_sync()
+    assert not cluster.running
+    assert not active_jobs()
+    assert_nothing_left(str(tmp_path / "p"), [], None)

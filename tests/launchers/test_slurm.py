@@ -201,3 +201,19 @@ def test_wall_time_is_noticed(tmp_path):
     finally:
         cluster.stop_cluster_sync()
         assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
+
+
+def test_generic_batch_launcher_with_slurm_commands(tmp_path):
+    """The generic launcher: your template, submit/delete commands and an exit-status check."""
+    c = Config()
+    c.BatchEngineSetLauncher.submit_command = ["sbatch"]  # prints "Submitted batch job 12"
+    c.BatchEngineSetLauncher.job_id_regexp = r"Submitted batch job (\d+)"
+    c.BatchEngineSetLauncher.job_id_regexp_group = 1
+    c.BatchEngineSetLauncher.delete_command = ["scancel"]
+    c.BatchEngineSetLauncher.status_command = ["sh", "-c", 'squeue -h -j "$0" | grep -q .']
+    c.BatchEngineSetLauncher.batch_template = (
+        "#!/bin/bash\n#SBATCH --ntasks=1\n#SBATCH --output={output_file}\n{environment}\n{program_and_args}\n")
+    facts = run_cluster_suite(tmp_path / "profile", engines="batch", config=c, active_jobs=slurm_active_jobs,
+                              cancel=scancel)
+    assert {env["SLURM_JOB_ID"] for env in facts["env"]} == set(facts["jobs"])
+    assert facts["summary"]["engine_sets"][0]["launcher"] == "batch"
