@@ -1,10 +1,13 @@
-"""Blocking calls to same-host engines that the calling thread sends and receives itself.
+"""Blocking calls that the calling thread sends and receives itself: to same-host engines, and
+load-balanced tasks to the controller.
 
 A blocking ``apply``/``execute`` normally goes out on the client's shared sockets and its reply is
 received by the IO thread, which then wakes the caller: on a small machine that hand-over (a thread
 wake-up and a GIL switch) is a large part of a round trip.  Here the caller uses its own DEALER
 socket to each engine (one per thread and engine, connected to the engine's direct socket), sends
-the requests, and waits for the outputs and replies on those sockets with the GIL released.
+the requests, and waits for the outputs and replies on those sockets with the GIL released.  A
+blocking load-balanced ``apply`` does the same with a DEALER of its own to the controller's mux
+(the controller answers whichever socket sent the task).
 
 Nothing else ever touches a thread's sockets, so no lock is needed.  If the wait is cut short
 (Ctrl-C, or an exception), the sockets still expecting replies are handed to the IO thread, which
@@ -55,12 +58,16 @@ class BlockingCalls:
         return sock
 
     def run(self, uuids: Sequence[bytes], urls: Sequence[str], requests: Sequence[list[Any]],
-            futures: Sequence[concurrent.futures.Future[Any]]) -> None:
+            futures: Sequence[concurrent.futures.Future[Any]], to_controller: bool = False) -> None:
         """Send ``requests[i]`` (frames with the engine's routing id first) to ``uuids[i]`` and wait
-        here until every future is done."""
+        here until every future is done.
+
+        With *to_controller* the one socket goes to the controller's mux (a load-balanced task:
+        ``uuids`` is ``[SCHEDULER]``) and the routing id is sent along, as the controller expects.
+        """
         socks = [self._socket(u, url) for u, url in zip(uuids, urls)]
         for sock, frames in zip(socks, requests):
-            send_frames(sock, frames[1:])  # a DEALER needs no routing id
+            send_frames(sock, frames if to_controller else frames[1:])  # an engine's DEALER needs no routing id
         handle = self._client._on_engine_message
         poller = zmq.Poller()
         for sock in set(socks):

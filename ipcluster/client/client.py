@@ -346,7 +346,7 @@ class Client:
 
     def send_task(self, buffers: Sequence[Any], metadata: dict[str, Any], depends_on: set[str] = set(),
                   msg_type: str = M.APPLY_REQUEST, content: dict[str, Any] | None = None,
-                  ) -> tuple[str, concurrent.futures.Future[Any]]:
+                  wait: bool = False) -> tuple[str, concurrent.futures.Future[Any]]:
         """Send a task to the controller's scheduler; returns its msg_id and future.
 
         A task is an ``apply_request`` (*buffers* hold the call) or an ``execute_request``
@@ -355,6 +355,9 @@ class Client:
         The scheduler may not have seen the requests a task depends on (direct-route ones): the
         task carries the outcomes this client knows, lists the ones still outstanding here, and the
         client reports those outcomes to the controller when they arrive.
+
+        With ``wait=True`` it returns once the task is done (the caller blocks anyway): the calling
+        thread sends it and receives the reply on a socket of its own (see ``blocking.py``).
         """
         self._check_open()
         header = self.session.header(msg_type)
@@ -362,8 +365,13 @@ class Client:
         fut = self._tracker.register(msg_id, M.SCHEDULER, None)
         pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
         md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
-        self._io.send("mux", self.session.serialize(msg_type, content or {}, header=header, metadata=md,
-                                                    buffers=buffers, idents=[M.SCHEDULER]))
+        frames = self.session.serialize(msg_type, content or {}, header=header, metadata=md, buffers=buffers,
+                                        idents=[M.SCHEDULER])
+        if wait and not pending and self._can_block_task_here():
+            self._blocking.run([M.SCHEDULER], [self.connection_info.url("mux_front")], [frames], [fut],
+                               to_controller=True)
+        else:
+            self._io.send("mux", frames)
         for dep_id, dep_fut in pending.items():
             dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
         return msg_id, fut
@@ -388,6 +396,12 @@ class Client:
             if md is not None and md.get("status") and md.get("engine_uuid"):
                 known[m] = {"success": md["status"] == "ok", "engine": md["engine_uuid"]}
         return known
+
+    def _can_block_task_here(self) -> bool:
+        """Whether this thread may send a task and receive its reply itself: not the IO thread, the
+        controller still there, and no CurveZMQ (the thread's socket would need the keys too)."""
+        return (not self._io.in_io_thread() and not self._controller_gone
+                and getattr(self, "_curve", None) is None)
 
     def _can_block_here(self, uuids: Sequence[bytes], urls: Sequence[str | None]) -> bool:
         """Whether this thread may send and receive a blocking call itself (see ``blocking.py``):

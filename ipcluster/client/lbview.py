@@ -58,10 +58,10 @@ class LoadBalancedView(View):
             md[name] = dep.to_wire() if dep is not None else None
         return md
 
-    def _submit(self, buffers: Sequence[Any]) -> tuple[str, concurrent.futures.Future[Any]]:
+    def _submit(self, buffers: Sequence[Any], wait: bool = False) -> tuple[str, concurrent.futures.Future[Any]]:
         md = self._task_metadata()
         deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
-        return self.client.send_task(buffers, md, deps)
+        return self.client.send_task(buffers, md, deps, wait=wait)
 
     def _apply(self, f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                block: bool | None = None, targets: "Targets" = None) -> Any:
@@ -70,9 +70,10 @@ class LoadBalancedView(View):
         if targets is not None:
             with self.temp_flags(targets=targets):
                 return self._apply(f, args, kwargs, block)
-        msg_id, fut = self._submit(pack_apply_message(f, args, kwargs))
+        block = self._block(block)
+        msg_id, fut = self._submit(pack_apply_message(f, args, kwargs), wait=block)
         ar = AsyncResult(self.client, [msg_id], [fut], fname=getattr(f, "__name__", "f"), single=True)
-        return self._finish(ar, self._block(block))
+        return self._finish(ar, block)
 
     def execute(self, code: str, silent: bool = True, targets: "Targets" = None,
                 block: bool | None = None) -> Any:

@@ -11,6 +11,7 @@ import pytest
 
 import ipcluster
 from ipcluster import errors, interactive
+from ipcluster.protocol.messages import SCHEDULER
 from tests.conftest import wait_for
 
 
@@ -104,3 +105,48 @@ def test_direct_false_never_blocks_on_own_sockets(shared_cluster):
     with ipcluster.Client(url_file=shared_cluster.connection_file, direct=False) as c:
         assert c[0].apply_sync(lambda: 5) == 5
         assert not c._blocking._sockets
+
+
+def test_blocking_load_balanced_task_uses_the_callers_own_socket(rc):
+    lview = rc.load_balanced_view()
+    sent = []
+    send = rc._io.send
+    rc._io.send = lambda channel, frames: (sent.append(channel), send(channel, frames))
+    try:
+        assert lview.apply_sync(lambda x: x + 1, 1) == 2
+        assert "mux" not in sent, "a blocking task does not go through the IO thread"
+        mine = rc._blocking._local.sockets[SCHEDULER]  # this thread's socket to the controller
+        assert lview.apply_sync(lambda: 0) == 0
+        assert rc._blocking._local.sockets[SCHEDULER] is mine  # reused
+        ar = lview.apply_async(lambda: "async")  # non-blocking tasks do
+        assert ar.get(timeout=10) == "async" and "mux" in sent
+    finally:
+        del rc._io.send
+
+
+def test_interrupted_blocking_load_balanced_task_completes(rc, tmp_path):
+    marker = tmp_path / "started"
+
+    def slow(path):
+        import pathlib
+        import time
+
+        pathlib.Path(path).touch()
+        time.sleep(0.5)
+        return "slow done"
+
+    def interrupt_when_started():
+        wait_for(marker.exists, timeout=20, what="the task to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_when_started)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rc.load_balanced_view().apply_sync(slow, str(marker))
+    finally:
+        t.join(30)
+    interrupted = rc.history[-1]
+    wait_for(lambda: interrupted in rc.results, what="the interrupted task's result")
+    assert rc.results[interrupted] == "slow done"
+    assert rc.load_balanced_view().apply_sync(lambda: "after") == "after"
