@@ -121,6 +121,11 @@ class ParallelMagics:
             opts, _ = split_options(line, allow_code=False)
         except OptionError as e:
             raise UsageError(str(e)) from None
+        others = sorted(set(opts.settings) - {"group_outputs"}) + (["local"] if opts.local else []) + (
+            ["out"] if opts.out is not None else [])
+        if others:
+            raise UsageError(f"%pxresult{self.suffix} takes only --group-outputs, not "
+                             f"{', '.join('--' + o.replace('_', '-') for o in others)}")
         if self.last_run is None:
             raise UsageError(f"no non-blocking %px{self.suffix} run to show (run %px{self.suffix} --noblock "
                              "first)")

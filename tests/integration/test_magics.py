@@ -134,6 +134,7 @@ def test_bad_input_is_a_usage_error_naming_it(ip, capsys):
                           ("%px", "nothing to run"),
                           ("%%px print(1)\n2", "only options belong on this line"),
                           ("%pxresult", "no non-blocking %px run"),
+                          ("%pxresult --targets 0 --local", "takes only --group-outputs, not --targets, --local"),
                           ("%pxconfig --local", "one run only"),
                           ("%pxconfig --targets 9", "engine 9"),
                           ("%autopx now", "takes no arguments")]:

@@ -3,7 +3,8 @@
 The kernel is this interpreter (a kernelspec written to a temporary JUPYTER_PATH), with a private
 IPYTHONDIR, so the notebook's cluster lives under the test's temporary directory.  The test checks
 what a user would see in the saved notebook: per-engine stdout, HTML and an image made on an
-engine, a remote error that fails its cell, %autopx and %pxresult output.
+engine, a remote error that fails its cell, %autopx and %pxresult output.  A second test
+interrupts the kernel (the notebook's stop button) while a %%px cell runs.
 """
 
 from __future__ import annotations
@@ -126,3 +127,52 @@ def test_example_notebook_runs_in_a_jupyter_kernel(kernel_env):
     assert not [o for s, outs in by_source.items() for o in outs
                 if o.output_type == "error" and not s.startswith("%%px\n1 / rank")]
     assert outputs_of("cluster.stop_cluster_sync()") == []  # stopped cleanly
+
+
+def _run(kc, code: str, until=None, timeout: float = 60) -> tuple[dict, str]:
+    """Execute *code* in the kernel; return its execute_reply content and the stream text it
+    printed.  With *until*, return (None, text) as soon as ``until(text)`` holds instead."""
+    msg_id = kc.execute(code)
+    text = ""
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+            if until is not None and until(text):
+                return {}, text
+        elif msg["msg_type"] == "error":
+            text += "\n".join(msg["content"]["traceback"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"], text
+
+
+def test_kernel_interrupt_stops_the_engines_running_a_cell(kernel_env):
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=KERNEL, cwd=str(kernel_env), startup_timeout=60)
+    try:
+        reply, _ = _run(kc, "import ipcluster as ipp\ncluster = ipp.Cluster(n=2)\n"
+                            "rc = cluster.start_and_connect_sync()\nrc.wait_for_engines(2)")
+        assert reply["status"] == "ok"
+        # returns once both engines said they started (the cell is still running)
+        _run(kc, "%%px\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)",
+             until=lambda t: "[stdout:0] sleeping" in t and "[stdout:1] sleeping" in t)
+        km.interrupt_kernel()  # what the notebook's stop button does
+        reply = kc.get_shell_msg(timeout=20)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "EnginesInterrupted"
+        assert "sent SIGINT to engine(s) 0, 1" in reply["evalue"]
+        reply, text = _run(kc, "%px print('after', 6 * 7)")
+        assert reply["status"] == "ok" and sorted(text.splitlines()) == ["[stdout:0] after 42",
+                                                                         "[stdout:1] after 42"]
+        reply, _ = _run(kc, "cluster.stop_cluster_sync()")
+        assert reply["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        kill_all(_cluster_processes(str(kernel_env)))
