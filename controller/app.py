@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from traitlets import Enum, Float, Int, Unicode, default
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default
 from traitlets.config import Application
 
 import ipcluster
+from controller.curve import start_curve
 from controller.heartbeat import HeartMonitor
 from controller.hub import Hub
 from controller.registry import EngineRegistry
@@ -58,6 +59,11 @@ class IPController(Application):
                  "use them only on trusted networks.").tag(config=True)
     location = Unicode("", help="Address engines and clients connect to (default: the bind address, "
                        "or this host's name when binding all interfaces)").tag(config=True)
+    enable_curve = Bool(False, help="Encrypt every connection with CurveZMQ and accept only allowed client "
+                        "keys (the cluster's own, from the connection file, and curve_allowed_keys). "
+                        "Recommended whenever ip is not a loopback address.").tag(config=True)
+    curve_allowed_keys = List(Unicode(), help="More CurveZMQ public keys (Z85) allowed to connect when "
+                              "enable_curve is set").tag(config=True)
     heartbeat_period = Float(3.0, help="Seconds between heartbeat pings").tag(config=True)
     heartbeat_misses = Int(3, help="Missed pings before an engine is declared dead").tag(config=True)
     connection_file = Unicode("", help="Where to write the connection file").tag(config=True)
@@ -81,6 +87,11 @@ class IPController(Application):
         "scheme": "IPController.task_scheme",
         "hwm": "IPController.task_hwm",
         "log-level": "IPController.log_level",
+        "curve-allow": "IPController.curve_allowed_keys",
+    }
+    flags = {
+        **Application.flags,
+        "enable-curve": ({"IPController": {"enable_curve": True}}, "Encrypt connections with CurveZMQ."),
     }
 
     @default("log_format")
@@ -108,6 +119,10 @@ class IPController(Application):
         log = self.log
         ctx = zmq.Context()
         session = Session(new_key())
+        curve = start_curve(ctx, self.curve_allowed_keys, log) if self.enable_curve else None
+        if curve is None and not _is_loopback(self.ip):
+            log.warning("listening on %s without encryption: anyone who can reach it sees the traffic; "
+                        "enable_curve (ipcluster start --curve) encrypts it", self.ip)
         sockets: dict[str, zmq.Socket] = {}
         ports: dict[str, int] = {}
         for role in SOCKET_ROLES:
@@ -117,6 +132,8 @@ class IPController(Application):
             s.setsockopt(zmq.RCVHWM, 0)
             if role in ("mux_back", "control_back"):
                 s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if curve is not None:
+                curve.secure(s)
             sockets[role] = s
             ports[role] = _bind(s, self.ip)
         ch = {role: Channel(loop, s, None, role, log) for role, s in sockets.items()}
@@ -153,6 +170,9 @@ class IPController(Application):
             controller_pid=os.getpid(), version=ipcluster.__version__,
             heartbeat_period=self.heartbeat_period,
         )
+        if curve is not None:
+            info.curve_serverkey, info.curve_publickey = curve.server_public, curve.member_public
+            info.curve_secretkey = curve.member_secret
         cf = Path(self.connection_file) if self.connection_file else connection_file_path(
             self.profile_dir, self.cluster_id)
         write_connection_file(cf, info)
@@ -188,6 +208,8 @@ class IPController(Application):
                 pass
             for c in ch.values():
                 c.close(linger=500)
+            if curve is not None:
+                curve.stop()
             ctx.term()
 
 
@@ -197,6 +219,15 @@ def _bind(sock: zmq.Socket, ip: str) -> int:
     sock.bind(f"tcp://{host}:0")
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     return int(endpoint.rsplit(":", 1)[1])
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip == "localhost"
 
 
 def _hostname() -> str:

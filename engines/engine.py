@@ -156,6 +156,10 @@ class Engine:
             # a crash in C code leaves the Python stack in the log (and in a supervisor's death report)
             faulthandler.enable(file=sys.__stderr__)
         self.ctx = zmq.Context()
+        if self.info.curve_serverkey:  # CurveZMQ: every socket of this context is a CURVE client
+            from ipcluster.protocol.curve import set_client_keys
+
+            set_client_keys(self.ctx, self.info)
         try:
             self._connect()
             self._install_signal_handlers()
@@ -190,7 +194,8 @@ class Engine:
         self.direct.setsockopt(zmq.SNDHWM, 0)
         self.direct.setsockopt(zmq.RCVHWM, 0)
         self.direct.bind("tcp://127.0.0.1:0")
-        self.direct_url = self.direct.getsockopt_string(zmq.LAST_ENDPOINT)
+        # with CurveZMQ everything goes through the controller's encrypted, key-checked sockets
+        self.direct_url = "" if info.curve_serverkey else self.direct.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.IDENTITY, self.identity)
         self.control.connect(info.url("control_back"))

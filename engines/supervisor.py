@@ -135,6 +135,10 @@ class Supervisor:
         log.info("supervisor %d started %d engines: %s", os.getpid(), self.n,
                  ", ".join(str(pid) for pid in self.children))
         ctx = zmq.Context()
+        if self.info.curve_serverkey:  # CurveZMQ: every socket of this context is a CURVE client
+            from ipcluster.protocol.curve import set_client_keys
+
+            set_client_keys(ctx, self.info)
         try:
             self.hub = ctx.socket(zmq.DEALER)
             self.hub.linger = HUB_LINGER

@@ -47,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_args(start)
     start.add_argument("--daemonize", "--daemon", action="store_true",
                        help="return once the engines are up, leaving the cluster running")
-    start.add_argument("--ip", default=None, help="address the controller binds (default 127.0.0.1)")
-    start.add_argument("--location", default=None, help="address engines and clients connect to")
+    start.add_argument("--ip", default=None, help="address the controller listens on (default 127.0.0.1; "
+                       "0.0.0.0: every interface)")
+    start.add_argument("--location", default=None, help="address engines and clients connect to (default: "
+                       "the --ip address, or this host's name with 0.0.0.0)")
+    start.add_argument("--curve", action="store_const", const=True, default=None, dest="curve",
+                       help="encrypt every connection with CurveZMQ and accept only the cluster's keys "
+                       "(recommended with a non-loopback --ip)")
     start.add_argument("--log-level", default=None, type=str.upper,
                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                        help="controller log level")
@@ -116,7 +121,7 @@ def _cluster_from_args(args: argparse.Namespace) -> "Cluster":
     for name, trait in (("n", "n"), ("profile", "profile"), ("ip", "controller_ip"),
                         ("location", "controller_location"), ("log_level", "log_level"),
                         ("timeout", "engine_timeout"), ("engines", "engine_launcher_class"),
-                        ("controller", "controller_launcher_class")):
+                        ("controller", "controller_launcher_class"), ("curve", "enable_curve")):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[trait] = value

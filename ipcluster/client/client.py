@@ -48,6 +48,17 @@ class Client:
         Send DirectView requests straight to engines on this host (one hop instead of two through
         the controller).  The controller still learns of every engine's death and keeps
         ``queue_status``; set ``False`` to route everything through the controller.
+    sshserver:
+        ``[user@]host[:port]`` of an SSH server that can reach the controller when this process
+        cannot: the client tunnels its connections through ``ssh -L`` forwards (closed with it).
+    sshkey:
+        Private key file for *sshserver* (default: what ssh would use; ``~/.ssh/config`` applies).
+    ssh_args:
+        More arguments for that ssh command, e.g. ``["-o", "StrictHostKeyChecking=accept-new"]``.
+    curve_publickey, curve_secretkey:
+        This client's own CurveZMQ keypair (Z85), for a controller with ``enable_curve`` that lists
+        the public key in its ``curve_allowed_keys``.  Default: the cluster's keypair from the
+        connection file.
 
     Examples
     --------
@@ -65,12 +76,30 @@ class Client:
         context: zmq.Context | None = None,
         timeout: float = 10,
         direct: bool = True,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
+        ssh_args: Sequence[str] = (),
+        curve_publickey: str | None = None,
+        curve_secretkey: str | None = None,
         **kwargs: Any,
     ):
         if kwargs:
             raise TypeError(f"Client() got unexpected keyword argument(s): {', '.join(kwargs)}")
         self.url_file = Path(url_file) if url_file else _default_connection_file(profile, profile_dir, cluster_id)
         self.connection_info: ConnectionInfo = _wait_for_file(self.url_file, timeout)
+        self._tunnel: Any = None
+        if sshserver:
+            from ipcluster.client.tunnel import SSHTunnel
+
+            self._tunnel = SSHTunnel(sshserver, sshkey=sshkey, ssh_args=ssh_args, timeout=timeout)
+            self.connection_info = self._tunnel.open(self.connection_info)
+        self._curve: tuple[str, str] | None = None
+        self._hub_answered = False
+        if self.connection_info.curve_serverkey:
+            from ipcluster.protocol.curve import client_keypair
+
+            self._curve = client_keypair(self.connection_info, curve_publickey, curve_secretkey)
+            direct = False  # engines' same-host sockets are not encrypted: use the controller's
         self.session = Session(self.connection_info.key_bytes)
         self._own_context = context is None
         self._ctx = context or zmq.Context()
@@ -108,9 +137,15 @@ class Client:
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 0)
             s.setsockopt(zmq.RCVHWM, 0)
-            s.connect(info.url(url_role))
+            if self._curve is not None:
+                from ipcluster.protocol.curve import set_client_keys
+
+                set_client_keys(s, info, self._curve)
             socks[role] = s
-        monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        # watched from before it connects, so a refused handshake cannot go unseen
+        monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        for role, url_role in (("hub", "hub"), ("mux", "mux_front"), ("control", "control_front")):
+            socks[role].connect(info.url(url_role))
         direct = self._ctx.socket(zmq.ROUTER)
         direct.setsockopt(zmq.IDENTITY, ident)
         direct.setsockopt(zmq.ROUTER_MANDATORY, 1)  # not connected yet -> EHOSTUNREACH -> use mux
@@ -128,6 +163,7 @@ class Client:
             raise errors.ControllerError(
                 f"no answer from the controller at {info.location} within {timeout} s "
                 f"(connection file {self.url_file}); is the cluster running?") from None
+        self._hub_answered = True
         engines = reply.content.get("engines", {})
 
         def add_all() -> None:
@@ -141,6 +177,9 @@ class Client:
         header = self.session.header(msg_type)
         fut: concurrent.futures.Future[Message] = concurrent.futures.Future()
         self._hub_waiting[header["msg_id"]] = fut
+        if self._controller_gone:  # (checked after registering: a later loss fails the future itself)
+            self._hub_waiting.pop(header["msg_id"], None)
+            raise errors.ControllerError(self._controller_gone)
         self._io.send("hub", self.session.serialize(msg_type, content, header=header))
         try:
             return fut.result(timeout)
@@ -244,7 +283,15 @@ class Client:
 
     def _on_monitor(self, frames: list[zmq.Frame]) -> None:
         event = parse_monitor_message([f.bytes for f in frames])
-        if event["event"] == zmq.EVENT_DISCONNECTED and not self._closed:
+        if self._closed or self._controller_gone:  # the first reason given stays the reason
+            return
+        where = f"the controller at {self.connection_info.location}"
+        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._lose_controller(f"{where} refused this client's CurveZMQ key (not on its allow-list)")
+        elif event["event"] & _HANDSHAKE_FAILED or not self._hub_answered:
+            self._lose_controller(f"{where} refused the connection in the security handshake: CurveZMQ on one "
+                                  "side only (enable_curve), or a stale connection file?")
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
             self._lose_controller(f"lost the connection to the controller at {self.connection_info.location}")
 
     def _lose_controller(self, why: str) -> None:
@@ -707,7 +754,8 @@ class Client:
         """Disconnect: fail anything still outstanding, stop the IO thread, close the sockets."""
         if self._closed:
             return
-        if getattr(self, "_io", None) is not None and self._io.alive and "hub" in self._io.channels:
+        if getattr(self, "_io", None) is not None and self._io.alive and "hub" in self._io.channels \
+                and not self._controller_gone:  # (a send with nobody to take it would block the IO thread)
             try:
                 self._io.send("hub", self.session.serialize(M.DISCONNECT_NOTIFICATION, {}))
             except Exception:
@@ -720,6 +768,8 @@ class Client:
             self._io.stop(linger=100 if linger is None else linger)
         if self._own_context:
             self._ctx.term()
+        if getattr(self, "_tunnel", None) is not None:
+            self._tunnel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -751,6 +801,10 @@ def _activate_magics(client: Client) -> None:
         auto_activate(client)
     except Exception as e:  # the magics are a convenience: never a reason for Client() to fail
         log.warning("could not activate the %%px magics: %s: %s", type(e).__name__, e)
+
+
+#: Monitor events of a failed security handshake (a refused CurveZMQ key, a mechanism mismatch).
+_HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
 def _default_connection_file(profile: str | None, pdir: str | os.PathLike[str] | None,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 
-from traitlets import Bool, Float, Integer, Type, Unicode, Union, validate
+from traitlets import Bool, Float, Integer, List, Type, Unicode, Union, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from ipcluster.cluster import readiness, state
@@ -76,6 +76,11 @@ class Cluster(LoggingConfigurable):
         choice to accept connections from the network).
     controller_location:
         The address engines and clients connect to, when it differs from *controller_ip*.
+    enable_curve:
+        Encrypt every connection with CurveZMQ and let only allowed keys connect (recommended
+        whenever *controller_ip* is not a loopback address).
+    curve_allowed_keys:
+        More client public keys (Z85) the controller accepts when *enable_curve* is set.
     engine_timeout:
         Seconds :meth:`connect_client` waits for the controller and the engines.
     log_level:
@@ -95,6 +100,9 @@ class Cluster(LoggingConfigurable):
     cluster_id = Unicode(None, allow_none=True, help="The cluster id (default: generated).").tag(config=True)
     controller_ip = Unicode("127.0.0.1", help="The address the controller binds.").tag(config=True)
     controller_location = Unicode("", help="The address engines and clients connect to.").tag(config=True)
+    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on every connection.").tag(config=True)
+    curve_allowed_keys = List(Unicode(), help="More client public keys (Z85) the controller accepts "
+                              "with enable_curve.").tag(config=True)
     engine_timeout = Float(60.0, help="Seconds to wait for the controller and engines.").tag(config=True)
     log_level = Union([Unicode(), Integer()], default_value="INFO", help="Controller log level.").tag(
         config=True
@@ -351,6 +359,7 @@ class Cluster(LoggingConfigurable):
             cls, profile_dir=self.profile_dir, cluster_id=self.cluster_id or "",
             log_path=self._log_path("controller"), ip=self.controller_ip,
             location=self.controller_location, log_level=self.log_level,
+            enable_curve=self.enable_curve, curve_allowed_keys=list(self.curve_allowed_keys),
         )
         launcher = cls(parent=self, **opts)
         await launcher.start()

@@ -65,7 +65,8 @@ class ConnectionInfo:
     """Everything a process needs to join a cluster.
 
     ``location`` is the address others connect to (the advertised address); ``ports`` maps each
-    role in :data:`SOCKET_ROLES` to the port the controller bound.
+    role in :data:`SOCKET_ROLES` to the port the controller bound.  The ``curve_*`` keys are set
+    when the controller uses CurveZMQ (see :mod:`ipcluster.protocol.curve`), else empty.
     """
 
     key: str
@@ -77,6 +78,9 @@ class ConnectionInfo:
     controller_pid: int | None = None
     version: str = ""
     heartbeat_period: float = 3.0
+    curve_serverkey: str = ""
+    curve_publickey: str = ""
+    curve_secretkey: str = ""
 
     def url(self, role: str) -> str:
         try:

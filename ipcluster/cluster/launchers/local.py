@@ -14,7 +14,7 @@ import signal as _signal
 import sys
 from typing import Any
 
-from traitlets import Integer, List, Unicode
+from traitlets import Bool, Integer, List, Unicode
 
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.launchers.process import ProcessHandle, tail_file, wait_gone
@@ -143,6 +143,8 @@ class LocalControllerLauncher(LocalProcessLauncher):
     ip = Unicode("127.0.0.1", help="The address the controller binds.")
     location = Unicode("", help="The address the controller advertises (default: its ip).")
     log_level = Unicode("INFO", help="The controller's log level.")
+    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
+    curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
     controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(
         config=True
     )
@@ -157,6 +159,8 @@ class LocalControllerLauncher(LocalProcessLauncher):
         ]
         if self.location:
             args += ["--location", self.location]
+        if self.enable_curve:
+            args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
         return args + list(self.controller_args)
 
     @classmethod

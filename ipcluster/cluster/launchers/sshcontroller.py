@@ -28,7 +28,8 @@ class SSHControllerLauncher(SSHLauncher):
     ip = Unicode("127.0.0.1", help="The address the controller binds on its host.")
     location = Unicode("", help="The address the controller advertises (default: its ip).")
     log_level = Unicode("INFO", help="The controller's log level.")
-    enable_curve = Bool(False, help="CurveZMQ encryption on the controller's sockets.")
+    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
+    curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
     controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
     controller_hostname = Unicode("", help="Where the controller runs: [user@]host[:port].").tag(config=True)
 
@@ -54,7 +55,7 @@ class SSHControllerLauncher(SSHLauncher):
         if self.location:
             args += ["--location", self.location]
         if self.enable_curve:
-            args += ["--enable-curve"]
+            args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
         return sshcmd.controller_script(self.remote_python, self.remote_dir, remote_conn,
                                         [*args, *self.controller_args])
 

@@ -112,3 +112,20 @@ def test_engine_that_cannot_reach_the_controller_names_the_address(tmp_path, net
     assert engine.returncode != 0
     assert "tcp://10.200.0.1:" in engine.stderr
     assert "registration" in engine.stderr
+
+
+def test_encrypted_cluster_across_hosts(tmp_path, netns_hosts, ssh_config):
+    """The recommended set-up for a network: listen everywhere, advertise the bridge, Curve on."""
+    ssh_config.SSHEngineSetLauncher.engines = {netns_hosts["h1"]: 1, netns_hosts["h2"]: 1}
+    cluster = ipcluster.Cluster(engine_launcher_class="ssh", profile_dir=str(tmp_path / "profile"),
+                                config=ssh_config, controller_ip="0.0.0.0", controller_location="10.200.0.1",
+                                enable_curve=True, engine_timeout=60)
+    try:
+        rc = cluster.start_and_connect_sync()
+        assert sorted(rc[:].apply_sync(socket.gethostname)) == ["h1", "h2"]
+        assert rc.load_balanced_view().map_sync(lambda x: -x, range(6)) == [0, -1, -2, -3, -4, -5]
+        info = json.loads(cluster.connection_file.read_text())
+        assert info["location"] == "10.200.0.1" and info["curve_serverkey"]
+    finally:
+        cluster.stop_cluster_sync()
+    _assert_nothing_left(tmp_path)
