@@ -17,6 +17,7 @@ finishes the job, and later requests to those engines follow them there so they 
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import threading
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -29,6 +30,62 @@ if TYPE_CHECKING:
 
 #: Poll slice (ms): how soon a waiting caller notices a request failed elsewhere (engine death).
 POLL_SLICE_MS = 50
+
+
+class _SigintGuard:
+    """Holds back a Ctrl-C (SIGINT) that arrives while a received message is being handled.
+
+    The caller's thread handles its replies itself, so a KeyboardInterrupt could otherwise strike
+    half-way through recording one (a reply taken off the books but its future never finished: a
+    hang).  While the guard is installed (main thread only: elsewhere no KeyboardInterrupt can
+    arrive), SIGINT outside :meth:`run` goes straight to the previous handler; inside, it is kept
+    and delivered as soon as the message has been handled.
+    """
+
+    def __init__(self) -> None:
+        self._inside = False
+        self._pending: tuple[int, Any] | None = None
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> "_SigintGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            if self._previous is not None:  # None: installed from C, cannot be called from here
+                signal.signal(signal.SIGINT, self._on_sigint)
+                self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def run(self, fn: Any, frames: Any) -> None:
+        self._inside = True
+        try:
+            fn(frames)
+        finally:
+            self._inside = False
+        if self._pending is not None:
+            signum, frame = self._pending
+            self._pending = None
+            self._deliver(signum, frame)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._inside:
+            self._pending = (signum, frame)
+        else:
+            self._deliver(signum, frame)
+
+    def _deliver(self, signum: int, frame: Any) -> None:
+        previous = self._previous
+        if callable(previous):
+            previous(signum, frame)  # the default handler raises KeyboardInterrupt here
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            self._installed = False
+            signal.raise_signal(signum)
+        # SIG_IGN: ignored, as it would have been
 
 
 class BlockingCalls:
@@ -73,14 +130,15 @@ class BlockingCalls:
         for sock in set(socks):
             poller.register(sock, zmq.POLLIN)
         try:
-            while not all(f.done() for f in futures):
-                for sock, _ in poller.poll(POLL_SLICE_MS):
-                    while True:
-                        try:
-                            frames = recv_frames(sock)
-                        except zmq.Again:
-                            break
-                        handle(frames)
+            with _SigintGuard() as guard:
+                while not all(f.done() for f in futures):
+                    for sock, _ in poller.poll(POLL_SLICE_MS):
+                        while True:
+                            try:
+                                frames = recv_frames(sock)
+                            except zmq.Again:
+                                break
+                            guard.run(handle, frames)
         except BaseException:
             self._hand_over(uuids, socks, futures)
             raise

@@ -150,3 +150,26 @@ def test_interrupted_blocking_load_balanced_task_completes(rc, tmp_path):
     wait_for(lambda: interrupted in rc.results, what="the interrupted task's result")
     assert rc.results[interrupted] == "slow done"
     assert rc.load_balanced_view().apply_sync(lambda: "after") == "after"
+
+
+def test_ctrl_c_while_a_reply_is_being_handled_loses_nothing(rc):
+    """A SIGINT that arrives while the caller's thread handles a message waits until it is recorded."""
+    on_output = rc._tracker.on_output
+    hits = []
+
+    def interrupted_on_output(msg):
+        if not hits:
+            hits.append(msg)
+            os.kill(os.getpid(), signal.SIGINT)  # Python would raise it at the very next line
+        on_output(msg)
+
+    rc._tracker.on_output = interrupted_on_output
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rc.load_balanced_view().apply_sync(interactive(lambda: print("out") or __import__("time").sleep(0.3)))
+    finally:
+        del rc._tracker.on_output
+    interrupted = rc.history[-1]
+    wait_for(lambda: interrupted in rc.results, what="the interrupted task's result")
+    assert rc.metadata[interrupted].stdout == "out\n"  # the output being handled was recorded
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
