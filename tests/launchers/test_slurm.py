@@ -217,3 +217,31 @@ def test_generic_batch_launcher_with_slurm_commands(tmp_path):
                               cancel=scancel)
     assert {env["SLURM_JOB_ID"] for env in facts["env"]} == set(facts["jobs"])
     assert facts["summary"]["engine_sets"][0]["launcher"] == "batch"
+
+
+def test_engines_added_to_a_foreground_cluster_stop_with_it(tmp_path):
+    """`ipcluster engines` records its job in the cluster file; the `ipcluster start` process in
+    the foreground takes it over and cancels it when it stops (Ctrl-C)."""
+    env = dict(os.environ, IPYTHONDIR=str(tmp_path / "ipython"))
+    log = tmp_path / "start.log"
+    with open(log, "w") as out:
+        start = subprocess.Popen([sys.executable, "-m", "ipcluster.cli", "start", "-n", "1"], env=env,
+                                 stdout=out, stderr=subprocess.STDOUT)
+    jobs: list[str] = []
+    try:
+        wait_until(lambda: "running" in log.read_text() or start.poll() is not None, 60, "the cluster to start")
+        assert start.poll() is None, log.read_text()
+        out = subprocess.run([sys.executable, "-m", "ipcluster.cli", "engines", "-n", "1", "--engines=slurm"],
+                             env=env, capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr
+        jobs = [out.stdout.split("job ")[1].split(")")[0]]
+        assert jobs[0] in slurm_active_jobs()
+        start.send_signal(signal.SIGINT)
+        assert start.wait(60) == 0, log.read_text()
+        # at once: not only once the engine gives up on its vanished controller (10 s)
+        assert_nothing_left(str(tmp_path / "ipython"), jobs, slurm_active_jobs, timeout=6)
+    finally:
+        if start.poll() is None:
+            start.kill()
+            start.wait()
+        scancel(jobs)
