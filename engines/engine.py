@@ -78,7 +78,7 @@ EXIT_LINGER = 1000
 _SNDMORE = int(zmq.SNDMORE)
 _COPY_THRESHOLD = zmq.COPY_THRESHOLD
 # the extension type's send, without pyzmq's Python-level checks (about half a small frame's cost)
-_raw_send = zmq.backend.Socket.send
+_raw_send: Any = zmq.backend.Socket.send
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
