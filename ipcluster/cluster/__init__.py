@@ -4,9 +4,9 @@ Submodules:
 
 * :mod:`.cluster` — the :class:`Cluster` API;
 * :mod:`.manager` — :class:`ClusterManager`, every cluster recorded under ``$IPYTHONDIR``;
-* :mod:`.launchers` — how controllers and engines are started (``local`` for now);
+* :mod:`.launchers` — how controllers and engines are started (local, ssh, mpi, batch schedulers);
 * :mod:`.state` — cluster files: reading, writing, finding;
-* :mod:`.config` — ``ipcluster_config.py`` in a profile;
+* :mod:`.config` — ``ipcluster_config.py`` in a profile; :mod:`.configfile` — its commented default;
 * :mod:`.syncrun` — blocking twins of coroutines that also work inside a running event loop.
 """
 
