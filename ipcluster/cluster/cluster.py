@@ -198,10 +198,16 @@ class Cluster(LoggingConfigurable):
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"engines stopped"``, ``"controller stopped"`` or ``"stopped"``."""
+        """``"running"``, ``"engines stopped"``, ``"controller stopped"`` or ``"stopped"``; with batch
+        launchers also ``"controller queued"`` / ``"engines queued"`` while a job waits in its queue."""
         engines_up = [es.running for es in self.engines.values()]
         if self.controller_running:
-            return "running" if engines_up and all(engines_up) else "engines stopped"
+            if getattr(self.controller, "job_state", "") == "queued":
+                return "controller queued"
+            if not (engines_up and all(engines_up)):
+                return "engines stopped"
+            queued = any(getattr(es, "job_state", "") == "queued" for es in self.engines.values())
+            return "engines queued" if queued else "running"
         return "controller stopped" if any(engines_up) else "stopped"
 
     def to_dict(self) -> dict[str, Any]:

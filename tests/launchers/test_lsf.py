@@ -55,6 +55,7 @@ def test_queued_job_is_reported_and_cancelled(tmp_path):
         from ipcluster.cli import cluster_summary
 
         assert cluster_summary(cluster)["engine_sets"][0]["job_state"] == "queued"
+        assert cluster.status == "engines queued"  # what `ipcluster list` shows as STATE
     finally:
         cluster.stop_cluster_sync()
     assert engines.status.state.ended
