@@ -40,6 +40,8 @@ class _Pickler(cloudpickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if t is types.FunctionType:
+            if obj is _load_function:
+                return NotImplemented  # importable: the C pickler's own by-name path is fastest
             payload = _FUNCTION_CACHE.payload(obj)
             if payload is not None:
                 return _load_function, (payload,)
