@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from traitlets import Bool, Enum, Float, Int, List, Unicode, default
+from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 import ipcluster
@@ -26,6 +26,7 @@ from controller.heartbeat import HeartMonitor
 from controller.hub import Hub
 from controller.registry import EngineRegistry
 from controller.router import DropLog, Router
+from controller.scheduling.policies import POLICIES
 from controller.scheduling.state import TaskScheduler
 from controller.tasks import TaskServer
 from ipcluster.protocol.channel import Channel
@@ -71,6 +72,19 @@ class IPController(Application):
                           "twobin or weighted").tag(config=True)
     task_hwm = Int(0, help="At most this many load-balanced tasks queued on one engine (0: no limit)"
                    ).tag(config=True)
+
+    @validate("task_scheme")
+    def _valid_scheme(self, proposal: Any) -> str:
+        name = str(proposal["value"])
+        if name not in POLICIES:
+            raise TraitError(f"unknown task_scheme {name!r}; choose one of: {', '.join(sorted(POLICIES))}")
+        return name
+
+    @validate("task_hwm")
+    def _valid_hwm(self, proposal: Any) -> int:
+        if proposal["value"] < 0:
+            raise TraitError(f"task_hwm must be >= 0 (0: no limit), not {proposal['value']}")
+        return int(proposal["value"])
     # traitlets' own log_level knows 'WARN' but not the logging module's spelling 'WARNING'
     log_level = Enum((0, 10, 20, 30, 40, 50, "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"),
                      default_value=logging.WARN, help="Log level").tag(config=True)
@@ -177,6 +191,7 @@ class IPController(Application):
             self.profile_dir, self.cluster_id)
         write_connection_file(cf, info)
         log.info("controller ready on %s (ports %s); connection file %s", location, ports, cf)
+        log.info("load-balanced tasks: policy %s, at most %s per engine", self.task_scheme, self.task_hwm or "any number")
 
         async def heartbeat() -> None:
             while True:
