@@ -245,3 +245,25 @@ def test_engines_added_to_a_foreground_cluster_stop_with_it(tmp_path):
             start.kill()
             start.wait()
         scancel(jobs)
+
+
+def test_mpi_engines_in_a_slurm_job(tmp_path):
+    """engine_args=["--mpi"] + SLURM_MPI_TYPE=pmix: the job's tasks are one MPI world (srun's PMIx)."""
+    from tests.launchers.batch_fixtures import mpi_skip_reason
+
+    skip_unless(mpi_skip_reason())
+    c = Config()
+    c.SlurmEngineSetLauncher.engine_args = ["--mpi"]
+    c.SlurmEngineSetLauncher.environment = {"SLURM_MPI_TYPE": "pmix"}
+    cluster = ipp.Cluster(engines="slurm", n=3, profile_dir=str(tmp_path / "p"), config=c, engine_timeout=60)
+    jobs: list[str] = []
+    try:
+        rc = cluster.start_and_connect_sync()
+        jobs = job_ids(cluster)
+        view = rc[:]
+        assert sorted(view["mpi_rank"]) == [0, 1, 2] and view["mpi_size"] == [3, 3, 3]
+        view.execute("from mpi4py import MPI; total = MPI.COMM_WORLD.allreduce(mpi_rank + 1)", block=True)
+        assert view["total"] == [6, 6, 6]
+    finally:
+        cluster.stop_cluster_sync()
+        assert_nothing_left(str(tmp_path / "p"), jobs, slurm_active_jobs)
