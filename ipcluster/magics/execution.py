@@ -48,6 +48,8 @@ class PxRun:
         self._streamed = 0
         self._all_streamed = False
         self._last_display: object = object()
+        #: Ctrl-C was pressed while the cell was being sent (see :meth:`submit`)
+        self.interrupted_while_sending = False
 
     @property
     def ar(self) -> "AsyncResult":
@@ -57,13 +59,17 @@ class PxRun:
     def submit(self) -> "AsyncResult":
         """Send the cell (never blocking: waiting is :meth:`finish`'s job)."""
         self.outputs.attach()  # before sending: an engine may answer before execute() returns
-        try:
-            ar = self.view.execute(self.code, silent=False, targets=self.settings.targets, block=False)
-        except BaseException:
-            self.outputs.detach()
-            raise
-        self.outputs.bind(ar)
-        self._ar = ar
+        # a Ctrl-C while sending must not leave a message half sent, nor some engines without
+        # the cell: it is held until everything is sent, then handled like one while waiting
+        with _sigint_deferred() as interrupted:
+            try:
+                ar = self.view.execute(self.code, silent=False, targets=self.settings.targets, block=False)
+            except BaseException:
+                self.outputs.detach()
+                raise
+            self.outputs.bind(ar)
+            self._ar = ar
+        self.interrupted_while_sending = bool(interrupted)
         return ar
 
     def where(self) -> str:
@@ -80,6 +86,9 @@ class PxRun:
         streamer = LineStreamer() if stream else None
         interrupted: list[int] | None = None
         try:
+            if self.interrupted_while_sending:
+                self.interrupted_while_sending = False
+                raise KeyboardInterrupt
             if streamer is not None:
                 self._stream(streamer, block=True)
             else:

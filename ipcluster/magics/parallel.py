@@ -103,10 +103,12 @@ class ParallelMagics:
         if settings.verbose:
             print(f"[px] running on {run.where()}" + ("" if settings.block else f"; %pxresult{self.suffix} "
                                                       "shows the output"))
-        if opts.local:
+        if opts.local and not run.interrupted_while_sending:
             self.shell.run_cell(code, store_history=False)
         if not settings.block:
             self.last_run = run
+            if run.interrupted_while_sending:  # Ctrl-C as a non-blocking run was sent
+                run.finish(settings.group_outputs, stream=False)
             return
         run.finish(settings.group_outputs, settings.stream)
 

@@ -332,6 +332,15 @@ def test_matplotlib_inline_figures_from_engines(ip, capsys):
     assert capsys.readouterr().out == "[output:0]\n[output:1]\n"
 
 
+def test_rich_values_from_engines_keep_their_html(ip, capsys):
+    shown = []
+    ip.display_pub.publish = lambda data, metadata=None, **kw: shown.append(data)
+    code = "%%px --no-stream\nclass Rich:\n    def _repr_html_(self):\n        return '<i>rich</i>'\nRich()"
+    assert run(ip, code) is None
+    assert [d.get("text/html") for d in shown] == ["<i>rich</i>", "<i>rich</i>"]
+    assert re.fullmatch(r"Out\[0:\d+\]:\nOut\[1:\d+\]:\n", capsys.readouterr().out)
+
+
 def _interrupt_when(rc, text):
     """SIGINT this process when *text* arrives from an engine (as a terminal's Ctrl-C would)."""
     sent = []
@@ -375,6 +384,26 @@ def test_ctrl_c_interrupts_the_engines_running_the_cell(ip, capsys, view):
     assert lines(capsys.readouterr().out) == ["[stdout:0] usable", "[stdout:1] usable"]
 
 
-def test_import_ipcluster_magics_stays_out_of_plain_clients():
-    # the package-level hook is there for %load_ext, and lazy
-    assert callable(ipcluster.load_ipython_extension)
+def test_ctrl_c_while_the_cell_is_sent_still_reaches_the_engines(ip, capsys, monkeypatch):
+    from ipcluster.client.view import DirectView
+
+    run(ip, "%px pass")
+    real_execute = DirectView.execute
+
+    def execute_with_ctrl_c(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # lands while the requests are being sent
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(DirectView, "execute", execute_with_ctrl_c)
+    t0 = time.monotonic()
+    exc = run(ip, "%%px -o slow --local\nimport time\nran_here = True\ntime.sleep(60)")
+    monkeypatch.setattr(DirectView, "execute", real_execute)
+    assert isinstance(exc, KeyboardInterrupt) and time.monotonic() - t0 < 10
+    assert "ran_here" not in ip.user_ns  # an interrupted run does not go on locally
+    ar = ip.user_ns["slow"]
+    assert ar.done()
+    assert all(getattr(e, "ename", "") == "KeyboardInterrupt" or isinstance(e, errors.TaskAborted)
+               for e in ar.exception().elist)
+    capsys.readouterr()
+    assert run(ip, "%px print('usable')") is None
+    assert lines(capsys.readouterr().out) == ["[stdout:0] usable", "[stdout:1] usable"]
