@@ -76,8 +76,9 @@ class PxRun:
         """Where the cell went, for ``--verbose``."""
         if hasattr(self.view, "_task_metadata"):
             limit = self.settings.targets if self.settings.targets is not None else self.view.targets
-            return "a load-balanced task" + ("" if limit in (None, "all") else f" on engines {format_targets(limit)}")
-        return "engine(s) " + ", ".join(str(md.get("engine_id")) for md in self.ar._metadata_list)
+            return "as a load-balanced task" + ("" if limit in (None, "all") else
+                                                f" on engines {format_targets(limit)}")
+        return "on engine(s) " + ", ".join(str(md.get("engine_id")) for md in self.ar._metadata_list)
 
     # --- waiting ------------------------------------------------------------------------------
 

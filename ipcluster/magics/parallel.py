@@ -18,8 +18,6 @@ from ipcluster.errors import NoEnginesRegistered
 from ipcluster.magics.execution import PxRun
 from ipcluster.magics.options import OptionError, PxSettings, parse_config, split_options
 
-NAMES = ("px", "autopx", "pxresult", "pxconfig")
-
 _OPTIONS_HELP = """
 Options
 -------
@@ -101,7 +99,7 @@ class ParallelMagics:
         if opts.out is not None:
             self.shell.user_ns[opts.out] = ar
         if settings.verbose:
-            print(f"[px] running on {run.where()}" + ("" if settings.block else f"; %pxresult{self.suffix} "
+            print(f"[px] running {run.where()}" + ("" if settings.block else f"; %pxresult{self.suffix} "
                                                       "shows the output"))
         if opts.local and not run.interrupted_while_sending:
             self.shell.run_cell(code, store_history=False)

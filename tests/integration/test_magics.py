@@ -308,6 +308,8 @@ def test_px_on_a_load_balanced_view(ip, capsys):
     engine = [e for e, pid in pids.items() if f"task {pid}" in out]
     assert len(engine) == 1
     assert out.startswith(f"[stdout:{engine[0]}] task ") and f"Out[{engine[0]}:" in out and out.endswith("42\n")
+    run(ip, "%px_lb -v --targets 1 pass")
+    assert capsys.readouterr().out == "[px] running as a load-balanced task on engines 1\n"
     exc = run(ip, "%px_lb --targets 1 1/0")
     assert isinstance(exc, ZeroDivisionError) and "[1:execute]: " in capsys.readouterr().out
 
