@@ -7,6 +7,7 @@ context manager puts all of that back, so the shell does not leak into later tes
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import types
@@ -32,6 +33,8 @@ def interactive_shell() -> Iterator[InteractiveShell]:
         for m in magics._ACTIVE.pop(shell, {}).values():
             if m.autopx_enabled:
                 m.autopx()
+        shell.atexit_operations()  # what IPython would do at exit, now: the shell is done
+        atexit.unregister(shell.atexit_operations)
         InteractiveShell.clear_instance()
         main, sys.displayhook, sys.excepthook = saved
         if main is not None:
