@@ -224,11 +224,14 @@ class SSHLauncher(SSHOptions, BaseLauncher):
                 return
             if not self.process.running:
                 rc = self.process.poll()
+                output = _read_from(self.log_path, offset).strip()[-4000:]
                 if rc == 255:
                     why = f"ssh to {self.hostname} failed"
+                    if "ssh: connect to host" in output or "Could not resolve hostname" in output:
+                        self.remote_files = []  # never connected: nothing to clean up there
                 else:
                     why = f"cannot start {self.what} on {self.hostname}"
-                raise LauncherError(why, returncode=rc, output=_read_from(self.log_path, offset).strip()[-4000:])
+                raise LauncherError(why, returncode=rc, output=output)
             if time.monotonic() > deadline:
                 raise LauncherError(
                     f"{self.what} on {self.hostname} did not start within {self.start_timeout:g} s "

@@ -129,3 +129,17 @@ def test_encrypted_cluster_across_hosts(tmp_path, netns_hosts, ssh_config):
     finally:
         cluster.stop_cluster_sync()
     _assert_nothing_left(tmp_path)
+
+
+def test_host_that_does_not_answer_fails_within_the_connect_timeout(tmp_path, netns_hosts, ssh_config):
+    ssh_config.SSHLauncher.connect_timeout = 2.0
+    ssh_config.SSHEngineSetLauncher.engines = {"10.200.0.99": 1, netns_hosts["h1"]: 1}  # nobody has .99
+    cluster = ipcluster.Cluster(engine_launcher_class="ssh", profile_dir=str(tmp_path / "profile"),
+                                config=ssh_config, controller_ip="10.200.0.1")
+    t0 = time.monotonic()
+    with pytest.raises(LauncherError) as info:
+        cluster.start_cluster_sync()
+    assert time.monotonic() - t0 < 15
+    assert "ssh to 10.200.0.99 failed" in str(info.value)
+    assert not cluster.running
+    _assert_nothing_left(tmp_path)  # the engines that did start on h1 were stopped again
