@@ -143,3 +143,17 @@ def test_host_that_does_not_answer_fails_within_the_connect_timeout(tmp_path, ne
     assert "ssh to 10.200.0.99 failed" in str(info.value)
     assert not cluster.running
     _assert_nothing_left(tmp_path)  # the engines that did start on h1 were stopped again
+
+
+def test_loopback_check_follows_ssh_config_aliases(tmp_path, netns_hosts, ssh_config):
+    """An alias whose HostName is another host counts as remote, whatever its name looks like."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host localhost-but-not-really\n  HostName {netns_hosts['h1']}\n"
+                   "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    ssh_config.SSHLauncher.ssh_args = ["-F", str(cfg)]
+    ssh_config.SSHEngineSetLauncher.engines = {"localhost-but-not-really": 1}
+    cluster = ipcluster.Cluster(engine_launcher_class="ssh", profile_dir=str(tmp_path / "profile"),
+                                config=ssh_config)
+    with pytest.raises(LauncherError, match="cannot reach the controller"):
+        cluster.start_cluster_sync()
+    _assert_nothing_left(tmp_path)

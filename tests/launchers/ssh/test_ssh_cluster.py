@@ -202,3 +202,19 @@ def test_bad_engines_setting_is_named(tmp_path, sshd, ssh_config):
     with pytest.raises(LauncherError, match="SSHEngineSetLauncher.engines"):
         cluster.start_cluster_sync()
     _assert_nothing_left(tmp_path)
+
+
+def test_host_aliases_from_an_ssh_config_file_are_used(tmp_path, sshd, ssh_config):
+    """Names are resolved by ssh itself (``-F`` here; ``~/.ssh/config`` by default)."""
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host ipcluster-test-alias\n  HostName 127.0.0.1\n  Port 2222\n  User root\n"
+                   "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    ssh_config.SSHLauncher.ssh_args = ["-F", str(cfg)]
+    # the alias resolves to this machine, so a controller on 127.0.0.1 is fine for it
+    cluster = _cluster(tmp_path, ssh_config, {"ipcluster-test-alias": 1})
+    try:
+        rc = cluster.start_and_connect_sync()
+        assert rc[0].apply_sync(lambda: 6 * 7) == 42
+    finally:
+        cluster.stop_cluster_sync()
+    _assert_nothing_left(tmp_path)
