@@ -78,3 +78,13 @@ def test_loopback_and_this_host():
     assert not sshcmd.is_loopback("10.200.0.2")
     assert sshcmd.is_this_host("127.0.0.5")
     assert not sshcmd.is_this_host("192.0.2.1")  # TEST-NET-1: never an address of this machine
+
+
+def test_home_relative_remote_paths_expand_on_the_remote_host(tmp_path):
+    assert sshcmd.quote_path("~/prof dir/x") == '"$HOME"/\'prof dir/x\''
+    assert sshcmd.quote_path("/abs/$x") == "'/abs/$x'"
+    script = sshcmd.engine_script("~/venv/bin/python", "~/p", "~/p/security/c.json", 1)
+    done = subprocess.run(["sh", "-c", script], input=b"{}", capture_output=True, timeout=30,
+                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert (tmp_path / "p" / "security" / "c.json").read_bytes() == b"{}"
+    assert b"remote_python ~/venv/bin/python cannot import" in done.stderr

@@ -119,6 +119,20 @@ def parse_resolved(output: str) -> tuple[str, int]:
     return host, port
 
 
+def quote_path(path: str) -> str:
+    """*path* quoted for sh, with a leading ``~/`` still meaning the remote home directory."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def _argv(args: Sequence[str]) -> str:
+    """A command line for sh; arguments that are ``~/`` paths keep meaning the remote home."""
+    return " ".join(quote_path(a) if a.startswith("~") else shlex.quote(a) for a in args)
+
+
 def sh_wrap(script: str) -> str:
     """*script* as one command line for the remote login shell."""
     return "exec /bin/sh -c " + shlex.quote(script)
@@ -126,7 +140,7 @@ def sh_wrap(script: str) -> str:
 
 def _check_python(python: str, module: str) -> str:
     """Shell lines that fail early, with a message, when *python* cannot import *module*."""
-    q = shlex.quote(python)
+    q = quote_path(python)
     msg = shlex.quote(f"ipcluster-ssh: remote_python {python} cannot import the '{module}' package "
                       "(is ipcluster installed for that Python?) on host ")
     return (
@@ -139,9 +153,9 @@ def _check_python(python: str, module: str) -> str:
 def engine_script(python: str, profile_dir: str, connection_file: str, n: int,
                   engine_args: Sequence[str] = ()) -> str:
     """Remote script: store the connection file read from stdin, check Python, exec the supervisor."""
-    pdir, conn = shlex.quote(profile_dir), shlex.quote(connection_file)
-    argv = " ".join(shlex.quote(a) for a in [python, "-P", "-m", "engines", "--file", connection_file,
-                                              "-n", str(n), "--profile-dir", profile_dir, *engine_args])
+    pdir, conn = quote_path(profile_dir), quote_path(connection_file)
+    argv = _argv([python, "-P", "-m", "engines", "--file", connection_file, "-n", str(n),
+                  "--profile-dir", profile_dir, *engine_args])
     return (
         "umask 077\n"
         f"mkdir -p {pdir}/security {pdir}/log || exit 1\n"
@@ -155,9 +169,9 @@ def engine_script(python: str, profile_dir: str, connection_file: str, n: int,
 def controller_script(python: str, profile_dir: str, connection_file: str,
                       controller_args: Sequence[str]) -> str:
     """Remote script: check Python, exec the controller (which writes *connection_file* there)."""
-    pdir = shlex.quote(profile_dir)
-    argv = " ".join(shlex.quote(a) for a in [python, "-P", "-m", "controller", "--profile-dir", profile_dir,
-                                              "--connection-file", connection_file, *controller_args])
+    pdir = quote_path(profile_dir)
+    argv = _argv([python, "-P", "-m", "controller", "--profile-dir", profile_dir,
+                  "--connection-file", connection_file, *controller_args])
     return (
         "umask 077\n"
         f"mkdir -p {pdir}/security {pdir}/log || exit 1\n"
@@ -169,7 +183,7 @@ def controller_script(python: str, profile_dir: str, connection_file: str,
 
 def fetch_file_script(path: str, timeout: float) -> str:
     """Remote script: wait up to *timeout* seconds for *path* to be non-empty, then print it."""
-    q = shlex.quote(path)
+    q = quote_path(path)
     tries = max(1, int(timeout / 0.05))
     return (
         "i=0\n"
@@ -195,7 +209,7 @@ def children_signal_script(pid: int, signame: str) -> str:
 
 
 def remove_files_script(paths: Sequence[str]) -> str:
-    return "rm -f -- " + " ".join(shlex.quote(p) for p in paths)
+    return "rm -f -- " + " ".join(quote_path(p) for p in paths)
 
 
 def started_pid(text: str) -> int | None:
