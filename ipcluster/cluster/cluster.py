@@ -474,6 +474,12 @@ class Cluster(LoggingConfigurable):
             if n:
                 await self._watched(readiness.wait_for_engines(client, n, deadline, repr(self.key)),
                                     f"waiting for {n} engines")
+        except TimeoutError as e:
+            client.close()
+            hint = self._loopback_hint()
+            if hint:
+                raise type(e)(f"{e}; {hint}") from None
+            raise
         except BaseException:
             client.close()
             raise
@@ -485,6 +491,17 @@ class Cluster(LoggingConfigurable):
         except AttributeError:
             pass
         return client
+
+    def _loopback_hint(self) -> str:
+        """Why engines elsewhere may never arrive: the controller only listens on loopback."""
+        from ipcluster.cluster.launchers.sshcmd import is_loopback
+
+        remote = sorted({es.name for es in self.engines.values() if es.name != "local"})
+        if not remote or not is_loopback(self.controller_ip):
+            return ""
+        return (f"the controller listens on {self.controller_ip}, which engines started by {', '.join(remote)} "
+                "on other machines cannot reach: set controller_ip (e.g. '0.0.0.0') and controller_location "
+                "(ipcluster start --ip ... --location ...)")
 
     # --- stopping --------------------------------------------------------------------------------
 

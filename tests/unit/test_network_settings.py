@@ -64,3 +64,14 @@ def test_remote_controller_on_loopback_is_refused_before_anything_starts(tmp_pat
     with pytest.raises(LauncherError, match="controller_ip.*controller_location"):
         asyncio.run(launcher.start())
     assert launcher.process is None
+
+
+def test_engine_timeout_names_a_loopback_controller_when_engines_run_elsewhere(ipdir):
+    from ipcluster.cluster.cluster import Cluster
+    from ipcluster.cluster.launchers.sshengines import SSHEngineSetLauncher
+
+    cluster = Cluster(profile="hint", shutdown_atexit=False)
+    cluster.engines["0"] = SSHEngineSetLauncher(parent=cluster)
+    assert "controller_ip" in cluster._loopback_hint() and "ssh" in cluster._loopback_hint()
+    cluster.controller_ip = "0.0.0.0"
+    assert cluster._loopback_hint() == ""
