@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.controller_watch import CONTROLLER_TIMEOUT
+from engines.controller_watch import CONTROLLER_TIMEOUT, REGISTRATION_TIMEOUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from engines.execution import StartupCode
@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--controller-timeout", type=float, default=None, metavar="SECONDS",
                    help="exit (code 4) when the controller has been unreachable this long; 0: never "
                    f"(default: c.IPEngine.controller_timeout, else {CONTROLLER_TIMEOUT:g})")
+    p.add_argument("--registration-timeout", type=float, default=None, metavar="SECONDS",
+                   help="exit (code 1) when the controller has not answered the registration this long "
+                   f"(default: c.IPEngine.registration_timeout, else {REGISTRATION_TIMEOUT:g})")
     p.add_argument("--mpi", action="store_true",
                    help="run as one rank of an mpiexec: initialise MPI (mpi4py) and put mpi_rank and "
                    "mpi_size in the namespace (one engine per process, so not with -n)")
@@ -81,6 +84,7 @@ class EngineSettings:
     startup: "StartupCode | None" = None
     config_file: str | None = None  # the file loaded, if any
     controller_timeout: float = CONTROLLER_TIMEOUT
+    registration_timeout: float = REGISTRATION_TIMEOUT
 
 
 def profile_dir_for(connection_file: str, profile_dir: str | None = None) -> str | None:
@@ -103,18 +107,20 @@ def resolve_settings(args: argparse.Namespace) -> EngineSettings:
     path = os.path.join(pdir, CONFIG_FILE_NAME) if pdir else None
     if path is None or not os.path.isfile(path):
         timeout = CONTROLLER_TIMEOUT if args.controller_timeout is None else args.controller_timeout
+        reg = REGISTRATION_TIMEOUT if args.registration_timeout is None else args.registration_timeout
         return EngineSettings(log_level=args.log_level or DEFAULT_LOG_LEVEL, work_dir=args.work_dir or "",
-                              controller_timeout=timeout)
+                              controller_timeout=timeout, registration_timeout=reg)
     # imported only now: it imports traitlets, which an engine without a config file does without
     from engines.config import load_engine_config
     from engines.execution import StartupCode
 
     cli = {"log_level": args.log_level, "work_dir": args.work_dir,
-           "controller_timeout": args.controller_timeout}
+           "controller_timeout": args.controller_timeout, "registration_timeout": args.registration_timeout}
     ipengine = load_engine_config(path, {k: v for k, v in cli.items() if v is not None})
     return EngineSettings(log_level=ipengine.log_level, work_dir=ipengine.work_dir,
                           startup=StartupCode(ipengine.startup_command, ipengine.startup_script),
-                          config_file=path, controller_timeout=ipengine.controller_timeout)
+                          config_file=path, controller_timeout=ipengine.controller_timeout,
+                          registration_timeout=ipengine.registration_timeout)
 
 
 def wait_for_file(path: str, timeout: float = CONNECTION_FILE_TIMEOUT,
@@ -174,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         sys.path.insert(0, work_dir)
         return run_engine(info, startup=settings.startup, controller_timeout=settings.controller_timeout,
-                          seed_ns=seed_ns)
+                          seed_ns=seed_ns, registration_timeout=settings.registration_timeout)
 
     from engines.supervisor import Supervisor
 
     sys.path.insert(0, work_dir)
     stream = getattr(handler, "stream", None) or sys.stderr
     return Supervisor(info, args.n, log_stream=stream, log_level=settings.log_level,
-                      startup=settings.startup, controller_timeout=settings.controller_timeout).run()
+                      startup=settings.startup, controller_timeout=settings.controller_timeout,
+                      registration_timeout=settings.registration_timeout).run()
 
 
 if __name__ == "__main__":

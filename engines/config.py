@@ -8,8 +8,9 @@ The file is run by traitlets' :class:`~traitlets.config.loader.PyFileConfigLoade
     c.IPEngine.work_dir = "/scratch/me"
     c.IPEngine.log_level = "DEBUG"
     c.IPEngine.controller_timeout = 30.0
+    c.IPEngine.registration_timeout = 60.0
 
-works.  Only :class:`IPEngine`'s five traits mean anything to the engines; other sections of an
+works.  Only :class:`IPEngine`'s six traits mean anything to the engines; other sections of an
 ipyparallel config (``c.Session``, ``c.IPKernelApp`` ...) are ignored, and an unknown ``IPEngine``
 option is logged as a warning.  Command-line options (``--log-level``, ``--work-dir``,
 ``--controller-timeout``) win over the file.
@@ -32,7 +33,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from ipcluster.errors import IPClusterError
 
-from engines.controller_watch import CONTROLLER_TIMEOUT
+from engines.controller_watch import CONTROLLER_TIMEOUT, REGISTRATION_TIMEOUT
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -74,6 +75,10 @@ class IPEngine(LoggingConfigurable):
     )
     log_level = Union([Unicode(), Integer()], default_value="INFO",
                       help="The engines' log level: a name such as 'DEBUG' or a number.").tag(config=True)
+    registration_timeout = Float(
+        REGISTRATION_TIMEOUT, help="Seconds a starting engine waits for the controller to answer its "
+        "registration before it exits (exit code 1) with a message naming the address it tried."
+    ).tag(config=True)
     controller_timeout = Float(
         CONTROLLER_TIMEOUT, help="Seconds an engine waits for a lost connection to its controller to come "
         "back before it exits (exit code 4), so engines do not outlive a dead controller. 0 disables this."

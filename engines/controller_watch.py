@@ -25,6 +25,9 @@ import zmq
 
 #: Default seconds an engine waits for a lost controller to come back before it exits.
 CONTROLLER_TIMEOUT = 10.0
+#: Default seconds a starting engine waits for the controller's registration reply before it exits
+#: with a message naming the address it tried.
+REGISTRATION_TIMEOUT = 30.0
 #: ``SharedState.stop_reason`` once the controller is gone.
 CONTROLLER_GONE = "controller gone"
 #: Exit code of an engine (and of a supervisor whose engines all ended so) whose controller is gone.

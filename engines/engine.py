@@ -54,7 +54,7 @@ from ipcluster.protocol.session import Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
 
 from engines.control import ControlThread, SharedState
-from engines.controller_watch import CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE
+from engines.controller_watch import CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE, REGISTRATION_TIMEOUT
 from engines.error_content import aborted_content, error_content
 from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
@@ -63,8 +63,6 @@ from engines.output import OutputRouter
 
 log = logging.getLogger("engines.engine")
 
-#: Seconds to wait for the controller's registration_reply.
-REGISTRATION_TIMEOUT = 30.0
 #: Main-loop poll timeout (seconds): how often background-thread output is flushed when idle.
 POLL_INTERVAL = 0.1
 #: Requests handled from one socket before polling all of them again (fairness vs. syscalls).
@@ -512,7 +510,8 @@ def _nbytes(frame: Any) -> int:
 
 def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
                startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT,
-               seed_ns: dict[str, Any] | None = None) -> int:
+               seed_ns: dict[str, Any] | None = None, registration_timeout: float = REGISTRATION_TIMEOUT) -> int:
     """Run one engine in this process; return its exit code."""
     return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup,
-                  controller_timeout=controller_timeout, seed_ns=seed_ns).run()
+                  controller_timeout=controller_timeout, seed_ns=seed_ns,
+                  registration_timeout=registration_timeout).run()

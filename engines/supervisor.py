@@ -43,7 +43,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.session import Session, new_id
 
-from engines.controller_watch import CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE
+from engines.controller_watch import CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE, REGISTRATION_TIMEOUT
 from engines.engine import drain_fd, run_engine
 from engines.execution import StartupCode
 from engines.logs import setup_logging
@@ -98,11 +98,14 @@ class Supervisor:
         Startup code each child runs once registered (not the supervisor: namespaces are per engine).
     controller_timeout:
         Each child's grace period for a lost controller (see :mod:`engines.controller_watch`).
+    registration_timeout:
+        How long each child waits for the controller's registration reply.
     """
 
     def __init__(self, info: ConnectionInfo, n: int, log_stream: TextIO | None = None,
                  log_level: str = "INFO", startup: StartupCode | None = None,
-                 controller_timeout: float = CONTROLLER_TIMEOUT):
+                 controller_timeout: float = CONTROLLER_TIMEOUT,
+                 registration_timeout: float = REGISTRATION_TIMEOUT):
         if n < 1:
             raise ValueError("a supervisor needs at least one engine")
         self.info = info
@@ -111,6 +114,7 @@ class Supervisor:
         self.log_level = log_level
         self.startup = startup
         self.controller_timeout = controller_timeout
+        self.registration_timeout = registration_timeout
         self.children: dict[int, Child] = {}
         self.finished: list[Child] = []
         self.session = Session(info.key_bytes)
@@ -204,7 +208,8 @@ class Supervisor:
             os.close(out_fd)
             setup_logging(self.log_level, stream=sys.__stderr__)
             code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup,
-                              controller_timeout=self.controller_timeout)
+                              controller_timeout=self.controller_timeout,
+                              registration_timeout=self.registration_timeout)
         except BaseException:  # noqa: B036 - a child must end in os._exit, whatever happened
             traceback.print_exc()
         finally:

@@ -75,3 +75,16 @@ def test_engine_timeout_names_a_loopback_controller_when_engines_run_elsewhere(i
     assert "controller_ip" in cluster._loopback_hint() and "ssh" in cluster._loopback_hint()
     cluster.controller_ip = "0.0.0.0"
     assert cluster._loopback_hint() == ""
+
+
+def test_registration_timeout_from_config_file_and_command_line(tmp_path):
+    from engines.__main__ import parse_args, resolve_settings
+    from engines.controller_watch import REGISTRATION_TIMEOUT
+
+    conn = tmp_path / "security" / "c.json"
+    conn.parent.mkdir()
+    assert resolve_settings(parse_args(["--file", str(conn)])).registration_timeout == REGISTRATION_TIMEOUT
+    (tmp_path / "ipengine_config.py").write_text("c.IPEngine.registration_timeout = 5.0\n")
+    assert resolve_settings(parse_args(["--file", str(conn)])).registration_timeout == 5.0
+    args = parse_args(["--file", str(conn), "--registration-timeout", "2"])
+    assert resolve_settings(args).registration_timeout == 2.0
