@@ -288,17 +288,23 @@ def cluster_summary(cluster: "Cluster") -> dict[str, Any]:
         "engines_running": cluster.engines_running,
         "controller": None if controller is None else {
             "pid": getattr(controller, "pid", None), "running": controller.running,
-            "launcher": controller.name, **_job_fields(controller),
+            "launcher": controller.name, **_job_fields(controller), **_host_fields(controller),
         },
         "engine_sets": [
             {"id": set_id, "pid": getattr(es, "pid", None), "n": getattr(es, "n", None),
-             "running": es.running, "launcher": es.name, **_job_fields(es)}
+             "running": es.running, "launcher": es.name, **_job_fields(es), **_host_fields(es)}
             for set_id, es in cluster.engines.items()
         ],
         "start_time": cluster.start_time,
         "cluster_file": str(cluster.cluster_file),
         "connection_file": str(cluster.connection_file),
     }
+
+
+def _host_fields(launcher: Any) -> dict[str, Any]:
+    """``hosts`` of a launcher that runs things on other machines (nothing for other launchers)."""
+    hosts = getattr(launcher, "hosts", None)
+    return {"hosts": list(hosts)} if hosts else {}
 
 
 def _job_fields(launcher: Any) -> dict[str, Any]:
@@ -311,6 +317,8 @@ def _job_fields(launcher: Any) -> dict[str, Any]:
 def _process_label(what: str, d: dict[str, Any]) -> str:
     if d.get("job_id"):
         return f"{what}=job {d['job_id']} ({d['job_state']})"
+    if d.get("hosts"):
+        return f"{what}=on {'+'.join(d['hosts'])}"
     return f"{what}={d['pid']}"
 
 

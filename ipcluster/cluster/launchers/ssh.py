@@ -250,6 +250,11 @@ class SSHLauncher(SSHOptions, BaseLauncher):
         await self._cleanup_remote()
 
     @property
+    def hosts(self) -> list[str]:
+        """Where this runs (``ipcluster list`` shows it)."""
+        return [self.hostname]
+
+    @property
     def ssh_pid(self) -> int | None:
         """The local ssh client's pid."""
         return self.process.pid if self.process is not None else None

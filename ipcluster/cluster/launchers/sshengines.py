@@ -179,6 +179,11 @@ class SSHEngineSetLauncher(SSHOptions, BaseLauncher):
                 f"`ipcluster start --ip 0.0.0.0 --location <address>`. Consider enable_curve=True (--curve) "
                 f"to encrypt the traffic.")
 
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts engines were started on (``ipcluster list`` shows them)."""
+        return list(self.launchers)
+
     def poll(self) -> int | None:
         """``None`` while engines run on any host; then the first non-zero exit code (or 0)."""
         codes = [launcher.poll() for launcher in self.launchers.values()]

@@ -104,6 +104,10 @@ def test_ipcluster_stop_from_another_process(tmp_path, sshd, ssh_config):
         assert "2 engines" in started.stdout
         listed = subprocess.run([*cli, "list", "--json"], env=env, capture_output=True, text=True, timeout=30)
         (entry,) = [c for c in json.loads(listed.stdout) if c.get("profile") == "sshp"]
+        assert entry["engine_sets"][0]["hosts"] == [sshd] and entry["engine_sets"][0]["launcher"] == "ssh"
+        table = subprocess.run([*cli, "list", "--profile", "sshp"], env=env, capture_output=True, text=True,
+                               timeout=30).stdout
+        assert f"engines=on {sshd}" in table
         rc = ipcluster.Client(profile="sshp", profile_dir=str(pdir))
         try:
             rc.wait_for_engines(2, timeout=30)
