@@ -19,6 +19,15 @@ def _crash_os_exit():
     os._exit(3)
 
 
+def _wait_for_file(path):
+    import os
+    import time
+
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    return "opened"
+
+
 def _crash_segfault():
     import ctypes
 
@@ -51,21 +60,28 @@ def _return_unpicklable_bomb():
 
 
 @pytest.mark.parametrize("crash", ["os_exit", "segfault", "sigkill", "unpickling", "pickling_result"])
-def test_engine_death_fails_pending_work_fast_and_cluster_survives(fresh_cluster, crash):
+def test_engine_death_fails_pending_work_fast_and_cluster_survives(fresh_cluster, crash, tmp_path):
     rc = fresh_cluster.connect_client_sync()
     rc.wait_for_engines(2, timeout=30)
-    t0 = time.monotonic()
+    # everything is sent while engine 0 is held busy, so the crash cannot come before the requests
+    # queued behind it are out (a crash while unpickling happens as soon as the request arrives)
+    gate = tmp_path / "gate"
+    v = rc[0]
+    blocker = v.apply_async(_wait_for_file, str(gate))
     if crash == "os_exit":
-        ar = rc[0].apply_async(_crash_os_exit)
+        ar = v.apply_async(_crash_os_exit)
     elif crash == "segfault":
-        ar = rc[0].apply_async(_crash_segfault)
+        ar = v.apply_async(_crash_segfault)
     elif crash == "sigkill":
-        ar = rc[0].apply_async(_crash_sigkill_self)
+        ar = v.apply_async(_crash_sigkill_self)
     elif crash == "unpickling":
-        ar = rc[0].apply_async(lambda x: x, _ExplodesOnUnpickle())
+        ar = v.apply_async(lambda x: x, _ExplodesOnUnpickle())
     else:
-        ar = rc[0].apply_async(_return_unpicklable_bomb)
-    queued = rc[0].apply_async(lambda: "never runs")
+        ar = v.apply_async(_return_unpicklable_bomb)
+    queued = v.apply_async(lambda: "never runs")
+    t0 = time.monotonic()
+    gate.touch()
+    assert blocker.get(timeout=10) == "opened"
     with pytest.raises(errors.EngineError) as ei:
         ar.get(timeout=10)
     assert time.monotonic() - t0 < 2.5, "death not noticed within ~2 s"
