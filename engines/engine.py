@@ -46,6 +46,7 @@ import zmq
 
 import engines
 from ipcluster.errors import ProtocolError
+from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.frames import recv_frames
@@ -512,6 +513,7 @@ def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: in
                startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT,
                seed_ns: dict[str, Any] | None = None, registration_timeout: float = REGISTRATION_TIMEOUT) -> int:
     """Run one engine in this process; return its exit code."""
+    relax_gc()  # before user code runs: startup code or a task may still choose its own thresholds
     return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup,
                   controller_timeout=controller_timeout, seed_ns=seed_ns,
                   registration_timeout=registration_timeout).run()

@@ -15,6 +15,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ipcluster import errors
+from ipcluster.gctune import relax_gc
 from ipcluster.client import hubresults
 from ipcluster.client.blocking import BlockingCalls
 from ipcluster.client.broadcast import BroadcastParts
@@ -59,6 +60,10 @@ class Client:
         This client's own CurveZMQ keypair (Z85), for a controller with ``enable_curve`` that lists
         the public key in its ``curve_allowed_keys``.  Default: the cluster's keypair from the
         connection file.
+    tune_gc:
+        If this process still uses CPython's default garbage-collector thresholds, collect the
+        youngest generation every 10,000 allocations instead of every 700 (see
+        :mod:`ipcluster.gctune`: 20–30 % more small tasks per second).  ``False`` leaves them alone.
 
     Examples
     --------
@@ -81,10 +86,13 @@ class Client:
         ssh_args: Sequence[str] = (),
         curve_publickey: str | None = None,
         curve_secretkey: str | None = None,
+        tune_gc: bool = True,
         **kwargs: Any,
     ):
         if kwargs:
             raise TypeError(f"Client() got unexpected keyword argument(s): {', '.join(kwargs)}")
+        if tune_gc:
+            relax_gc()
         self.url_file = Path(url_file) if url_file else _default_connection_file(profile, profile_dir, cluster_id)
         self.connection_info: ConnectionInfo = _wait_for_file(self.url_file, timeout)
         self._tunnel: Any = None
