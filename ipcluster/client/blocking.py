@@ -16,6 +16,7 @@ finishes the job, and later requests to those engines follow them there so they 
 
 from __future__ import annotations
 
+import _signal  # getsignal/signal without the enum conversions of the signal module (per call here)
 import concurrent.futures
 import signal
 import threading
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 #: Poll slice (ms): how soon a waiting caller notices a request failed elsewhere (engine death).
 POLL_SLICE_MS = 50
+
+
+_SIGINT = int(signal.SIGINT)
 
 
 class _SigintGuard:
@@ -50,15 +54,15 @@ class _SigintGuard:
 
     def __enter__(self) -> "_SigintGuard":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
+            self._previous = _signal.getsignal(_SIGINT)
             if self._previous is not None:  # None: installed from C, cannot be called from here
-                signal.signal(signal.SIGINT, self._on_sigint)
+                _signal.signal(_SIGINT, self._on_sigint)
                 self._installed = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed and signal.getsignal(signal.SIGINT) == self._on_sigint:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed and _signal.getsignal(_SIGINT) == self._on_sigint:
+            _signal.signal(_SIGINT, self._previous)
 
     def run(self, fn: Any, frames: Any) -> None:
         self._inside = True
