@@ -22,7 +22,7 @@ def interactive_shell() -> Iterator[InteractiveShell]:
     saved = sys.modules.get("__main__"), sys.displayhook, sys.excepthook
     c = Config()
     c.HistoryManager.enabled = False  # nothing written to ~/.ipython
-    c.InteractiveShell.colors = "NoColor"
+    c.InteractiveShell.colors = "nocolor"
     InteractiveShell.clear_instance()
     shell = InteractiveShell.instance(config=c, user_module=types.ModuleType("__main__"))
     try:

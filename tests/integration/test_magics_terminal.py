@@ -77,7 +77,7 @@ def _since(text: str, marker: str) -> str:
 @pytest.mark.slow
 def test_px_autopx_and_ctrl_c_in_terminal_ipython(tmp_path, no_leaked_processes):
     env = dict(os.environ, TERM="xterm", IPYTHONDIR=str(tmp_path / "ipython"), PYTHONUNBUFFERED="1")
-    term = Terminal([sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit",
+    term = Terminal([sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", "--no-confirm-exit",
                      "--HistoryManager.enabled=False", "--TerminalInteractiveShell.autoindent=False"], env)
     descendants: set[int] = set()
     try:
