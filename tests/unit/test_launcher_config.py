@@ -77,3 +77,17 @@ def test_unknown_launcher_name():
 
     with pytest.raises(LauncherError, match="unknown engines launcher 'slurmm'.*slurm"):
         find_launcher_class("engines", "slurmm")
+
+
+@pytest.mark.parametrize("name", ["local", "mpi", "slurm", "sge", "pbs", "lsf", "htcondor"])
+def test_every_controller_launcher_passes_every_controller_option(name):
+    from ipcluster.cluster.launchers import find_launcher_class
+
+    cls = find_launcher_class("controller", name)
+    launcher = cls(profile_dir="/p", cluster_id="c", ip="0.0.0.0", location="10.0.0.1", log_level="DEBUG",
+                   enable_curve=True, curve_allowed_keys=["K1"], controller_args=["--hwm=1"])
+    args = launcher.build_args() if hasattr(launcher, "build_args") else launcher.program()
+    joined = " ".join(args)
+    for part in ("--ip 0.0.0.0", "--location 10.0.0.1", "--log-level DEBUG", "--enable-curve",
+                 "--curve-allow=K1", "--hwm=1", "--cluster-id c"):
+        assert part in joined, (name, part, joined)

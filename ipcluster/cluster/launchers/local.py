@@ -14,8 +14,9 @@ import signal as _signal
 import sys
 from typing import Any
 
-from traitlets import Bool, Integer, List, Unicode
+from traitlets import Integer, List, Unicode
 
+from ipcluster.cluster.launchers.controlleropts import ControllerOptions
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.launchers.process import ProcessHandle, tail_file, wait_gone
 from ipcluster.errors import LauncherError
@@ -135,33 +136,14 @@ class LocalProcessLauncher(BaseLauncher):
         return f"<{type(self).__name__}{pid}>"
 
 
-class LocalControllerLauncher(LocalProcessLauncher):
+class LocalControllerLauncher(ControllerOptions, LocalProcessLauncher):
     """Start the controller as ``python -P -m controller`` on this machine."""
 
     kind = "controller"
 
-    ip = Unicode("127.0.0.1", help="The address the controller binds.")
-    location = Unicode("", help="The address the controller advertises (default: its ip).")
-    log_level = Unicode("INFO", help="The controller's log level.")
-    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
-    curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
-    controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(
-        config=True
-    )
-
     def build_args(self) -> list[str]:
-        args = [
-            sys.executable, "-P", "-m", "controller",
-            "--profile-dir", self.profile_dir,
-            "--cluster-id", self.cluster_id,
-            "--ip", self.ip,
-            "--log-level", self.log_level,
-        ]
-        if self.location:
-            args += ["--location", self.location]
-        if self.enable_curve:
-            args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
-        return args + list(self.controller_args)
+        return [sys.executable, "-P", "-m", "controller", "--profile-dir", self.profile_dir,
+                "--cluster-id", self.cluster_id, *self.controller_options()]
 
     @classmethod
     def state_traits(cls) -> set[str]:

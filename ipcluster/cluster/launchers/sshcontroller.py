@@ -13,24 +13,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, List, Unicode
+from traitlets import Unicode
 
+from ipcluster.cluster.launchers.controlleropts import ControllerOptions
 from ipcluster.cluster.launchers import sshcmd
 from ipcluster.cluster.launchers.ssh import SSHLauncher
 from ipcluster.errors import LauncherError
 
 
-class SSHControllerLauncher(SSHLauncher):
+class SSHControllerLauncher(ControllerOptions, SSHLauncher):
     """The controller on a remote host; its connection file is copied back here over ssh."""
 
     kind = "controller"
 
-    ip = Unicode("127.0.0.1", help="The address the controller binds on its host.")
-    location = Unicode("", help="The address the controller advertises (default: its ip).")
-    log_level = Unicode("INFO", help="The controller's log level.")
-    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
-    curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
-    controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
     controller_hostname = Unicode("", help="Where the controller runs: [user@]host[:port].").tag(config=True)
 
     def __init__(self, **kwargs: Any):
@@ -51,13 +46,8 @@ class SSHControllerLauncher(SSHLauncher):
     def remote_script(self) -> str:
         remote_conn = self._remote_path("controller")
         self.remote_files = [remote_conn]
-        args = ["--cluster-id", self.cluster_id, "--ip", self.ip, "--log-level", self.log_level]
-        if self.location:
-            args += ["--location", self.location]
-        if self.enable_curve:
-            args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
         return sshcmd.controller_script(self.remote_python, self.remote_dir, remote_conn,
-                                        [*args, *self.controller_args])
+                                        ["--cluster-id", self.cluster_id, *self.controller_options()])
 
     async def start(self) -> None:
         if not self.hostname:

@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar
 
 from traitlets import Dict, Float, Integer, List, Unicode, Union
 
+from ipcluster.cluster.launchers.controlleropts import ControllerOptions
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.launchers.batch.status import JobState, JobStatus
 from ipcluster.cluster.launchers.batch.templates import JobSpec, render_script
@@ -410,24 +411,14 @@ class BatchLauncher(BaseLauncher):
         return f"<{type(self).__name__}{job}>"
 
 
-class BatchControllerLauncher(BatchLauncher):
+class BatchControllerLauncher(ControllerOptions, BatchLauncher):
     """A controller in a batch job (``python -P -m controller``)."""
 
     kind = "controller"
 
-    ip = Unicode("127.0.0.1", help="The address the controller binds.")
-    location = Unicode("", help="The address the controller advertises (default: its ip).")
-    log_level = Unicode("INFO", help="The controller's log level.")
-    controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(
-        config=True
-    )
-
     def program(self) -> list[str]:
-        args = [self.python_executable, "-P", "-m", "controller", "--profile-dir", self.profile_dir,
-                "--cluster-id", self.cluster_id, "--ip", self.ip, "--log-level", self.log_level]
-        if self.location:
-            args += ["--location", self.location]
-        return args + list(self.controller_args)
+        return [self.python_executable, "-P", "-m", "controller", "--profile-dir", self.profile_dir,
+                "--cluster-id", self.cluster_id, *self.controller_options()]
 
     @classmethod
     def state_traits(cls) -> set[str]:

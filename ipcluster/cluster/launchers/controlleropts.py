@@ -1,0 +1,29 @@
+"""The options every controller launcher passes to ``python -P -m controller``, in one place."""
+
+from __future__ import annotations
+
+from traitlets import Bool, HasTraits, List, Unicode
+
+
+class ControllerOptions(HasTraits):
+    """Traits of a controller launcher that become the controller's command-line options.
+
+    Mixed into each controller launcher (local, MPI, SSH, batch) so that a setting such as
+    ``enable_curve`` cannot be honoured by one and silently dropped by another.
+    """
+
+    ip = Unicode("127.0.0.1", help="The address the controller binds (on its host).")
+    location = Unicode("", help="The address the controller advertises (default: its ip).")
+    log_level = Unicode("INFO", help="The controller's log level.")
+    enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
+    curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
+    controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
+
+    def controller_options(self) -> list[str]:
+        """``--ip ... --log-level ...`` (and ``--location``, Curve, ``controller_args``)."""
+        args = ["--ip", self.ip, "--log-level", self.log_level]
+        if self.location:
+            args += ["--location", self.location]
+        if self.enable_curve:
+            args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
+        return args + list(self.controller_args)
