@@ -49,16 +49,18 @@ def test_async_requests_outstanding_keep_blocking_calls_in_order(rc):
     assert rc[0].pull("seen", block=True) == list(range(50)) + ["sync"]
 
 
-def test_interrupted_blocking_call_still_completes_and_order_holds(rc, tmp_path):
-    marker = tmp_path / "started"
+def _slow(path, seconds):
+    import pathlib
+    import time
 
-    def slow(path):
-        import pathlib
-        import time
+    pathlib.Path(path).touch()
+    time.sleep(seconds)  # the work being interrupted, not synchronisation
+    return "slow done"
 
-        pathlib.Path(path).touch()
-        time.sleep(1.0)
-        return "slow done"
+
+def _interrupt_blocking_call(call, marker):
+    """Run ``call()``; SIGINT this process once *marker* exists (the task started). Expects the
+    KeyboardInterrupt."""
 
     def interrupt_when_started():
         wait_for(marker.exists, timeout=20, what="the task to start")
@@ -68,9 +70,14 @@ def test_interrupted_blocking_call_still_completes_and_order_holds(rc, tmp_path)
     t.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            rc[0].apply_sync(slow, str(marker))
+            call()
     finally:
         t.join(30)
+
+
+def test_interrupted_blocking_call_still_completes_and_order_holds(rc, tmp_path):
+    marker = tmp_path / "started"
+    _interrupt_blocking_call(lambda: rc[0].apply_sync(_slow, str(marker), 1.0), marker)
     interrupted = rc.history[-1]
     assert rc._routes.adopted_count == 1 and rc._routes, "the interrupted call's socket went to the IO thread"
     # the next request follows the interrupted one on the same engine, and both complete
@@ -126,26 +133,7 @@ def test_blocking_load_balanced_task_uses_the_callers_own_socket(rc):
 
 def test_interrupted_blocking_load_balanced_task_completes(rc, tmp_path):
     marker = tmp_path / "started"
-
-    def slow(path):
-        import pathlib
-        import time
-
-        pathlib.Path(path).touch()
-        time.sleep(0.5)
-        return "slow done"
-
-    def interrupt_when_started():
-        wait_for(marker.exists, timeout=20, what="the task to start")
-        os.kill(os.getpid(), signal.SIGINT)
-
-    t = threading.Thread(target=interrupt_when_started)
-    t.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            rc.load_balanced_view().apply_sync(slow, str(marker))
-    finally:
-        t.join(30)
+    _interrupt_blocking_call(lambda: rc.load_balanced_view().apply_sync(_slow, str(marker), 0.5), marker)
     interrupted = rc.history[-1]
     wait_for(lambda: interrupted in rc.results, what="the interrupted task's result")
     assert rc.results[interrupted] == "slow done"
