@@ -84,13 +84,25 @@ class BaseLauncher(LoggingConfigurable):
     # --- state -----------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able state; ``"launcher"`` names the registered class that can rebuild it."""
-        return {
+        """JSON-able state; ``"launcher"`` names the registered class that can rebuild it.
+
+        It includes every trait named by :meth:`state_traits` (lists copied).
+        """
+        d: dict[str, Any] = {
             "launcher": self.name,
             "profile_dir": self.profile_dir,
             "cluster_id": self.cluster_id,
             "log_path": self.log_path,
         }
+        for name in self.state_traits():
+            value = getattr(self, name)
+            d[name] = list(value) if isinstance(value, (list, tuple)) else value
+        return d
+
+    @classmethod
+    def state_traits(cls) -> set[str]:
+        """Names of the non-config traits that :meth:`to_dict` records and ``from_dict`` restores."""
+        return set()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **kwargs: Any) -> "BaseLauncher":

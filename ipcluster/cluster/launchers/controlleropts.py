@@ -19,6 +19,11 @@ class ControllerOptions(HasTraits):
     curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
     controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
 
+    @classmethod
+    def state_traits(cls) -> set[str]:
+        """Recorded in the cluster file, so ``ipcluster stop`` elsewhere rebuilds the same launcher."""
+        return {"ip", "location", "log_level"}
+
     def controller_options(self) -> list[str]:
         """``--ip ... --log-level ...`` (and ``--location``, Curve, ``controller_args``)."""
         args = ["--ip", self.ip, "--log-level", self.log_level]

@@ -126,11 +126,6 @@ class LocalProcessLauncher(BaseLauncher):
             launcher.process = ProcessHandle.attach(int(d["pid"]), d.get("create_time"), d.get("pgid"))
         return launcher
 
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        """Names of the non-config traits that :meth:`to_dict` records."""
-        return set()
-
     def __repr__(self) -> str:
         pid = f" pid={self.pid}" if self.pid else ""
         return f"<{type(self).__name__}{pid}>"
@@ -145,14 +140,6 @@ class LocalControllerLauncher(ControllerOptions, LocalProcessLauncher):
         return [sys.executable, "-P", "-m", "controller", "--profile-dir", self.profile_dir,
                 "--cluster-id", self.cluster_id, *self.controller_options()]
 
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        return {"ip", "location", "log_level"}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(ip=self.ip, location=self.location, log_level=self.log_level)
-        return d
 
 
 class LocalEngineSetLauncher(LocalProcessLauncher):
@@ -210,8 +197,3 @@ class LocalEngineSetLauncher(LocalProcessLauncher):
     @classmethod
     def state_traits(cls) -> set[str]:
         return {"n", "connection_file"}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(n=self.n, connection_file=self.connection_file)
-        return d

@@ -358,10 +358,6 @@ class SSHLauncher(SSHOptions, BaseLauncher):
             launcher.process = ProcessHandle.attach(int(proc["pid"]), proc.get("create_time"), proc.get("pgid"))
         return launcher
 
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        return set()
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.hostname}>"
 

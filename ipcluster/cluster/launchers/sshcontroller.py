@@ -94,14 +94,6 @@ class SSHControllerLauncher(ControllerOptions, SSHLauncher):
     def failure(self, what: str, lines: int = 20) -> LauncherError:
         return LauncherError(f"{what} (host {self.hostname})", returncode=self.poll(), output=self.output_tail(lines))
 
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        return {"ip", "location", "log_level"}
-
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(ip=self.ip, location=self.location, log_level=self.log_level)
-        return d
 
 
 __all__ = ["SSHControllerLauncher"]

@@ -57,11 +57,6 @@ class SSHEngineLauncher(SSHLauncher):
     def state_traits(cls) -> set[str]:
         return {"n", "connection_file", "engine_args"}
 
-    def to_dict(self) -> dict[str, Any]:
-        d = super().to_dict()
-        d.update(n=self.n, connection_file=self.connection_file, engine_args=list(self.engine_args))
-        return d
-
 
 class SSHEngineSetLauncher(SSHOptions, BaseLauncher):
     """Engines on several hosts: one :class:`SSHEngineLauncher` per entry of :attr:`engines`."""

@@ -379,13 +379,7 @@ class BatchLauncher(BaseLauncher):
                  job_state=self.status.state.value if self.status else "",
                  delete_command=list(self.delete_command), kill_command=list(self.kill_command),
                  signal_command=list(self.signal_command))
-        d.update({k: getattr(self, k) for k in self.state_traits()})
         return d
-
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        """Names of the non-config traits that :meth:`to_dict` records."""
-        return set()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **kwargs: Any) -> "BatchLauncher":
@@ -420,9 +414,6 @@ class BatchControllerLauncher(ControllerOptions, BatchLauncher):
         return [self.python_executable, "-P", "-m", "controller", "--profile-dir", self.profile_dir,
                 "--cluster-id", self.cluster_id, *self.controller_options()]
 
-    @classmethod
-    def state_traits(cls) -> set[str]:
-        return {"ip", "location", "log_level"}
 
 
 class BatchEngineSetLauncher(BatchLauncher):
