@@ -168,13 +168,12 @@ class FunctionPickleCache:
     def payload(self, f: types.FunctionType) -> bytes | None:
         if _should_pickle_by_reference is None:
             return None
-        if f in self._entries:
-            entry = self._entries[f]
-            if entry is None:
-                return None  # known unstable: what it captures can change in place
-            if entry.valid():
-                self.hits += 1
-                return entry.payload
+        known: Any = self._entries.get(f, _MISSING)  # one lookup: this runs for every function pickled
+        if known is None:
+            return None  # known unstable: what it captures can change in place
+        if known is not _MISSING and known.valid():
+            self.hits += 1
+            return known.payload  # type: ignore[no-any-return]
         entry = self._build(f)
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
