@@ -8,6 +8,7 @@ never holds payloads: the router tells it about a request or reply from the head
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -38,18 +39,32 @@ class EngineRecord:
     host_key: str = ""
     # requests served on the direct route, as last reported by the engine
     direct_completed: int = 0
+    # routing id of the engine-host supervisor's hub socket ("" without a supervisor): where
+    # requests to interrupt or kill this engine's running task go
+    supervisor_id: bytes = b""
 
     def info(self) -> dict[str, Any]:
         return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid,
                 "direct_url": self.direct_url, "host_key": self.host_key}
 
 
+#: Engines that left whose ids are remembered (for a restarted engine to get its id back).
+MAX_GONE = 10_000
+
+
 class EngineRegistry:
-    """Engines by id and by uuid; ids are never reused within one controller's life."""
+    """Engines by id and by uuid.
+
+    An id is given to one engine only, except that an engine that comes back keeps its id: one
+    registering again with the same uuid (it lost its connection), or a new process its supervisor
+    started in place of a dead one (``restart_of``: the dead engine's uuid), provided no other
+    engine holds that id.  Otherwise ids are never reused within one controller's life.
+    """
 
     def __init__(self) -> None:
         self._by_id: dict[int, EngineRecord] = {}
         self._by_uuid: dict[bytes, EngineRecord] = {}
+        self._gone: OrderedDict[bytes, int] = OrderedDict()  # uuid of an engine that left -> its id
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -59,19 +74,40 @@ class EngineRegistry:
         return iter(list(self._by_id.values()))
 
     def add(self, uuid: bytes, hostname: str = "", pid: int | None = None,
-            supervisor_pid: int | None = None) -> EngineRecord:
+            supervisor_pid: int | None = None, restart_of: bytes | None = None) -> EngineRecord:
+        """Register *uuid* (a registered uuid gets its record back); see the class docstring."""
         existing = self._by_uuid.get(uuid)
         if existing is not None:
             return existing
-        rec = EngineRecord(self._next_id, uuid, hostname, pid, supervisor_pid)
-        self._next_id += 1
+        eid = self._reusable_id(uuid) if restart_of is None else self._reusable_id(restart_of)
+        if eid is None:
+            eid = self._next_id
+            self._next_id += 1
+        rec = EngineRecord(eid, uuid, hostname, pid, supervisor_pid)
         self._by_id[rec.id] = rec
         self._by_uuid[uuid] = rec
         return rec
 
+    def _reusable_id(self, uuid: bytes) -> int | None:
+        eid = self._gone.get(uuid)
+        if eid is None or eid in self._by_id:
+            return None
+        del self._gone[uuid]
+        return eid
+
     def remove(self, rec: EngineRecord) -> None:
-        self._by_id.pop(rec.id, None)
-        self._by_uuid.pop(rec.uuid, None)
+        if self._by_id.get(rec.id) is rec:
+            del self._by_id[rec.id]
+        if self._by_uuid.get(rec.uuid) is rec:
+            del self._by_uuid[rec.uuid]
+            self._gone[rec.uuid] = rec.id
+            if len(self._gone) > MAX_GONE:
+                self._gone.popitem(last=False)
+
+    def id_of(self, uuid: bytes) -> int | None:
+        """The id of *uuid*, registered or (remembered as) gone; ``None`` if never seen."""
+        rec = self._by_uuid.get(uuid)
+        return rec.id if rec is not None else self._gone.get(uuid)
 
     def by_uuid(self, uuid: bytes) -> EngineRecord | None:
         return self._by_uuid.get(uuid)

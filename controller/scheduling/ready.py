@@ -38,6 +38,8 @@ class Entry:
     avoid: set[bytes] = field(default_factory=set)  # failed there: elsewhere if another can run it
     waiting_on: set[str] = field(default_factory=set)  # unfinished dependency ids
     group: GroupKey = None  # ready-queue group, while ready
+    assigned: int = 0  # assignment counter value when last assigned (the oldest runs first)
+    deaths: int = 0  # engines that died while running this task (it was the one running)
 
     @property
     def constrained(self) -> bool:

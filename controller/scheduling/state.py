@@ -39,6 +39,7 @@ from .tasks import (
     IMPOSSIBLE_DEPENDENCY,
     INVALID_DEPENDENCY,
     TASK_ABORTED,
+    TASK_KILLED_ENGINES,
     TASK_TIMEOUT,
     UNMET_DEPENDENCY,
     Assign,
@@ -73,6 +74,9 @@ class TaskScheduler:
         seed of the policies' random generator, for reproducible choices.
     max_outcomes
         how many finished tasks' outcomes are remembered for dependency checks.
+    max_engine_deaths
+        a task blamed for this many engine deaths fails with ``TaskKilledEngines`` instead of
+        being retried again (0: no limit); see :meth:`remove_engine`.
     """
 
     def __init__(
@@ -81,9 +85,13 @@ class TaskScheduler:
         hwm: int = 0,
         seed: int | None = None,
         max_outcomes: int = 100_000,
+        max_engine_deaths: int = 3,
     ) -> None:
         if hwm < 0:
             raise ValueError(f"hwm must be >= 0 (0 = unlimited), not {hwm}")
+        if max_engine_deaths < 0:
+            raise ValueError(f"max_engine_deaths must be >= 0 (0 = unlimited), not {max_engine_deaths}")
+        self.max_engine_deaths = max_engine_deaths
         self.policy_name = policy
         self._policy = get_policy(policy)
         self.hwm = hwm
@@ -113,12 +121,28 @@ class TaskScheduler:
         self._schedule(out)
         return out
 
-    def remove_engine(self, engine: bytes, now: float) -> list[Instruction]:
+    def remove_engine(
+        self,
+        engine: bytes,
+        now: float,
+        reason: str = "",
+        died: bool = False,
+        running: str | None = None,
+        killed: dict[str, tuple[str, str]] | None = None,
+    ) -> list[Instruction]:
         """An engine died or left.
 
         Each task running there is re-queued if it has retries left (elsewhere), otherwise fails
         with ``EngineDied``.  Queued tasks that can now run nowhere fail too (only dead targets,
         ``follow`` on this engine, declined by every remaining engine).
+
+        *reason* says what happened, for the error (default: "engine <uuid> stopped").  With
+        *died* the engine did not leave cleanly and the death is blamed on one task: *running*
+        (the msg_id its supervisor saw it run) if given and assigned there, else the task assigned
+        there first (engines run their tasks in order).  A task blamed for ``max_engine_deaths``
+        deaths fails with ``TaskKilledEngines`` instead of being retried.  *killed* maps msg_ids
+        that were killed on purpose (time limit, cancel) to the ``(ename, evalue)`` they fail
+        with; they are never retried nor blamed.
         """
         out: list[Instruction] = []
         eng = self._engines.pop(engine, None)
@@ -127,15 +151,38 @@ class TaskScheduler:
         self._gone[engine] = None
         if len(self._gone) > _MAX_GONE:
             self._gone.popitem(last=False)
+        killed = killed or {}
+        what = reason or f"engine {engine.decode('ascii', 'replace')} stopped"
+        culprit = None
+        if died and eng.tasks:
+            if running is not None and running in eng.tasks:
+                culprit = running
+            elif running is None:
+                culprit = min(eng.tasks, key=lambda m: self._tasks[m].assigned)
+            if culprit in killed:
+                culprit = None
         for msg_id in sorted(eng.tasks, key=lambda m: self._tasks[m].seq):
             entry = self._tasks[msg_id]
+            if msg_id in killed:
+                ename, evalue = killed[msg_id]
+                self._fail(entry, ename, evalue, out)
+                continue
+            if msg_id == culprit:
+                entry.deaths += 1
+                limit = self.max_engine_deaths
+                if limit and entry.deaths >= limit:
+                    self._fail(entry, TASK_KILLED_ENGINES,
+                               f"task {msg_id} was running on {entry.deaths} engines that died "
+                               f"(max_engine_deaths={limit}); it is not retried again: {what}", out)
+                    continue
             entry.engine = None
             if entry.retries_left > 0:
                 entry.retries_left -= 1
                 entry.avoid.add(engine)
                 self._requeue(entry, now, out)
             else:
-                self._fail(entry, ENGINE_DIED, f"engine {engine!r} died while running the task", out)
+                entry.engine = engine  # so the Fail names it
+                self._fail(entry, ENGINE_DIED, f"{what} while running task {msg_id}", out)
         for entry in list(self._waiting.values()):
             if entry.task.follow and entry.task.msg_id in self._waiting:
                 self._evaluate(entry, out)
@@ -430,7 +477,7 @@ class TaskScheduler:
         self._ready.remove(entry)
         self._tasks.pop(msg_id, None)
         entry.deadline = None
-        out.append(Fail(msg_id, ename, evalue, entry.task.client))
+        out.append(Fail(msg_id, ename, evalue, entry.task.client, engine))
         self._record(msg_id, False, engine)
 
     def _record(self, msg_id: str, succeeded: bool, engine: bytes | None) -> None:
@@ -484,6 +531,7 @@ class TaskScheduler:
             eng.last_used = self._uses
             eng.tasks.add(msg_id)
             best.engine = engine
+            best.assigned = self._uses
             best.deadline = None
             out.append(Assign(msg_id, engine))
             if hwm and len(eng.tasks) >= hwm:

@@ -22,6 +22,7 @@ __all__ = [
     "TASK_TIMEOUT",
     "ENGINE_DIED",
     "TASK_ABORTED",
+    "TASK_KILLED_ENGINES",
     "ENAMES",
 ]
 
@@ -32,8 +33,10 @@ UNMET_DEPENDENCY = "UnmetDependency"
 TASK_TIMEOUT = "TaskTimeout"
 ENGINE_DIED = "EngineDied"
 TASK_ABORTED = "TaskAborted"
+TASK_KILLED_ENGINES = "TaskKilledEngines"
 ENAMES = frozenset(
-    {IMPOSSIBLE_DEPENDENCY, INVALID_DEPENDENCY, UNMET_DEPENDENCY, TASK_TIMEOUT, ENGINE_DIED, TASK_ABORTED}
+    {IMPOSSIBLE_DEPENDENCY, INVALID_DEPENDENCY, UNMET_DEPENDENCY, TASK_TIMEOUT, ENGINE_DIED, TASK_ABORTED,
+     TASK_KILLED_ENGINES}
 )
 
 
@@ -71,13 +74,15 @@ class Fail:
     """Answer the client of *msg_id* with the error *ename* (one of :data:`ENAMES`).
 
     *client* is the submitting client's routing identity (:attr:`Task.client`), so the socket layer
-    can answer without keeping its own map.
+    can answer without keeping its own map.  *engine* is the engine the task was on when it failed
+    (``None`` if it was queued), so the answer can name it.
     """
 
     msg_id: str
     ename: str
     evalue: str
     client: bytes = b""
+    engine: bytes | None = None
 
 
 Instruction = Union[Assign, Fail]

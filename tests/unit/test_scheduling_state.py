@@ -775,3 +775,85 @@ def test_ready_queue_groups_by_constraints_in_submission_order():
     for i in (2, 4):
         q.remove(e[i])
     assert list(q.groups) == [None]
+
+
+# ---- engine deaths: blame, max_engine_deaths, tasks killed on purpose --------------------------
+
+
+def test_engine_death_error_names_the_reason_the_task_and_the_engine():
+    s = sched(A)
+    s.submit(task("t"), 0)
+    out = s.remove_engine(A, 1, reason="engine 0 (pid 12) exited with signal SIGKILL", died=True)
+    (f,) = [i for i in out if isinstance(i, Fail)]
+    assert f.ename == "EngineDied" and f.engine == A
+    assert "engine 0 (pid 12) exited with signal SIGKILL" in f.evalue and "task t" in f.evalue
+
+
+def test_task_that_kills_max_engine_deaths_engines_fails_instead_of_retrying():
+    s = sched(A, B, C, max_engine_deaths=3)
+    s.submit(task("bomb", retries=10), 0)
+    for n in range(2):
+        engine = s.engine_of("bomb")
+        out = s.remove_engine(engine, n, died=True, running="bomb")
+        assert fails(out) == {} and s.engine_of("bomb") is not None  # retried on another engine
+        s.add_engine(engine + b"'", n)  # a replacement engine keeps the cluster at three
+    engine = s.engine_of("bomb")
+    out = s.remove_engine(engine, 5, died=True, running="bomb")
+    assert fails(out) == {"bomb": "TaskKilledEngines"}
+    (f,) = [i for i in out if isinstance(i, Fail)]
+    assert "3 engines" in f.evalue and "max_engine_deaths=3" in f.evalue
+    assert s.outcome("bomb") is False
+
+
+def test_only_the_running_task_is_blamed_for_a_death():
+    s = sched(A, B, max_engine_deaths=1, hwm=0)
+    for m in ("t1", "t2", "t3", "t4"):
+        s.submit(task(m, retries=1), 0)
+    on_a = sorted(s.tasks_on(A))
+    running, queued = on_a[0], on_a[1]
+    out = s.remove_engine(A, 1, died=True, running=queued)
+    # the task the supervisor saw running is blamed; the other one is merely retried
+    assert fails(out) == {queued: "TaskKilledEngines"}
+    assert s.engine_of(running) == B
+
+
+def test_without_a_running_report_the_oldest_assigned_task_is_blamed():
+    s = sched(A, max_engine_deaths=1)
+    s.submit(task("first", retries=2), 0)
+    s.submit(task("second", retries=2), 0)
+    out = s.remove_engine(A, 1, died=True)
+    assert fails(out) == {"first": "TaskKilledEngines"}
+    assert s.is_queued("second")
+
+
+def test_a_clean_unregistration_blames_nobody():
+    s = sched(A, B, max_engine_deaths=1)
+    s.submit(task("t", retries=1), 0)
+    engine = s.engine_of("t")
+    assert fails(s.remove_engine(engine, 1)) == {}
+    assert s.engine_of("t") not in (None, engine)
+
+
+def test_max_engine_deaths_zero_means_no_limit():
+    s = sched(A, B, max_engine_deaths=0)
+    s.submit(task("t", retries=50), 0)
+    for n in range(20):
+        engine = s.engine_of("t")
+        assert fails(s.remove_engine(engine, n, died=True, running="t")) == {}
+        s.add_engine(engine, n)
+    with pytest.raises(ValueError):
+        TaskScheduler(max_engine_deaths=-1)
+
+
+def test_killed_tasks_fail_with_their_own_error_and_are_not_retried():
+    s = sched(A, B, max_engine_deaths=1)
+    s.submit(task("slow", retries=3), 0)
+    s.submit(task("other", retries=1), 0)
+    s.submit(task("third", retries=1), 0)
+    engine = s.engine_of("slow")
+    innocent = [m for m in s.tasks_on(engine) if m != "slow"]
+    out = s.remove_engine(engine, 1, died=True, running="slow",
+                          killed={"slow": ("TaskTimeout", "task slow ran longer than its time limit")})
+    assert fails(out) == {"slow": "TaskTimeout"}
+    for m in innocent:  # queued behind it: retried elsewhere, never blamed
+        assert s.engine_of(m) not in (None, engine) or s.is_queued(m)
