@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -34,9 +35,12 @@ from ipcluster.protocol.connection import (
     SOCKET_ROLES,
     ConnectionInfo,
     connection_file_path,
+    ipc_url,
+    make_ipc_dir,
     profile_dir,
     write_connection_file,
 )
+from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.session import Session, new_key
 
 _SOCKET_TYPES = {
@@ -60,6 +64,9 @@ class IPController(Application):
                  "use them only on trusted networks.").tag(config=True)
     location = Unicode("", help="Address engines and clients connect to (default: the bind address, "
                        "or this host's name when binding all interfaces)").tag(config=True)
+    ipc = Bool(True, help="Also listen on Unix domain sockets in a private temporary directory; processes on "
+               "this host (same network namespace) use them instead of TCP, which is faster").tag(config=True)
+
     enable_curve = Bool(False, help="Encrypt every connection with CurveZMQ and accept only allowed client "
                         "keys (the cluster's own, from the connection file, and curve_allowed_keys). "
                         "Recommended whenever ip is not a loopback address.").tag(config=True)
@@ -106,6 +113,7 @@ class IPController(Application):
     flags = {
         **Application.flags,
         "enable-curve": ({"IPController": {"enable_curve": True}}, "Encrypt connections with CurveZMQ."),
+        "no-ipc": ({"IPController": {"ipc": False}}, "Listen on TCP only (no Unix domain sockets)."),
     }
 
     @default("log_format")
@@ -150,6 +158,10 @@ class IPController(Application):
                 curve.secure(s)
             sockets[role] = s
             ports[role] = _bind(s, self.ip)
+        ipc_dir = make_ipc_dir() if self.ipc else ""
+        if ipc_dir:
+            for role, s in sockets.items():
+                s.bind(ipc_url(ipc_dir, role))
         ch = {role: Channel(loop, s, None, role, log) for role, s in sockets.items()}
 
         registry = EngineRegistry()
@@ -182,7 +194,7 @@ class IPController(Application):
         info = ConnectionInfo(
             key=session.key.decode("ascii"), location=location, ports=ports, cluster_id=self.cluster_id,
             controller_pid=os.getpid(), version=ipcluster.__version__,
-            heartbeat_period=self.heartbeat_period,
+            heartbeat_period=self.heartbeat_period, ipc_dir=ipc_dir, host_key=host_key(),
         )
         if curve is not None:
             info.curve_serverkey, info.curve_publickey = curve.server_public, curve.member_public
@@ -226,6 +238,8 @@ class IPController(Application):
             if curve is not None:
                 curve.stop()
             ctx.term()
+            if ipc_dir:
+                shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
 def _bind(sock: zmq.Socket, ip: str) -> int:

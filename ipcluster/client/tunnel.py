@@ -111,7 +111,7 @@ class SSHTunnel:
             if error is None:
                 self.forwards = forwards
                 ports = {role: forwards[port] for role, port in info.ports.items()}
-                return dataclasses.replace(info, location="127.0.0.1", ports=ports)
+                return dataclasses.replace(info, location="127.0.0.1", ports=ports, ipc_dir="")
             last_error = error
             if "forward" not in error.lower() and "address already in use" not in error.lower():
                 break  # not a port clash: trying other ports will not help

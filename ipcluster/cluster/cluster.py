@@ -81,6 +81,9 @@ class Cluster(LoggingConfigurable):
         whenever *controller_ip* is not a loopback address).
     curve_allowed_keys:
         More client public keys (Z85) the controller accepts when *enable_curve* is set.
+    controller_ipc:
+        Processes on the controller's host (same network namespace) connect through Unix domain
+        sockets in a private temporary directory instead of TCP (default ``True``).
     engine_timeout:
         Seconds :meth:`connect_client` waits for the controller and the engines.
     log_level:
@@ -103,6 +106,8 @@ class Cluster(LoggingConfigurable):
     enable_curve = Bool(False, help="CurveZMQ encryption and key checking on every connection.").tag(config=True)
     curve_allowed_keys = List(Unicode(), help="More client public keys (Z85) the controller accepts "
                               "with enable_curve.").tag(config=True)
+    controller_ipc = Bool(True, help="Processes on the controller's host connect through Unix domain sockets "
+                          "(faster than TCP); False: TCP only.").tag(config=True)
     engine_timeout = Float(60.0, help="Seconds to wait for the controller and engines.").tag(config=True)
     log_level = Union([Unicode(), Integer()], default_value="INFO", help="Controller log level.").tag(
         config=True
@@ -366,6 +371,7 @@ class Cluster(LoggingConfigurable):
             log_path=self._log_path("controller"), ip=self.controller_ip,
             location=self.controller_location, log_level=self.log_level,
             enable_curve=self.enable_curve, curve_allowed_keys=list(self.curve_allowed_keys),
+            ipc=self.controller_ipc,
         )
         launcher = cls(parent=self, **opts)
         await launcher.start()

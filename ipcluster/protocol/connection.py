@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ipcluster.errors import ConnectionFileError
+from ipcluster.protocol.hostkey import host_key
+
+#: Longest Unix socket path we create (``sun_path`` holds 108 bytes on Linux, 104 on macOS).
+MAX_IPC_PATH = 100
+#: Longest socket name inside an ipc directory (roles, and ``e-<12 hex>`` for engines).
+IPC_NAME_MAX = 16
 
 #: Socket roles a controller binds, in connection-file order.
 SOCKET_ROLES = ("hub", "mux_front", "mux_back", "control_front", "control_back",
@@ -78,16 +84,36 @@ class ConnectionInfo:
     controller_pid: int | None = None
     version: str = ""
     heartbeat_period: float = 3.0
+    #: Largest frame data sockets accept, cluster-wide (-1: no limit); see ipcluster.protocol.limits.
+    max_message_size: int = 4 << 30
     curve_serverkey: str = ""
     curve_publickey: str = ""
     curve_secretkey: str = ""
+    #: A 0700 directory where the controller also listens on Unix domain sockets (one per role),
+    #: and :func:`~ipcluster.protocol.hostkey.host_key` of the controller's process: processes
+    #: with the same host key use these sockets instead of TCP (about 20 µs less per message).
+    ipc_dir: str = ""
+    host_key: str = ""
 
     def url(self, role: str) -> str:
+        """Where to connect for *role*: the Unix socket on the controller's host, else TCP."""
+        if self.local_ipc:
+            if role not in self.ports:
+                raise ConnectionFileError(f"connection info has no port for socket {role!r}")
+            return ipc_url(self.ipc_dir, role)
+        return self.tcp_url(role)
+
+    def tcp_url(self, role: str) -> str:
         try:
             port = self.ports[role]
         except KeyError:
             raise ConnectionFileError(f"connection info has no port for socket {role!r}") from None
         return f"{self.transport}://{self.location}:{port}"
+
+    @property
+    def local_ipc(self) -> bool:
+        """Whether this process reaches the controller through its Unix sockets."""
+        return bool(self.ipc_dir) and self.host_key == host_key() and os.path.isdir(self.ipc_dir)
 
     @property
     def key_bytes(self) -> bytes:
@@ -111,6 +137,27 @@ class ConnectionInfo:
         if absent:
             raise ConnectionFileError(f"{source}: no port for socket(s) {', '.join(absent)}")
         return info
+
+
+def ipc_url(ipc_dir: str, name: str) -> str:
+    return f"ipc://{ipc_dir}/{name}"
+
+
+def make_ipc_dir() -> str:
+    """A fresh private (0700) directory for Unix sockets, or ``""`` where they cannot be used.
+
+    Under the temporary directory, not the profile: socket paths must stay short.
+    """
+    if os.name != "posix":
+        return ""
+    try:
+        path = tempfile.mkdtemp(prefix="ipcluster-")  # created 0700
+    except OSError:
+        return ""
+    if len(path) + 1 + IPC_NAME_MAX > MAX_IPC_PATH:
+        os.rmdir(path)
+        return ""
+    return path
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:

@@ -120,6 +120,29 @@ def test_start_task_stop_leaves_nothing(clusters):
     assert live_children() == set()
 
 
+@pytest.mark.parametrize("ipc", [True, False])
+def test_unix_sockets_on_the_controllers_host(clusters, ipc):
+    """Local engines and clients use the controller's private Unix sockets (or TCP when turned
+    off), including the direct client-engine route; the directory is gone after the stop."""
+    cluster = clusters(n=2, controller_ipc=ipc)
+    with cluster as rc:
+        info = rc.connection_info
+        assert info.local_ipc is ipc
+        ipc_dir = info.ipc_dir
+        if ipc:
+            assert oct(os.stat(ipc_dir).st_mode & 0o777) == "0o700"
+            assert info.url("mux_front") == f"ipc://{ipc_dir}/mux_front"
+        else:
+            assert ipc_dir == "" and info.url("mux_front").startswith("tcp://127.0.0.1:")
+        scheme = "ipc://" if ipc else "tcp://127.0.0.1:"
+        assert len(rc._direct_urls) == 2
+        assert all(url.startswith(scheme) for url in rc._direct_urls.values())
+        assert rc[:].apply_sync(lambda: 7) == [7, 7]
+        assert rc.load_balanced_view().apply_sync(lambda: 8) == 8
+    if ipc:
+        assert not os.path.exists(ipc_dir)
+
+
 def test_async_context_manager(clusters):
     cluster = clusters(n=1)
 

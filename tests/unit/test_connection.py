@@ -13,11 +13,15 @@ import pytest
 
 import ipcluster
 from ipcluster.errors import ConnectionFileError
+from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.connection import (
+    IPC_NAME_MAX,
+    MAX_IPC_PATH,
     SOCKET_ROLES,
     ConnectionInfo,
     cluster_file_path,
     connection_file_path,
+    make_ipc_dir,
     ipython_dir,
     profile_dir,
     read_connection_file,
@@ -191,6 +195,48 @@ def test_url():
     assert other.url("iopub") == "tcp://node7.cluster:5555"
     with pytest.raises(ConnectionFileError, match="mux_front"):
         other.url("mux_front")
+
+
+def test_url_uses_unix_sockets_on_the_controllers_host(tmp_path):
+    info = full_info()
+    info.ipc_dir, info.host_key = str(tmp_path), host_key()
+    assert info.local_ipc
+    assert info.url("hub") == f"ipc://{tmp_path}/hub"
+    assert info.tcp_url("hub") == "tcp://127.0.0.1:40000"
+    with pytest.raises(ConnectionFileError, match="nosuchrole"):
+        info.url("nosuchrole")
+
+
+@pytest.mark.parametrize("change", ["other host", "no directory", "no ipc"])
+def test_url_falls_back_to_tcp(tmp_path, change):
+    info = full_info()
+    info.ipc_dir, info.host_key = str(tmp_path), host_key()
+    if change == "other host":
+        info.host_key = "elsewhere|boot|1"
+    elif change == "no directory":
+        info.ipc_dir = str(tmp_path / "gone")
+    else:
+        info.ipc_dir = ""
+    assert not info.local_ipc
+    assert info.url("hub") == "tcp://127.0.0.1:40000"
+
+
+def test_ipc_dir_is_private_and_short():
+    path = make_ipc_dir()
+    try:
+        assert path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        assert len(path) + 1 + IPC_NAME_MAX <= MAX_IPC_PATH
+    finally:
+        os.rmdir(path)
+
+
+def test_no_ipc_dir_when_paths_would_be_too_long(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr("tempfile.tempdir", str(deep))
+    assert make_ipc_dir() == ""
+    assert list(deep.iterdir()) == []  # nothing left behind
 
 
 def test_key_bytes():

@@ -17,6 +17,7 @@ class ControllerOptions(HasTraits):
     log_level = Unicode("INFO", help="The controller's log level.")
     enable_curve = Bool(False, help="CurveZMQ encryption and key checking on the controller's sockets.")
     curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
+    ipc = Bool(True, help="Unix domain sockets for processes on the controller's host (else TCP only).")
     controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
 
     @classmethod
@@ -31,4 +32,6 @@ class ControllerOptions(HasTraits):
             args += ["--location", self.location]
         if self.enable_curve:
             args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
+        if not self.ipc:
+            args.append("--no-ipc")
         return args + list(self.controller_args)
