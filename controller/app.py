@@ -80,6 +80,10 @@ class IPController(Application):
     task_hwm = Int(0, help="At most this many load-balanced tasks queued on one engine (0: no limit)"
                    ).tag(config=True)
 
+    max_engine_deaths = Int(3, help="A load-balanced task that was running on this many engines that died "
+                            "fails with TaskKilledEngines instead of being retried again (0: no limit)"
+                            ).tag(config=True)
+
     @validate("task_scheme")
     def _valid_scheme(self, proposal: Any) -> str:
         name = str(proposal["value"])
@@ -107,6 +111,7 @@ class IPController(Application):
         "connection-file": "IPController.connection_file",
         "scheme": "IPController.task_scheme",
         "hwm": "IPController.task_hwm",
+        "max-engine-deaths": "IPController.max_engine_deaths",
         "log-level": "IPController.log_level",
         "curve-allow": "IPController.curve_allowed_keys",
     }
@@ -178,7 +183,8 @@ class IPController(Application):
         control = Router("control", session, registry, ch["control_front"], ch["control_back"],
                          engine_message, drops)
         hub = Hub(session, registry, ch["hub"], mux, control, ch["hb_ping"], monitor, drops, log, stop.set)
-        tasks = TaskServer(TaskScheduler(policy=self.task_scheme, hwm=self.task_hwm), registry,
+        tasks = TaskServer(TaskScheduler(policy=self.task_scheme, hwm=self.task_hwm,
+                                         max_engine_deaths=max(self.max_engine_deaths, 0)), registry,
                            ch["mux_back"].send, mux.reply_error, log)
         mux.tasks = hub.tasks = tasks
         mux.records = tasks.records = hub.records

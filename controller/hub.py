@@ -68,6 +68,7 @@ class Hub:
             M.HISTORY_REQUEST: self.on_history_request,
             M.DB_QUERY_REQUEST: self.on_db_query_request,
             M.RESULT_REQUEST: self.on_result_request,
+            M.TASK_CANCEL_REQUEST: self.on_task_cancel_request,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
             M.REGISTRATION_REQUEST: self.on_registration_request,
@@ -134,7 +135,8 @@ class Hub:
     def abort_tasks(self, content: dict[str, Any]) -> dict[str, Any]:
         """Abort load-balanced tasks: queued ones here; ones already sent, on their engine.
 
-        Either way the task's client gets a ``TaskAborted`` error; a task already running finishes.
+        Either way the task's client gets a ``TaskAborted`` error; a task already running finishes,
+        unless ``cancel`` is true: then its engine's supervisor stops it (see :meth:`interrupt_tasks`).
         Clients send this on the mux route (like the tasks), so it arrives after the tasks it names.
         """
         ids = [m for m in content.get("msg_ids") or [] if isinstance(m, str)]
@@ -150,7 +152,42 @@ class Hub:
             for engine, engine_ids in by_engine.items():
                 self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
                 forwarded += engine_ids
+                if content.get("cancel"):
+                    self.interrupt_tasks(engine, engine_ids)
         return {"status": "ok", "aborted": aborted, "forwarded": forwarded}
+
+    def on_task_cancel_request(self, msg: Message) -> None:
+        """Stop running requests a client cancelled: ``{"tasks": {msg_id: engine uuid}}``.
+
+        Clients send this for requests they sent to named engines (the controller may not have
+        seen them: same-host requests go straight to the engine); the abort of queued ones goes to
+        the engines themselves.
+        """
+        tasks = msg.content.get("tasks")
+        by_engine: dict[bytes, list[str]] = {}
+        if isinstance(tasks, dict):
+            for msg_id, uuid in tasks.items():
+                if isinstance(uuid, str):
+                    by_engine.setdefault(uuid.encode("ascii", "replace"), []).append(str(msg_id))
+        interrupting = []
+        for engine, ids in by_engine.items():
+            if self.interrupt_tasks(engine, ids):
+                interrupting += ids
+        self.reply(msg, M.TASK_CANCEL_REPLY, {"status": "ok", "interrupting": interrupting})
+
+    def interrupt_tasks(self, engine: bytes, msg_ids: list[str], reason: str = "cancel") -> bool:
+        """Ask *engine*'s supervisor to stop it running any of *msg_ids* (interrupt, then kill and
+        restart it).  ``False`` if the engine is unknown or has no supervisor."""
+        rec = self.registry.by_uuid(engine)
+        if rec is None or not rec.supervisor_id:
+            return False
+        content = {"uuid": engine.decode("ascii", "replace"), "msg_ids": msg_ids, "reason": reason}
+        try:
+            self.hub.send(self.session.serialize(M.TASK_INTERRUPT_REQUEST, content, idents=[rec.supervisor_id]))
+        except zmq.ZMQError as e:
+            self.log.warning("cannot reach the supervisor of engine %d: %s", rec.id, e)
+            return False
+        return True
 
     def on_queue_status_request(self, msg: Message) -> None:
         targets = msg.content.get("targets")
@@ -237,7 +274,13 @@ class Hub:
             self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
                 "status": "error", "evalue": f"version mismatch: {problem}"}, msg)
             return
-        rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"))
+        restart_of = str(c.get("restart_of") or "").encode("ascii", "replace") or None
+        old = self.registry.by_uuid(restart_of) if restart_of else None
+        if old is not None:  # its supervisor restarted it before we heard of the death
+            self.unregister(old, "engine restarted by its supervisor", died=True)
+        rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"),
+                                restart_of=restart_of)
+        rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
         rec.direct_url = str(c.get("direct_url") or "")
         rec.host_key = str(c.get("host_key") or "")
         self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
@@ -277,21 +320,40 @@ class Hub:
                 self.log.warning("engine pid %s exited (code %s) before registering: %s",
                                  c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
             return
-        self.unregister(rec, f"process exited with code {c.get('exit_code')}")
+        code = c.get("exit_code")
+        how = str(c.get("how") or f"code {code}")
+        killed: dict[str, tuple[str, str]] = {}
+        k = c.get("killed")
+        if isinstance(k, dict) and isinstance(k.get("msg_id"), str):
+            killed[k["msg_id"]] = (str(k.get("ename") or "EngineDied"), str(k.get("evalue") or ""))
+        running = c.get("running") if isinstance(c.get("running"), str) else None
+        self.unregister(rec, f"process exited with {how}", died=code != 0, running=running, killed=killed,
+                        restarting=bool(c.get("restarting")))
 
-    def unregister(self, rec: EngineRecord, reason: str) -> None:
+    def unregister(self, rec: EngineRecord, reason: str, died: bool = False, running: str | None = None,
+                   killed: dict[str, tuple[str, str]] | None = None, restarting: bool = False) -> None:
+        """Forget *rec*; fail or retry what it owed.  *died*, *running*, *killed*: see
+        :meth:`controller.scheduling.state.TaskScheduler.remove_engine` (requests in *killed* fail
+        with their own error, also direct ones; clients are told in the notification)."""
         self.registry.remove(rec)
         self.monitor.discard(rec.uuid)
+        killed = killed or {}
+        what = f"engine {rec.id} (pid {rec.pid}) stopped: {reason}"
         if self.tasks is not None:
             # the scheduler retries or fails its own tasks; only direct requests are failed below
             for msg_id in [m for m in rec.pending if m in self.tasks.tasks]:
                 del rec.pending[msg_id]
-            self.tasks.engine_removed(rec.uuid)
+            self.tasks.engine_removed(rec.uuid, what, died, running, killed)
+        for msg_id, (ename, evalue) in killed.items():
+            p = rec.pending.pop(msg_id, None)
+            if p is not None:
+                self.mux.reply_error(p.client, rec.uuid, p.header, ename, evalue, rec)
         failed = self.mux.fail_pending(rec, reason) + self.control.fail_pending(rec, reason)
         self.log.info("engine %d unregistered: %s (%d pending requests failed)", rec.id, reason, failed)
         if rec.ready:
             self.notify_clients(M.ENGINE_UNREGISTERED_NOTIFICATION, {
-                "id": rec.id, "uuid": rec.uuid.decode("ascii", "replace"), "reason": reason})
+                "id": rec.id, "uuid": rec.uuid.decode("ascii", "replace"), "reason": reason,
+                "killed": {m: list(e) for m, e in killed.items()}, "restarting": restarting})
 
     # --- heartbeat ----------------------------------------------------------------------------
 
@@ -304,5 +366,6 @@ class Hub:
         for uuid in self.monitor.expired(now):
             rec = self.registry.by_uuid(uuid)
             if rec is not None:
-                self.unregister(rec, f"no heartbeat for {self.monitor.period * self.monitor.misses:g} s")
+                self.unregister(rec, f"no heartbeat for {self.monitor.period * self.monitor.misses:g} s",
+                                died=True)
         self.hb_ping.send([b"%f" % now])

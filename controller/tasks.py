@@ -17,13 +17,14 @@ from typing import Any, Callable, Sequence
 
 import zmq
 
-from controller.registry import EngineRegistry
+from controller.registry import EngineRecord, EngineRegistry
 from controller.scheduling.dependencies import Dependency
 from controller.scheduling.state import TaskScheduler
 from controller.scheduling.tasks import Assign, Fail, Instruction, Task
 from ipcluster.protocol.messages import SCHEDULER
 
-ReplyError = Callable[[bytes, bytes, dict[str, Any], str, str], None]
+# (client, engine uuid, request header, ename, evalue[, engine record]): Router.reply_error
+ReplyError = Callable[..., None]
 
 
 class TaskServer:
@@ -72,8 +73,10 @@ class TaskServer:
     def engine_added(self, engine: bytes) -> None:
         self.carry_out(self.scheduler.add_engine(engine, time.monotonic()))
 
-    def engine_removed(self, engine: bytes) -> None:
-        self.carry_out(self.scheduler.remove_engine(engine, time.monotonic()))
+    def engine_removed(self, engine: bytes, reason: str = "", died: bool = False, running: str | None = None,
+                       killed: dict[str, tuple[str, str]] | None = None) -> None:
+        """*engine* left (see :meth:`TaskScheduler.remove_engine` for the arguments)."""
+        self.carry_out(self.scheduler.remove_engine(engine, time.monotonic(), reason, died, running, killed))
 
     def on_reply(self, engine: bytes, msg_id: str, status: str) -> bool:
         """A reply to a scheduled task arrived; ``True`` if it goes to the client."""
@@ -137,7 +140,11 @@ class TaskServer:
                     self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
             else:
                 self.tasks.pop(ins.msg_id, None)
-                self.reply_error(client, SCHEDULER, header, ins.ename, ins.evalue)
+                where = None
+                if ins.engine is not None:  # name the engine it was on (it may have left already)
+                    eid = self.registry.id_of(ins.engine)
+                    where = EngineRecord(eid, ins.engine) if eid is not None else None
+                self.reply_error(client, SCHEDULER, header, ins.ename, ins.evalue, where)
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -67,7 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mpi", action="store_true",
                    help="run as one rank of an mpiexec: initialise MPI (mpi4py) and put mpi_rank and "
                    "mpi_size in the namespace (one engine per process, so not with -n)")
+    p.add_argument("--restart-engines", action="store_true",
+                   help="with -n: start a new engine (same id, startup code run again) in place of one that dies")
+    p.add_argument("--interrupt-grace", type=float, default=None, metavar="SECONDS",
+                   help="with -n: seconds between interrupting a request past its time limit (or cancelled) "
+                   "and killing its engine (default 2)")
     args = p.parse_args(argv)
+    if args.interrupt_grace is not None and args.interrupt_grace < 0:
+        p.error("--interrupt-grace must be >= 0")
     if args.n is not None and args.n < 1:
         p.error("-n must be at least 1")
     if args.mpi and args.n is not None:
@@ -182,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_engine(info, startup=settings.startup, controller_timeout=settings.controller_timeout,
                           seed_ns=seed_ns, registration_timeout=settings.registration_timeout)
 
-    from engines.supervisor import Supervisor
+    from engines.supervisor import INTERRUPT_GRACE, Supervisor
 
     sys.path.insert(0, work_dir)
     stream = getattr(handler, "stream", None) or sys.stderr
+    grace = INTERRUPT_GRACE if args.interrupt_grace is None else args.interrupt_grace
     return Supervisor(info, args.n, log_stream=stream, log_level=settings.log_level,
                       startup=settings.startup, controller_timeout=settings.controller_timeout,
-                      registration_timeout=settings.registration_timeout).run()
+                      registration_timeout=settings.registration_timeout,
+                      restart_engines=args.restart_engines, interrupt_grace=grace).run()
 
 
 if __name__ == "__main__":

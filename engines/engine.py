@@ -61,6 +61,7 @@ from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
+from engines.taskslot import Supervision
 
 log = logging.getLogger("engines.engine")
 
@@ -103,12 +104,18 @@ class Engine:
     seed_ns:
         Names put in the user namespace before the startup code, and again after each clear
         (``mpi_rank`` / ``mpi_size`` for engines under mpiexec).
+    supervision:
+        From the engine-host supervisor, if any: the slot where the engine shows what it runs
+        (time limits and cancels are enforced from there, see :mod:`engines.taskslot`).
     """
 
     def __init__(self, info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
                  registration_timeout: float = REGISTRATION_TIMEOUT, startup: StartupCode | None = None,
-                 controller_timeout: float = CONTROLLER_TIMEOUT, seed_ns: dict[str, Any] | None = None):
+                 controller_timeout: float = CONTROLLER_TIMEOUT, seed_ns: dict[str, Any] | None = None,
+                 supervision: Supervision | None = None):
         self.info = info
+        self.supervision = supervision
+        self.slot = supervision.slot if supervision is not None else None
         self.seed_ns = dict(seed_ns or {})
         self.controller_timeout = controller_timeout
         self.startup = startup or StartupCode()
@@ -214,6 +221,9 @@ class Engine:
         content = {"uuid": self.uuid, "hostname": socket.gethostname(), "pid": os.getpid(),
                    "supervisor_pid": self.supervisor_pid, "versions": versions,
                    "direct_url": self.direct_url, "host_key": host_key()}
+        if self.supervision is not None:
+            content["supervisor_id"] = self.supervision.supervisor_id
+            content["restart_of"] = self.supervision.restart_of
         self.control.send_multipart(self.control_session.serialize(M.REGISTRATION_REQUEST, content))
         url = self.info.url("control_back")
         deadline = time.monotonic() + self.registration_timeout
@@ -432,11 +442,21 @@ class Engine:
         if self.state.aborted.consume(msg.msg_id):
             outcome = Outcome(aborted_content(self.executor.info(method)))
         else:
+            slot = self.slot
+            if slot is not None:  # the supervisor enforces time limits and cancels from here
+                limit = time_limit(msg.metadata)
+                slot.start(msg.msg_id, limit)
+                if limit:
+                    self.supervision.wake()  # type: ignore[union-attr]
             try:
                 outcome = handler(msg)
             except BaseException as e:  # noqa: B036 - handlers catch user errors; this is a bug net
                 log.exception("%s handler failed", msg.msg_type)
                 outcome = self.executor.error(e, method)
+            if slot is not None:
+                stop = slot.end()
+                if stop and outcome.status == "error":
+                    outcome = self.executor.stopped(outcome, stop, msg.msg_id, time_limit(msg.metadata), method)
         self.output.flush()
         self._reply(msg, outcome, received, started, time.time())
         self._restore_signal_handlers()
@@ -512,11 +532,24 @@ def _nbytes(frame: Any) -> int:
         return 0
 
 
+def time_limit(metadata: dict[str, Any]) -> float | None:
+    """A request's ``time_limit`` (seconds > 0) from its metadata, or ``None``."""
+    limit = metadata.get("time_limit")
+    if limit is None:
+        return None
+    try:
+        value = float(limit)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
 def run_engine(info: ConnectionInfo, uuid: str | None = None, supervisor_pid: int | None = None,
                startup: StartupCode | None = None, controller_timeout: float = CONTROLLER_TIMEOUT,
-               seed_ns: dict[str, Any] | None = None, registration_timeout: float = REGISTRATION_TIMEOUT) -> int:
+               seed_ns: dict[str, Any] | None = None, registration_timeout: float = REGISTRATION_TIMEOUT,
+               supervision: Supervision | None = None) -> int:
     """Run one engine in this process; return its exit code."""
     relax_gc()  # before user code runs: startup code or a task may still choose its own thresholds
     return Engine(info, uuid=uuid, supervisor_pid=supervisor_pid, startup=startup,
                   controller_timeout=controller_timeout, seed_ns=seed_ns,
-                  registration_timeout=registration_timeout).run()
+                  registration_timeout=registration_timeout, supervision=supervision).run()

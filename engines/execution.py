@@ -138,6 +138,20 @@ class Executor:
                         "exc_module": "ipcluster.errors", "exc_qualname": "UnmetDependency",
                         "engine_info": self.info("apply")})
 
+    def stopped(self, outcome: Outcome, stop: int, msg_id: str, limit: float | None, method: str) -> Outcome:
+        """The reply of a request the supervisor interrupted (time limit or cancel): the error is
+        ``TaskTimeout`` / ``TaskCancelled``, with the interrupted traceback kept for the user."""
+        from engines.taskslot import STOP_CANCEL
+
+        if stop == STOP_CANCEL:
+            ename, evalue = "TaskCancelled", f"task {msg_id} was cancelled while running; it was interrupted"
+        else:
+            ename = "TaskTimeout"
+            evalue = f"task {msg_id} ran longer than its time limit of {limit or 0:g} s; it was interrupted"
+        content = {**outcome.content, "status": "error", "ename": ename, "evalue": evalue,
+                   "exc_module": "ipcluster.errors", "exc_qualname": ename, "engine_info": self.info(method)}
+        return Outcome(content)
+
     # --- execute ------------------------------------------------------------------------------
 
     def execute(self, msg: Message) -> Outcome:

@@ -15,7 +15,22 @@ The supervisor
   dropped, and the socket's linger is short);
 * on SIGTERM/SIGINT terminates the children (SIGTERM, then SIGKILL after :data:`KILL_GRACE`; a
   second signal kills at once) and exits;
-* exits when the last child has: 0 if every child exited 0; 4
+* enforces time limits and stops cancelled requests: each engine shows in a shared-memory slot
+  what it runs (:mod:`engines.taskslot`); at a request's deadline, or when the controller relays a
+  cancel (``task_interrupt_request``), the supervisor marks the slot and sends the engine SIGINT
+  (the task fails with ``TaskTimeout`` / ``TaskCancelled``); if the request is still running
+  :data:`INTERRUPT_GRACE` seconds later (a C loop holding the GIL, a task that ignores
+  ``KeyboardInterrupt``, a stopped process) it kills the engine (SIGKILL), reports which request
+  it killed and why, and starts a new engine in its place;
+* restarts engines that die, with ``restart_engines``: the new engine runs the startup code again
+  and gets the dead one's id from the controller (registration names the uuid it replaces).  A
+  crash-looping engine does not spin: the n-th death within :data:`RESTART_WINDOW` seconds waits
+  ``RESTART_BACKOFF * 2**(n-2)`` seconds (at most :data:`RESTART_BACKOFF_MAX`; the first restart
+  is immediate), and after :data:`MAX_RESTARTS` deaths within the window that engine is not
+  restarted again.  Engines killed for a time limit or a cancel are always restarted and do not
+  count against this budget.  Clean exits (code 0), a lost controller (4) and engines stopped
+  with the supervisor are never restarted;
+* exits when the last child has (and no restart is due): 0 if every child exited 0; 4
   (:data:`~engines.controller_watch.EXIT_CONTROLLER_GONE`) if the engines stopped because their
   controller is gone (each exited 4, or 0 if shut down earlier); else 1 (statuses are logged).
 
@@ -39,6 +54,7 @@ from typing import Any, TextIO
 
 import zmq
 
+from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
 from ipcluster.protocol.session import Session, new_id
@@ -47,6 +63,7 @@ from engines.controller_watch import CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE, R
 from engines.engine import drain_fd, run_engine
 from engines.execution import StartupCode
 from engines.logs import setup_logging
+from engines.taskslot import STOP_CANCEL, STOP_TIME_LIMIT, Supervision, TaskSlots
 
 log = logging.getLogger("engines.supervisor")
 
@@ -58,6 +75,18 @@ TAIL_LINES = 50
 TAIL_CHARS = 8192
 #: Linger (ms) of the hub socket: time for the last death reports to go out to a live controller.
 HUB_LINGER = 500
+#: Seconds between interrupting a request (time limit, cancel) and killing its engine.
+INTERRUPT_GRACE = 2.0
+#: Restart budget of one engine (with ``restart_engines``): deaths counted within this many seconds,
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+#: first back-off delay (seconds, doubling per death within the window) and its cap.
+RESTART_BACKOFF = 0.5
+RESTART_BACKOFF_MAX = 8.0
+#: Seconds a cancel for a request that is not running (yet) is kept, polled every CANCEL_POLL s:
+#: the request may be starting just as the cancel arrives (a queued one is aborted by the engine).
+CANCEL_WINDOW = 5.0
+CANCEL_POLL = 0.05
 
 _PR_SET_PDEATHSIG = 1
 
@@ -73,6 +102,12 @@ class Child:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     partial: bytes = b""
     exit_code: int | None = None
+    #: the request being stopped: (slot seq, msg_id, STOP_*, limit, when to kill), else None
+    stopping: tuple[int, str, int, float, float] | None = None
+    #: the request this supervisor killed the engine for: {"msg_id", "ename", "evalue"}
+    killed: dict[str, str] | None = None
+    #: msg_id -> until when a cancel for it (not running yet) is kept
+    cancels: dict[str, float] = field(default_factory=dict)
 
     def output(self) -> str:
         text = "\n".join(self.tail)
@@ -100,14 +135,29 @@ class Supervisor:
         Each child's grace period for a lost controller (see :mod:`engines.controller_watch`).
     registration_timeout:
         How long each child waits for the controller's registration reply.
+    restart_engines:
+        Start a new engine in place of one that died (see the module docstring for the budget).
+    interrupt_grace:
+        Seconds between interrupting a request (time limit, cancel) and killing its engine.
     """
 
     def __init__(self, info: ConnectionInfo, n: int, log_stream: TextIO | None = None,
                  log_level: str = "INFO", startup: StartupCode | None = None,
                  controller_timeout: float = CONTROLLER_TIMEOUT,
-                 registration_timeout: float = REGISTRATION_TIMEOUT):
+                 registration_timeout: float = REGISTRATION_TIMEOUT,
+                 restart_engines: bool = False, interrupt_grace: float = INTERRUPT_GRACE):
         if n < 1:
             raise ValueError("a supervisor needs at least one engine")
+        if interrupt_grace < 0:
+            raise ValueError(f"interrupt_grace must be >= 0 seconds, not {interrupt_grace}")
+        self.restart_engines = restart_engines
+        self.interrupt_grace = interrupt_grace
+        self.identity = f"supervisor-{new_id()}"
+        self.slots = TaskSlots(n)
+        self._deaths: dict[int, deque[float]] = {}  # slot index -> recent death times
+        self._respawns: list[tuple[float, int, str]] = []  # (when, index, uuid it replaces)
+        self._timer_r = self._timer_w = -1
+        self.poller: zmq.Poller | None = None
         self.info = info
         self.n = n
         self.log_stream = log_stream if log_stream is not None else sys.stderr
@@ -130,6 +180,9 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._timer_r, self._timer_w = os.pipe()  # engines starting a request with a time limit
+        os.set_blocking(self._timer_r, False)
+        os.set_blocking(self._timer_w, False)
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGCHLD, _ignore)  # a Python handler, so the wakeup fd is written
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -146,6 +199,7 @@ class Supervisor:
         try:
             self.hub = ctx.socket(zmq.DEALER)
             self.hub.linger = HUB_LINGER
+            self.hub.setsockopt(zmq.IDENTITY, self.identity.encode("ascii"))  # the controller addresses us
             self.hub.connect(self.info.url("hub"))
             self._supervise()
         finally:
@@ -154,8 +208,8 @@ class Supervisor:
                 self.hub.close(linger=0 if self._controller_gone() else HUB_LINGER)
             ctx.term()
             signal.set_wakeup_fd(-1)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            for fd in (self._wake_r, self._wake_w, self._timer_r, self._timer_w):
+                os.close(fd)
         return self._exit_code()
 
     def _controller_gone(self) -> bool:
@@ -178,20 +232,23 @@ class Supervisor:
 
     # --- forking ------------------------------------------------------------------------------
 
-    def _fork(self, index: int) -> None:
+    def _fork(self, index: int, restart_of: str | None = None) -> None:
         uuid = new_id()
+        self.slots[index].reset()
         r, w = os.pipe()
         for stream in (sys.stdout, sys.stderr, self.log_stream):
             stream.flush()  # else the child would write the parent's buffered text again
         pid = os.fork()
         if pid == 0:  # child: never returns
             os.close(r)
-            self._become_engine(uuid, w)
+            self._become_engine(uuid, w, index, restart_of)
         os.close(w)
         os.set_blocking(r, False)
         self.children[pid] = Child(index, uuid, pid, r)
+        if self.poller is not None:
+            self.poller.register(r, zmq.POLLIN)
 
-    def _become_engine(self, uuid: str, out_fd: int) -> None:
+    def _become_engine(self, uuid: str, out_fd: int, index: int = 0, restart_of: str | None = None) -> None:
         code = 1
         try:
             supervisor_pid = os.getppid()
@@ -199,7 +256,7 @@ class Supervisor:
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            for fd in [self._wake_r, self._wake_w, *(c.out_fd for c in self.children.values())]:
+            for fd in [self._wake_r, self._wake_w, self._timer_r, *(c.out_fd for c in self.children.values())]:
                 if fd is not None and fd >= 0:
                     os.close(fd)
             _die_with_parent(supervisor_pid)
@@ -207,9 +264,12 @@ class Supervisor:
             os.dup2(out_fd, 2)
             os.close(out_fd)
             setup_logging(self.log_level, stream=sys.__stderr__)
+            # a restart forks after the parent made its zmq context: the child never touches that
+            # context or its sockets (they stay referenced, so they are never collected here)
+            supervision = Supervision(self.identity, self.slots[index], self._timer_w, restart_of)
             code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup,
                               controller_timeout=self.controller_timeout,
-                              registration_timeout=self.registration_timeout)
+                              registration_timeout=self.registration_timeout, supervision=supervision)
         except BaseException:  # noqa: B036 - a child must end in os._exit, whatever happened
             traceback.print_exc()
         finally:
@@ -228,20 +288,24 @@ class Supervisor:
 
     def _supervise(self) -> None:
         assert self.hub is not None
-        poller = zmq.Poller()
+        poller = self.poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._timer_r, zmq.POLLIN)
         poller.register(self.hub, zmq.POLLIN)
         for c in self.children.values():
             if c.out_fd is not None:
                 poller.register(c.out_fd, zmq.POLLIN)
         handled_signals = 0
-        while self.children:
+        while self.children or (self._respawns and not self._stop_signals):
+            due = [t for t in (self._kill_at, self._next_slot_check(), self._next_respawn()) if t is not None]
             timeout = None
-            if self._kill_at is not None:  # rounded up: waking early would spin until the deadline
-                timeout = math.ceil(max(0.0, self._kill_at - time.monotonic()) * 1000)
+            if due:  # rounded up: waking early would spin until the deadline
+                timeout = math.ceil(max(0.0, min(due) - time.monotonic()) * 1000)
             for sock, _ in poller.poll(timeout):
                 if sock == self._wake_r:
                     drain_fd(self._wake_r)
+                elif sock == self._timer_r:
+                    drain_fd(self._timer_r)
                 elif sock is self.hub:
                     self._drain_hub()
                 else:
@@ -249,9 +313,130 @@ class Supervisor:
             self._reap(poller)
             if self._stop_signals > handled_signals:
                 handled_signals = self._stop_signals
+                self._respawns.clear()
                 self._terminate(kill_now=handled_signals > 1)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
                 self._terminate(kill_now=True)
+            self._check_slots(time.monotonic())
+            self._respawn_due(time.monotonic())
+
+    # --- time limits and cancels ----------------------------------------------------------------
+
+    def _next_slot_check(self) -> float | None:
+        """When :meth:`_check_slots` next has something to do (``None``: only when woken)."""
+        due: list[float] = []
+        for c in self.children.values():
+            if c.stopping is not None:
+                due.append(c.stopping[4])
+            elif c.cancels:
+                due.append(time.monotonic() + CANCEL_POLL)
+            run = self.slots[c.index].running()
+            if run is not None and run.deadline and c.stopping is None:
+                due.append(run.deadline)
+        return min(due) if due else None
+
+    def _check_slots(self, now: float) -> None:
+        """Interrupt requests past their deadline or cancelled; kill engines that ignore it."""
+        for c in list(self.children.values()):
+            slot = self.slots[c.index]
+            run = slot.running()
+            if c.stopping is not None and (run is None or run.seq != c.stopping[0]):
+                c.stopping = None  # the interrupted request ended by itself
+            if c.cancels:
+                c.cancels = {m: t for m, t in c.cancels.items() if t > now}
+            if run is None:
+                continue
+            if c.stopping is None:
+                if run.msg_id in c.cancels:
+                    del c.cancels[run.msg_id]
+                    self._interrupt(c, run.seq, run.msg_id, STOP_CANCEL, run.limit, now)
+                elif run.deadline and now >= run.deadline:
+                    self._interrupt(c, run.seq, run.msg_id, STOP_TIME_LIMIT, run.limit, now)
+            elif now >= c.stopping[4]:
+                self._kill_for(c, now)
+
+    def _interrupt(self, c: Child, seq: int, msg_id: str, stop: int, limit: float, now: float) -> None:
+        if not self.slots[c.index].mark(seq, stop):
+            return  # it ended just now
+        why = "its time limit" if stop == STOP_TIME_LIMIT else "a cancel"
+        log.info("engine pid %d: interrupting request %s (%s)", c.pid, msg_id, why)
+        c.stopping = (seq, msg_id, stop, limit, now + self.interrupt_grace)
+        try:
+            os.kill(c.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def _kill_for(self, c: Child, now: float) -> None:
+        assert c.stopping is not None
+        seq, msg_id, stop, limit, _ = c.stopping
+        if self.slots[c.index].seq() != seq:  # it ended at the last moment
+            c.stopping = None
+            return
+        if stop == STOP_TIME_LIMIT:
+            ename = "TaskTimeout"
+            evalue = (f"task {msg_id} ran longer than its time limit of {limit:g} s and was still running "
+                      f"{self.interrupt_grace:g} s after being interrupted; its engine was killed and restarted")
+        else:
+            ename = "TaskCancelled"
+            evalue = (f"task {msg_id} was cancelled and was still running {self.interrupt_grace:g} s after "
+                      "being interrupted; its engine was killed and restarted")
+        log.warning("engine pid %d: killing it (%s)", c.pid, evalue)
+        c.killed = {"msg_id": msg_id, "ename": ename, "evalue": evalue}
+        c.stopping = None
+        try:
+            os.kill(c.pid, signal.SIGKILL)
+            os.kill(c.pid, signal.SIGCONT)  # a stopped process must run to die
+        except ProcessLookupError:
+            pass
+
+    def _on_interrupt_request(self, content: dict[str, Any]) -> None:
+        """The controller relays a cancel: stop the engine *uuid* if it runs one of *msg_ids*."""
+        uuid, ids = content.get("uuid"), content.get("msg_ids")
+        child = next((c for c in self.children.values() if c.uuid == uuid), None)
+        if child is None or not isinstance(ids, list):
+            return
+        until = time.monotonic() + CANCEL_WINDOW
+        for m in ids[:10_000]:
+            if isinstance(m, str):
+                child.cancels[m] = until
+
+    # --- restarts ---------------------------------------------------------------------------------
+
+    def _next_respawn(self) -> float | None:
+        return min(t for t, _, _ in self._respawns) if self._respawns and not self._stop_signals else None
+
+    def _respawn_due(self, now: float) -> None:
+        if self._stop_signals:
+            return
+        due = [r for r in self._respawns if r[0] <= now]
+        if not due:
+            return
+        self._respawns = [r for r in self._respawns if r[0] > now]
+        for _, index, old_uuid in due:
+            self._fork(index, restart_of=old_uuid)
+            pid = next(p for p, c in self.children.items() if c.index == index)
+            log.info("restarted engine %s as pid %d", old_uuid, pid)
+
+    def _restart_delay(self, child: Child) -> float | None:
+        """Seconds to wait before restarting *child*'s engine; ``None``: do not restart it."""
+        if self._stop_signals:
+            return None
+        if child.killed is not None:
+            return 0.0  # killed on purpose: always back at once, and not the engine's fault
+        if not self.restart_engines or child.exit_code in (0, EXIT_CONTROLLER_GONE):
+            return None
+        now = time.monotonic()
+        deaths = self._deaths.setdefault(child.index, deque())
+        deaths.append(now)
+        while deaths and deaths[0] < now - RESTART_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_RESTARTS:
+            log.error("engine %s died %d times within %g s; not restarting it again", child.uuid,
+                      len(deaths), RESTART_WINDOW)
+            return None
+        if len(deaths) == 1:
+            return 0.0
+        return min(RESTART_BACKOFF * 2 ** (len(deaths) - 2), RESTART_BACKOFF_MAX)
 
     def _terminate(self, kill_now: bool) -> None:
         sig = signal.SIGKILL if kill_now else signal.SIGTERM
@@ -268,7 +453,15 @@ class Supervisor:
         assert self.hub is not None
         while self.hub.poll(0):
             frames = self.hub.recv_multipart()
-            log.debug("ignored a %d-frame message on the hub socket", len(frames))
+            try:
+                msg = self.session.deserialize(frames, has_idents=False)
+            except ProtocolError as e:
+                log.warning("dropped a message on the hub socket: %s: %s", type(e).__name__, e)
+                continue
+            if msg.msg_type == M.TASK_INTERRUPT_REQUEST:
+                self._on_interrupt_request(msg.content)
+            else:
+                log.debug("ignored %r on the hub socket", msg.msg_type)
 
     def _read_output(self, poller: zmq.Poller, fd: int) -> None:
         child = next((c for c in self.children.values() if c.out_fd == fd), None)
@@ -328,6 +521,7 @@ class Supervisor:
             if child is None:
                 continue
             child.exit_code = os.waitstatus_to_exitcode(status)
+            run = self.slots[child.index].running()  # what it was doing when it died
             # what the child wrote before dying is in the pipe; take it, don't wait for EOF (a
             # grandchild may hold the pipe open)
             self._pump(child, poller)
@@ -339,11 +533,18 @@ class Supervisor:
             self.finished.append(child)
             level = logging.INFO if child.exit_code == 0 else logging.WARNING
             log.log(level, "engine pid %d exited with %s", pid, _describe_exit(child.exit_code))
-            self._report(child)
+            delay = self._restart_delay(child)
+            self._report(child, run.msg_id if run is not None else None, delay is not None)
+            if delay is not None:
+                if delay:
+                    log.warning("restarting engine %s in %g s", child.uuid, delay)
+                self._respawns.append((time.monotonic() + delay, child.index, child.uuid))
 
-    def _report(self, child: Child) -> None:
+    def _report(self, child: Child, running: str | None = None, restarting: bool = False) -> None:
         assert self.hub is not None
-        content = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code, "output": child.output()}
+        content = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code, "output": child.output(),
+                   "how": _describe_exit(child.exit_code), "running": running, "killed": child.killed,
+                   "restarting": restarting}
         try:
             # never block: the controller may be gone (that may be why the engine died)
             self.hub.send_multipart(self.session.serialize(M.ENGINE_DIED_NOTIFICATION, content), zmq.NOBLOCK)

@@ -42,7 +42,7 @@ _ERRORS = {
     "ProtocolError", "InvalidSignature", "ReplayedMessage", "MalformedMessage", "LauncherError",
     "ClusterError", "AlreadyRunning", "ClusterNotFound", "NoEnginesRegistered", "ConnectionFileError",
     "VersionMismatch", "ControllerError", "TaskAborted", "TaskTimeout", "DependencyError",
-    "InvalidDependency", "ImpossibleDependency", "UnmetDependency",
+    "InvalidDependency", "ImpossibleDependency", "UnmetDependency", "TaskCancelled", "TaskKilledEngines",
 }
 
 __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])

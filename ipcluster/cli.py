@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--curve", action="store_const", const=True, default=None, dest="curve",
                        help="encrypt every connection with CurveZMQ and accept only the cluster's keys "
                        "(recommended with a non-loopback --ip)")
+    start.add_argument("--restart-engines", action="store_const", const=True, default=None,
+                       dest="restart_engines", help="start a new engine (same id, startup code run again) in "
+                       "place of one that dies")
     start.add_argument("--log-level", default=None, type=str.upper,
                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                        help="controller log level")
@@ -121,7 +124,8 @@ def _cluster_from_args(args: argparse.Namespace) -> "Cluster":
     for name, trait in (("n", "n"), ("profile", "profile"), ("ip", "controller_ip"),
                         ("location", "controller_location"), ("log_level", "log_level"),
                         ("timeout", "engine_timeout"), ("engines", "engine_launcher_class"),
-                        ("controller", "controller_launcher_class"), ("curve", "enable_curve")):
+                        ("controller", "controller_launcher_class"), ("curve", "enable_curve"),
+                        ("restart_engines", "restart_engines")):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[trait] = value

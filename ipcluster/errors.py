@@ -70,6 +70,11 @@ class EngineDied(EngineError):
     """The engine running (or holding) a request stopped before it replied."""
 
 
+class TaskKilledEngines(EngineDied):
+    """A load-balanced task was running on ``max_engine_deaths`` engines that died; it is not
+    retried again (it would take every engine of the cluster down)."""
+
+
 class ControllerError(IPClusterError):
     """The controller rejected a request or could not be reached."""
 
@@ -316,7 +321,13 @@ class TaskAborted(IPClusterError):
 
 
 class TaskTimeout(IPClusterError, _builtins.TimeoutError):
-    """A load-balanced task waited longer than its ``timeout`` for an engine."""
+    """A task ran longer than its ``time_limit`` (it was interrupted, or killed and its engine
+    restarted), or a load-balanced task waited longer than its ``timeout`` for an engine."""
+
+
+class TaskCancelled(TaskAborted):
+    """A running task was stopped by ``AsyncResult.cancel()`` (interrupted, or killed and its
+    engine restarted)."""
 
 
 class DependencyError(IPClusterError):

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ipcluster.client.client import Client
 
 
+#: Seconds :meth:`AsyncResult.cancel` waits for the requests to end.
+CANCEL_WAIT = 30.0
+
+
 class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
     """Result of a call on one or more engines.
 
@@ -160,15 +164,20 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             self._client.abort(pending, block=False)
 
     def cancel(self) -> bool:
-        """Abort what has not started; ``True`` if nothing of this call ran or will run.
+        """Stop this call: what has not started is aborted (``TaskAborted``), what is running is
+        interrupted and, if it does not stop within its engine supervisor's grace period, killed
+        with its engine, which is restarted (``TaskCancelled``, a ``TaskAborted``).
 
-        Unlike a local future, remote work already running is not stopped (it finishes, and this
-        returns ``False``); the result then holds what ran, or ``TaskAborted`` for what did not.
+        Waits until every request has ended (at most :data:`CANCEL_WAIT` seconds) and returns
+        ``True`` if none of them completed; ``False`` if the call was already done or some request
+        finished anyway (the result then holds what completed).  Engines without a supervisor
+        only abort queued requests: running work there finishes.
         """
         if self.done():
             return False
-        self.abort()
-        concurrent.futures.wait(self._children, timeout=10)
+        pending = [(m, c) for m, c in zip(self.msg_ids, self._children) if not c.done()]
+        self._client.cancel([m for m, _ in pending])
+        concurrent.futures.wait([c for _, c in pending], timeout=CANCEL_WAIT)
         return all(isinstance(c.exception(0) if c.done() else None, errors.TaskAborted) for c in self._children)
 
     def __await__(self) -> Generator[Any, None, Any]:

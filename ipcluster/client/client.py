@@ -32,6 +32,18 @@ from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
 
 
+def _engine_gone_error(eid: int, reason: str, killed: dict[str, Any], msg_id: str) -> BaseException:
+    """The error of a request *eid* owed when it was unregistered: its own error if the engine was
+    killed to stop it (time limit, cancel), else ``EngineDied``."""
+    stop = killed.get(msg_id)
+    if isinstance(stop, list) and len(stop) == 2:
+        cls = getattr(errors, str(stop[0]), None)
+        if isinstance(cls, type) and issubclass(cls, (errors.TaskTimeout, errors.TaskAborted)):
+            return cls(str(stop[1]))
+    return errors.EngineDied(f"engine {eid} stopped before replying to {msg_id} ({reason})",
+                             engine_id=eid, msg_id=msg_id)
+
+
 class Client:
     """A connection to a running cluster.
 
@@ -222,8 +234,8 @@ class Client:
             if uuid is not None:
                 self._drop_direct(uuid)
                 reason = msg.content.get("reason", "unregistered")
-                self._tracker.fail_engine(uuid, lambda m: errors.EngineDied(
-                    f"engine {eid} stopped before replying ({reason})", engine_id=eid, msg_id=m))
+                self._tracker.fail_engine(uuid, functools.partial(
+                    _engine_gone_error, eid, reason, msg.content.get("killed") or {}))
         elif t == M.CONTROLLER_SHUTDOWN_NOTIFICATION:
             self._lose_controller("the controller shut down")
         elif t == M.RESULT_NOTIFICATION:
@@ -357,6 +369,7 @@ class Client:
 
     def send_apply(self, engine_ids: Sequence[int], f: Any, args: Sequence[Any] = (),
                    kwargs: dict[str, Any] | None = None, wait: bool = False,
+                   metadata: dict[str, Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures.
 
@@ -365,15 +378,18 @@ class Client:
         """
         self._check_open()
         buffers = pack_apply_message(f, args, kwargs or {})
-        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait)
+        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata)
 
     def send_execute(self, engine_ids: Sequence[int], code: str, silent: bool = False, wait: bool = False,
+                     metadata: dict[str, Any] | None = None,
                      ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         self._check_open()
-        return self._send_each(engine_ids, M.EXECUTE_REQUEST, {"code": code, "silent": silent}, (), wait=wait)
+        return self._send_each(engine_ids, M.EXECUTE_REQUEST, {"code": code, "silent": silent}, (), wait=wait,
+                               metadata=metadata)
 
     def _send_each(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
                    buffers: Sequence[Any], channel: str = "mux", record: bool = True, wait: bool = False,
+                   metadata: dict[str, Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         msg_ids, futures, uuids, requests = [], [], [], []
         for eid in engine_ids:
@@ -384,7 +400,7 @@ class Client:
             msg_ids.append(msg_id)
             uuids.append(uuid)
             requests.append(self.session.serialize(msg_type, content, header=header, buffers=buffers,
-                                                   idents=[uuid]))
+                                                   idents=[uuid], metadata=metadata))
         urls = [self._direct_urls.get(u) for u in uuids]
         if wait and channel == "mux" and self._can_block_here(uuids, urls):
             self._blocking.run(uuids, urls, requests, futures)  # type: ignore[arg-type]
@@ -544,6 +560,35 @@ class Client:
                 ar.get()
             return None
         return results
+
+    def cancel(self, jobs: str | Iterable[str] | Any) -> None:
+        """Stop requests (msg_ids or AsyncResults), running or not, without waiting.
+
+        Queued ones are aborted (``TaskAborted``); running ones are interrupted and, if still
+        running after the engine supervisor's grace period, killed with their engine, which is
+        restarted (``TaskCancelled``).  Engines without a supervisor only abort queued requests.
+        """
+        items = [jobs] if isinstance(jobs, str) or hasattr(jobs, "msg_ids") else list(jobs)
+        wanted: set[str] = set()
+        for j in items:
+            wanted.update(getattr(j, "msg_ids", [j]))
+        tasks = [m for m in self._tracker.outstanding_on(M.SCHEDULER) if m in wanted]
+        if tasks:  # on the route the tasks took, so it cannot overtake them
+            header = self.session.header(M.TASK_ABORT_REQUEST)
+            self._tracker.register(header["msg_id"], M.SCHEDULER, None, record=False)
+            self._io.send("mux", self.session.serialize(M.TASK_ABORT_REQUEST, {"msg_ids": tasks, "cancel": True},
+                                                        header=header, idents=[M.SCHEDULER]))
+        direct: dict[str, str] = {}
+        per_engine: dict[int, list[str]] = {}
+        for eid, uuid in list(self._engines.items()):
+            ids = sorted({m.split("/", 1)[0] for m in self._tracker.outstanding_on(uuid)} & wanted)
+            if ids:
+                per_engine[eid] = ids
+                direct.update((m, uuid.decode("ascii")) for m in ids)
+        for eid, ids in per_engine.items():  # queued on the engine: it skips them
+            self._control([eid], M.ABORT_REQUEST, {"msg_ids": ids}, False, "abort")
+        if direct:  # running: the engine's supervisor stops them
+            self._io.send("hub", self.session.serialize(M.TASK_CANCEL_REQUEST, {"tasks": direct}))
 
     def clear(self, targets: Targets = None, block: bool | None = None) -> Any:
         """Clear the namespace of the target engines."""

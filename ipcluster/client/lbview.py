@@ -16,7 +16,7 @@ from ipcluster.client import remotefunction as rf
 from ipcluster.client.asyncresult import AsyncMapResult, AsyncResult
 from ipcluster.client.dependency import Dependency, as_dependency
 from ipcluster.client.partition import partition_many
-from ipcluster.client.view import View
+from ipcluster.client.view import View, check_time_limit
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.serialize import pack_apply_message
 
@@ -29,16 +29,19 @@ class LoadBalancedView(View):
 
     Flags (``set_flags`` / ``temp_flags``): ``block``, ``targets`` (engines allowed, default any),
     ``retries`` (re-run a failed task elsewhere up to this many times), ``timeout`` (seconds a task
-    may wait for an engine before failing with ``TaskTimeout``), ``after`` (time dependency) and
-    ``follow`` (location dependency): msg_ids, AsyncResults or :class:`~ipcluster.Dependency`.
+    may wait for an engine before failing with ``TaskTimeout``), ``time_limit`` (seconds a task
+    may run: past it, it is interrupted and fails with ``TaskTimeout``), ``after`` (time
+    dependency) and ``follow`` (location dependency): msg_ids, AsyncResults or
+    :class:`~ipcluster.Dependency`.
     """
 
-    _flag_names: tuple[str, ...] = ("block", "targets", "retries", "timeout", "after", "follow")
+    _flag_names: tuple[str, ...] = ("block", "targets", "retries", "timeout", "time_limit", "after", "follow")
 
     def __init__(self, client: "Client", targets: "Targets" = None, block: bool = False):
         super().__init__(client, targets, block)
         self.retries = 0
         self.timeout: float | None = None
+        self.time_limit: float | None = None
         self.after: Any = None
         self.follow: Any = None
 
@@ -53,6 +56,8 @@ class LoadBalancedView(View):
         if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or self.timeout < 0):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {self.timeout!r}")
         md: dict[str, Any] = {"targets": targets, "retries": self.retries, "timeout": self.timeout}
+        if self.time_limit is not None:
+            md["time_limit"] = check_time_limit(self.time_limit)
         for name in ("after", "follow"):
             dep = as_dependency(getattr(self, name))
             md[name] = dep.to_wire() if dep is not None else None

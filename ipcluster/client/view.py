@@ -53,6 +53,13 @@ class View:
             for k, v in saved.items():
                 setattr(self, k, v)
 
+    def _request_metadata(self) -> dict[str, Any] | None:
+        """Per-request options sent with each request (``time_limit``), or ``None``."""
+        limit = getattr(self, "time_limit", None)
+        if limit is None:
+            return None
+        return {"time_limit": check_time_limit(limit)}
+
     def _targets(self, targets: "Targets" = None) -> tuple[list[int], bool]:
         return self.client._resolve_targets(self.targets if targets is None else targets)
 
@@ -71,7 +78,7 @@ class View:
             raise TypeError(f"apply needs a callable, got {type(f).__name__}")
         ids, single = self._targets(targets)
         block = self._block(block)
-        msg_ids, futures = self.client.send_apply(ids, f, args, kwargs, wait=block)
+        msg_ids, futures = self.client.send_apply(ids, f, args, kwargs, wait=block, metadata=self._request_metadata())
         ar = AsyncResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "f"), single=single)
         return self._finish(ar, block)
 
@@ -138,8 +145,23 @@ class View:
         return f"<{type(self).__name__} {self.targets!r}>"
 
 
+def check_time_limit(value: Any) -> float:
+    """A valid ``time_limit`` flag (seconds > 0) as a float; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"time_limit must be a number of seconds > 0 or None, not {value!r}")
+    return float(value)
+
+
 class DirectView(View):
-    """Run work on explicitly named engines (every call goes to every target)."""
+    """Run work on explicitly named engines (every call goes to every target).
+
+    Flags (``set_flags`` / ``temp_flags``): ``block``, ``targets`` and ``time_limit`` (seconds a
+    request may run; past it, it is interrupted and fails with ``TaskTimeout``, its engine killed
+    and restarted if it does not stop; see ``docs/reliability.md``).
+    """
+
+    _flag_names: tuple[str, ...] = ("block", "targets", "time_limit")
+    time_limit: float | None = None
 
     # --- code and namespaces ------------------------------------------------------------------
 
@@ -153,7 +175,8 @@ class DirectView(View):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         ids, single = self._targets(targets)
         block = self._block(block)
-        msg_ids, futures = self.client.send_execute(ids, code, silent=silent, wait=block)
+        msg_ids, futures = self.client.send_execute(ids, code, silent=silent, wait=block,
+                                                    metadata=self._request_metadata())
         ar = AsyncResult(self.client, msg_ids, futures, fname="execute", single=single)
         return self._finish(ar, block)
 
@@ -247,10 +270,11 @@ class DirectView(View):
         for eid, chunks in zip(ids, partition_many(sequences, len(ids))):
             if len(chunks[0]) == 0:
                 continue  # fewer items than engines
+            md = self._request_metadata()
             if per_chunk:
-                m, fu = self.client.send_apply([eid], f, chunks)
+                m, fu = self.client.send_apply([eid], f, chunks, metadata=md)
             else:
-                m, fu = self.client.send_apply([eid], rf._map, (f, *chunks))
+                m, fu = self.client.send_apply([eid], rf._map, (f, *chunks), metadata=md)
             msg_ids += m
             futures += fu
             counts.append(len(chunks[0]))

@@ -86,6 +86,8 @@ class Cluster(LoggingConfigurable):
         sockets in a private temporary directory instead of TCP (default ``True``).
     engine_timeout:
         Seconds :meth:`connect_client` waits for the controller and the engines.
+    restart_engines:
+        Start a new engine in place of one that dies (same id, startup code run again).
     log_level:
         The controller's log level (a name such as ``"DEBUG"`` or a number).
     config:
@@ -109,6 +111,8 @@ class Cluster(LoggingConfigurable):
     controller_ipc = Bool(True, help="Processes on the controller's host connect through Unix domain sockets "
                           "(faster than TCP); False: TCP only.").tag(config=True)
     engine_timeout = Float(60.0, help="Seconds to wait for the controller and engines.").tag(config=True)
+    restart_engines = Bool(False, help="Start a new engine (with the same id, running the startup code "
+                           "again) in place of one that dies.").tag(config=True)
     log_level = Union([Unicode(), Integer()], default_value="INFO", help="Controller log level.").tag(
         config=True
     )
@@ -395,7 +399,7 @@ class Cluster(LoggingConfigurable):
         opts = self._launcher_options(
             cls, profile_dir=self.profile_dir, cluster_id=self.cluster_id or "",
             log_path=self._log_path("engines" + (f"-{set_id}" if set_id != "0" else "")),
-            n=n, connection_file=str(self.connection_file),
+            n=n, connection_file=str(self.connection_file), restart_engines=self.restart_engines,
         )
         engine_set = cls(parent=self, **opts)
         await engine_set.start()

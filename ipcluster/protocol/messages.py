@@ -28,6 +28,13 @@ RESULT_NOTIFICATION = "result_notification"
 TASK_ABORT_REQUEST = "task_abort_request"
 TASK_ABORT_REPLY = "task_abort_reply"
 ENGINE_DIED_NOTIFICATION = "engine_died_notification"
+#: Client -> controller: stop these requests if they are running (``{"tasks": {msg_id: engine uuid}}``);
+#: the controller passes them on to each engine's supervisor as ``task_interrupt_request``.
+TASK_CANCEL_REQUEST = "task_cancel_request"
+TASK_CANCEL_REPLY = "task_cancel_reply"
+#: Controller -> engine-host supervisor (hub socket): interrupt, then kill and restart, the engine
+#: *uuid* if it is running one of *msg_ids* (``{"uuid", "msg_ids", "reason": "cancel"}``).
+TASK_INTERRUPT_REQUEST = "task_interrupt_request"
 ENGINE_REGISTERED_NOTIFICATION = "engine_registered_notification"
 ENGINE_UNREGISTERED_NOTIFICATION = "engine_unregistered_notification"
 CONTROLLER_SHUTDOWN_NOTIFICATION = "controller_shutdown_notification"
@@ -65,6 +72,7 @@ REPLY_FOR = {
     EXECUTE_REQUEST: EXECUTE_REPLY,
     ABORT_REQUEST: ABORT_REPLY,
     TASK_ABORT_REQUEST: TASK_ABORT_REPLY,
+    TASK_CANCEL_REQUEST: TASK_CANCEL_REPLY,
     CLEAR_REQUEST: CLEAR_REPLY,
     SHUTDOWN_REQUEST: SHUTDOWN_REPLY,
     SIGNAL_REQUEST: SIGNAL_REPLY,

@@ -14,7 +14,7 @@ import signal as _signal
 import sys
 from typing import Any
 
-from traitlets import Integer, List, Unicode
+from traitlets import Bool, Integer, List, Unicode
 
 from ipcluster.cluster.launchers.controlleropts import ControllerOptions
 from ipcluster.cluster.launchers.base import BaseLauncher
@@ -149,6 +149,7 @@ class LocalEngineSetLauncher(LocalProcessLauncher):
 
     n = Integer(1, help="How many engines the supervisor starts.")
     connection_file = Unicode("", help="The connection file the engines read.")
+    restart_engines = Bool(False, help="The supervisor starts a new engine in place of one that dies.")
     engine_args = List(Unicode(), help="Extra command-line arguments for the engine supervisor.").tag(
         config=True
     )
@@ -161,7 +162,7 @@ class LocalEngineSetLauncher(LocalProcessLauncher):
             "--file", self.connection_file,
             "-n", str(self.n),
             "--log-file", self.log_path,
-        ] + list(self.engine_args)
+        ] + (["--restart-engines"] if self.restart_engines else []) + list(self.engine_args)
 
     def engine_pids(self) -> list[int]:
         """Pids of the engine processes (the supervisor's children)."""
