@@ -29,6 +29,7 @@ from controller.registry import EngineRegistry
 from controller.router import DropLog, Router
 from controller.scheduling.policies import POLICIES
 from controller.scheduling.state import TaskScheduler
+from controller.store import StoreError, flush_periodically, open_store, restore_point
 from controller.tasks import TaskServer
 from ipcluster.protocol.channel import Channel
 from ipcluster.protocol.connection import (
@@ -115,9 +116,19 @@ class IPController(Application):
         "log-level": "IPController.log_level",
         "curve-allow": "IPController.curve_allowed_keys",
     }
+    persist = Bool(False, help="Keep task records, results and engine ids in a SQLite file in the profile's "
+                   "security directory, so that a controller restarted with --restore takes them back"
+                   ).tag(config=True)
+    restore = Bool(False, help="Start from the task store and connection file a killed controller of this "
+                   "cluster left behind: same ports and key, results kept, engines welcomed back "
+                   "(implies persist)").tag(config=True)
+
     flags = {
         **Application.flags,
         "enable-curve": ({"IPController": {"enable_curve": True}}, "Encrypt connections with CurveZMQ."),
+        "persist": ({"IPController": {"persist": True}}, "Keep tasks and results in a persistent store."),
+        "restore": ({"IPController": {"restore": True, "persist": True}},
+                    "Restart a killed controller from its store and connection file."),
         "no-ipc": ({"IPController": {"ipc": False}}, "Listen on TCP only (no Unix domain sockets)."),
     }
 
@@ -145,7 +156,10 @@ class IPController(Application):
         loop = asyncio.get_running_loop()
         log = self.log
         ctx = zmq.Context()
-        session = Session(new_key())
+        cf = Path(self.connection_file) if self.connection_file else connection_file_path(
+            self.profile_dir, self.cluster_id)
+        previous = restore_point(cf, self.enable_curve) if self.restore else None
+        session = Session(previous.key_bytes if previous else new_key())
         curve = start_curve(ctx, self.curve_allowed_keys, log) if self.enable_curve else None
         if curve is None and not _is_loopback(self.ip):
             log.warning("listening on %s without encryption: anyone who can reach it sees the traffic; "
@@ -162,8 +176,9 @@ class IPController(Application):
             if curve is not None:
                 curve.secure(s)
             sockets[role] = s
-            ports[role] = _bind(s, self.ip)
-        ipc_dir = make_ipc_dir() if self.ipc else ""
+            ports[role] = _bind(s, self.ip, previous.ports.get(role, 0) if previous else 0)
+        reuse_ipc = previous is not None and previous.ipc_dir and os.path.isdir(previous.ipc_dir)
+        ipc_dir = (previous.ipc_dir if reuse_ipc else make_ipc_dir()) if self.ipc else ""
         if ipc_dir:
             for role, s in sockets.items():
                 s.bind(ipc_url(ipc_dir, role))
@@ -190,6 +205,8 @@ class IPController(Application):
         mux.records = tasks.records = hub.records
         mux.abort_tasks = hub.abort_tasks
         ch["hb_pong"].on_message = hub.on_pong
+        hub.read_pongs = ch["hb_pong"]._on_ready
+        store = open_store(hub, self.profile_dir, self.cluster_id, self.restore, log) if self.persist else None
         for c in ch.values():  # start reading now that every handler is set
             c.start()
 
@@ -205,8 +222,6 @@ class IPController(Application):
         if curve is not None:
             info.curve_serverkey, info.curve_publickey = curve.server_public, curve.member_public
             info.curve_secretkey = curve.member_secret
-        cf = Path(self.connection_file) if self.connection_file else connection_file_path(
-            self.profile_dir, self.cluster_id)
         write_connection_file(cf, info)
         log.info("controller ready on %s (ports %s); connection file %s", location, ports, cf)
         log.info("load-balanced tasks: policy %s, at most %s per engine", self.task_scheme, self.task_hwm or "any number")
@@ -227,9 +242,12 @@ class IPController(Application):
             async with asyncio.TaskGroup() as tg:
                 hb = tg.create_task(heartbeat())
                 tt = tg.create_task(task_timeouts())
+                fl = tg.create_task(flush_periodically(store, log)) if store is not None else None
                 await stop.wait()
                 hb.cancel()
                 tt.cancel()
+                if fl is not None:
+                    fl.cancel()
         finally:
             log.info("controller shutting down")
             hub.notify_clients("controller_shutdown_notification", {})
@@ -243,15 +261,17 @@ class IPController(Application):
                 c.close(linger=500)
             if curve is not None:
                 curve.stop()
+            if store is not None:
+                store.close()
             ctx.term()
             if ipc_dir:
                 shutil.rmtree(ipc_dir, ignore_errors=True)
 
 
-def _bind(sock: zmq.Socket, ip: str) -> int:
-    """Bind to an OS-chosen port and return it (no probe-and-close race)."""
+def _bind(sock: zmq.Socket, ip: str, port: int = 0) -> int:
+    """Bind to an OS-chosen port (or, restoring, the previous one) and return it (no probe-and-close race)."""
     host = "*" if ip in ("0.0.0.0", "*", "") else ip
-    sock.bind(f"tcp://{host}:0")
+    sock.bind(f"tcp://{host}:{port}")
     endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
     return int(endpoint.rsplit(":", 1)[1])
 
@@ -289,7 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ipcluster-controller: {e}", file=sys.stderr)
         sys.exit(2)
     tune_gc()
-    app.start()
+    try:
+        app.start()
+    except StoreError as e:
+        print(f"ipcluster-controller: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def tune_gc() -> None:

@@ -14,6 +14,7 @@ import zmq
 
 from controller.heartbeat import HeartMonitor
 from controller.records import TaskRecords
+from controller.restart import Returns
 from controller.registry import EngineRecord, EngineRegistry
 from controller.results import ResultWatches, result_entry
 from controller.router import DropLog, Router
@@ -57,6 +58,9 @@ class Hub:
         self.records = TaskRecords()  # what the mux route saw (the app hands it to the routers)
         self.watches = ResultWatches()  # clients waiting for results still pending
         self.records.watch(self.watches.by_msg_id, self.result_finished)
+        self.store: Any = None  # the persistent TaskStore (controller/store.py), set by the app
+        self.returns = Returns(self)  # engines back from a controller restart or a partition
+        self.read_pongs: Callable[[], None] | None = None  # drains the hb_pong socket (set by the app)
         self.versions = local_versions()
         self.hub_handlers: dict[str, Callable[[Message], None]] = {
             M.CONNECTION_REQUEST: self.on_connection_request,
@@ -119,7 +123,7 @@ class Hub:
         engines = {str(e.id): e.info() for e in self.registry.ready_engines()}
         self.reply(msg, M.CONNECTION_REPLY, {
             "status": "ok", "engines": engines, "heartbeat_period": self.monitor.period,
-            "versions": self.versions,
+            "versions": self.versions, "persistent": self.store is not None,
         })
 
     def on_disconnect(self, msg: Message) -> None:
@@ -283,6 +287,8 @@ class Hub:
         rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
         rec.direct_url = str(c.get("direct_url") or "")
         rec.host_key = str(c.get("host_key") or "")
+        if self.store is not None:
+            self.store.engine(rec.id, uuid, rec.hostname, rec.pid)
         self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {
             "status": "ok", "id": rec.id, "heartbeat_period": self.monitor.period}, msg)
 
@@ -292,6 +298,7 @@ class Hub:
             return
         rec.ready = True
         self.monitor.add(engine, time.monotonic())
+        self.returns.ready(rec, msg.content)
         self.log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
         self.notify_clients(M.ENGINE_REGISTERED_NOTIFICATION, {"id": rec.id, **rec.info()})
         if self.tasks is not None:
@@ -350,7 +357,9 @@ class Hub:
                 self.mux.reply_error(p.client, rec.uuid, p.header, ename, evalue, rec)
         failed = self.mux.fail_pending(rec, reason) + self.control.fail_pending(rec, reason)
         self.log.info("engine %d unregistered: %s (%d pending requests failed)", rec.id, reason, failed)
-        if rec.ready:
+        if self.store is not None:
+            self.store.engine(rec.id, rec.uuid.decode("ascii", "replace"), rec.hostname, rec.pid, registered=False)
+        if self.returns.unregistered(rec) or rec.ready:
             self.notify_clients(M.ENGINE_UNREGISTERED_NOTIFICATION, {
                 "id": rec.id, "uuid": rec.uuid.decode("ascii", "replace"), "reason": reason,
                 "killed": {m: list(e) for m, e in killed.items()}, "restarting": restarting})
@@ -359,9 +368,17 @@ class Hub:
 
     def on_pong(self, frames: list[zmq.Frame]) -> None:
         if frames:
-            self.monitor.beat(frames[0].bytes, time.monotonic())
+            uuid = frames[0].bytes
+            if uuid in self.monitor.watched:
+                self.monitor.beat(uuid, time.monotonic())
+                if self.returns.restored:
+                    self.returns.pong_from_restored(uuid)
+            else:
+                self.returns.pong_from_unknown(uuid, time.monotonic())
 
     def heartbeat_tick(self) -> None:
+        if self.read_pongs is not None:
+            self.read_pongs()  # echoes already here count, even if the loop was busy until now
         now = time.monotonic()
         for uuid in self.monitor.expired(now):
             rec = self.registry.by_uuid(uuid)
@@ -369,3 +386,4 @@ class Hub:
                 self.unregister(rec, f"no heartbeat for {self.monitor.period * self.monitor.misses:g} s",
                                 died=True)
         self.hb_ping.send([b"%f" % now])
+        self.monitor.ping(now)

@@ -72,6 +72,8 @@ class TaskRecords:
         # msg_ids someone waits for, and whom to tell when one finishes or its record is dropped
         self._watched: Container[str] = ()
         self._on_watched: Callable[[str], None] = lambda msg_id: None
+        # the persistent store (controller/store.py), told of every change; None: memory only
+        self.store: Any = None
 
     def watch(self, watched: Container[str], on_watched: Callable[[str], None]) -> None:
         """Call ``on_watched(msg_id)`` once a msg_id in *watched* (a live container) finished or was
@@ -94,8 +96,10 @@ class TaskRecords:
         """A request arrived (for a named engine, or for the scheduler: no engine yet)."""
         if not msg_id or msg_id in self._records:
             return  # a duplicate msg_id is refused elsewhere; the first record stands
-        self._records[msg_id] = TaskRecord(msg_id, client, msg_type, engine_id, engine_uuid, submitted,
-                                           request_bytes=request_bytes)
+        rec = self._records[msg_id] = TaskRecord(msg_id, client, msg_type, engine_id, engine_uuid, submitted,
+                                                 request_bytes=request_bytes)
+        if self.store is not None:
+            self.store.changed(rec)
         self._cull()
 
     def assigned(self, msg_id: str, engine_id: int, engine_uuid: str) -> None:
@@ -103,6 +107,8 @@ class TaskRecords:
         rec = self._records.get(msg_id)
         if rec is not None and rec.completed is None:
             rec.engine_id, rec.engine_uuid = engine_id, engine_uuid
+            if self.store is not None:
+                self.store.changed(rec)
 
     def finished(self, msg_id: str, status: str, completed: float, *, ename: str | None = None,
                  received: float | None = None, started: float | None = None,
@@ -137,6 +143,28 @@ class TaskRecords:
             self.result_bytes += rec.result_bytes
             while self.result_bytes > self.max_result_bytes:
                 self._drop_reply(next(iter(self._replies)))
+        if self.store is not None:
+            self.store.changed(rec)
+
+    def restore(self, records: Sequence[TaskRecord], replies: dict[str, list[Any]]) -> None:
+        """Load what a persistent store held (records in submission order), within the bounds."""
+        done = sorted((r for r in records if r.completed is not None), key=lambda r: r.completed or 0.0)
+        for rec in records:
+            self._records[rec.msg_id] = rec
+        for rec in done:
+            self._done[rec.msg_id] = None
+            frames = replies.get(rec.msg_id)
+            if frames is not None and rec.result_bytes <= self.max_result_bytes:
+                self._replies[rec.msg_id] = frames
+                self._reply_bytes[rec.msg_id] = rec.result_bytes
+                self.result_bytes += rec.result_bytes
+                while self.result_bytes > self.max_result_bytes:
+                    self._drop_reply(next(iter(self._replies)))
+        self._cull()
+
+    def pending(self) -> list[TaskRecord]:
+        """Records of requests not answered yet, in submission order."""
+        return [r for r in self._records.values() if r.completed is None]
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -166,6 +194,8 @@ class TaskRecords:
                 old = next(iter(self._records))
             del self._records[old]
             self._drop_reply(old)
+            if self.store is not None:
+                self.store.dropped(old)
             if old in self._watched:  # a pending record dropped: its waiters learn it is unknown now
                 self._on_watched(old)
 
@@ -274,11 +304,19 @@ def request_seen(records: TaskRecords, header: dict[str, Any], buffers: Sequence
 
 
 def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, content_part: bytes,
-               reply: list[Any], engine_id: int | None, engine_uuid: bytes | None, now: float) -> None:
+               reply: list[Any], engine_id: int | None, engine_uuid: bytes | None, now: float) -> bool:
     """Record a reply on its way to the client.  *reply* is its frames from the delimiter on:
-    ``[DELIM, signature, header, parent, metadata, content, *buffers]``."""
-    if parent_id not in records:
-        return
+    ``[DELIM, signature, header, parent, metadata, content, *buffers]``.
+
+    Returns False for a second reply to a request already answered (a late reply from an engine
+    that was presumed dead and came back, after the controller failed the request): it must not
+    reach the client, so that each msg_id has exactly one result.
+    """
+    rec = records.get(parent_id)
+    if rec is None:
+        return True
+    if rec.completed is not None:
+        return False
     try:
         md = json_loads(metadata_part)
         content = json_loads(content_part)
@@ -297,3 +335,4 @@ def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, conte
                      received=time_of("received"), started=time_of("started"), engine_id=engine_id,
                      engine_uuid=engine_uuid.decode("ascii", "replace") if engine_uuid else None,
                      reply=reply, buffers=reply[6:])
+    return True

@@ -104,6 +104,13 @@ class EngineRegistry:
             if len(self._gone) > MAX_GONE:
                 self._gone.popitem(last=False)
 
+    def remember(self, uuid: bytes, engine_id: int) -> None:
+        """Know *uuid* as an engine that left with id *engine_id* (a controller restored from its
+        store): it gets that id back when it registers, and no new engine gets it."""
+        if uuid not in self._by_uuid:
+            self._gone[uuid] = engine_id
+        self._next_id = max(self._next_id, engine_id + 1)
+
     def id_of(self, uuid: bytes) -> int | None:
         """The id of *uuid*, registered or (remembered as) gone; ``None`` if never seen."""
         rec = self._by_uuid.get(uuid)

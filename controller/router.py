@@ -233,8 +233,9 @@ class Router:
                     deliver = self.tasks.on_reply(engine, parent_id, "ok" if ok else "error")
                 else:
                     self.tasks.record_outcome(parent_id, ok, engine)
-        if deliver and self.records is not None:
-            reply_seen(self.records, parent_id, parts[2], parts[3], frames[2:], rec.id, rec.uuid, time.time())
+        if deliver and self.records is not None:  # (False for a late second reply: one result per msg_id)
+            deliver = reply_seen(self.records, parent_id, parts[2], parts[3], frames[2:], rec.id, rec.uuid,
+                                 time.time())
         if deliver and self.coalescer and self.coalescer.part(parent_id, engine, frames[2:]):
             return
         if deliver:

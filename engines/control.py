@@ -54,6 +54,9 @@ log = logging.getLogger("engines.control")
 #: How long a shutdown waits for a busy main thread before interrupting it, then before exiting.
 SHUTDOWN_GRACE = 1.0
 
+#: Seconds between two registration requests sent again (a reply is normally there in milliseconds).
+REREGISTER_INTERVAL = 0.5
+
 #: Cap on remembered abort ids (ids of requests that never arrive would otherwise pile up).
 MAX_ABORTED = 100_000
 
@@ -102,6 +105,9 @@ class SharedState:
     stop_reason: str | None = None
     #: set by the main thread once it has left its loop
     main_done: threading.Event = field(default_factory=threading.Event)
+    #: the engine id of a registration made again after a lost connection, until the main thread
+    #: has sent its ready notification (see ``Engine._ready_again``)
+    reregistered: int | None = None
 
 
 class ControlThread(threading.Thread):
@@ -144,6 +150,13 @@ class ControlThread(threading.Thread):
         self._pipe: zmq.Socket | None = None
         self.controller_url = controller_url
         self.watch = ControllerWatch(controller_timeout)
+        #: the content of our registration request (set by the engine), sent again by register_again
+        self.registration: dict[str, Any] | None = None
+        self._registered_again_at = -math.inf
+        self.returns: dict[str, Callable[[Message], None]] = {
+            M.REGISTRATION_REPLY: self.on_registration_reply,
+            M.REREGISTRATION_NOTIFICATION: lambda msg: self.register_again("the controller asked"),
+        }
         self._monitor: zmq.Socket | None = None
 
     # --- loop ---------------------------------------------------------------------------------
@@ -183,6 +196,9 @@ class ControlThread(threading.Thread):
         except ProtocolError as e:
             self.rejected("control-rejected", f"dropped control message: {type(e).__name__}: {e}")
             return
+        if msg.msg_type in self.returns:  # registering again: see register_again
+            self.returns[msg.msg_type](msg)
+            return
         handler = self.handlers.get(msg.msg_type)
         if handler is None:
             self.rejected("control-unknown", f"ignored {msg.msg_type!r} on control")
@@ -215,6 +231,39 @@ class ControlThread(threading.Thread):
                         self.controller_url, self.watch.timeout)
         elif change == "back":
             log.info("the connection to the controller at %s is back", self.controller_url)
+            self.register_again("the connection came back")
+
+    # --- registering again (a restarted controller, a healed partition) --------------------------
+    # The controller may have lost us: restarted from its store (it knows our id), or it
+    # unregistered us while we could not answer.  We register again with the same uuid, so we
+    # keep our id; the main thread then sends a ready notification listing the requests it holds.
+
+    def register_again(self, why: str) -> None:
+        """Send a registration request again (at most one per :data:`REREGISTER_INTERVAL`)."""
+        if self.registration is None or self.unregistered or self.state.stop_reason is not None:
+            return
+        now = time.monotonic()
+        if now - self._registered_again_at < REREGISTER_INTERVAL:
+            return
+        self._registered_again_at = now
+        log.info("registering again with the controller at %s (%s)", self.controller_url, why)
+        content = dict(self.registration, id=self.engine_id, reconnect=True)
+        content.pop("restart_of", None)  # that was about our first registration
+        self.socket.send_multipart(self.session.serialize(M.REGISTRATION_REQUEST, content))
+
+    def on_registration_reply(self, msg: Message) -> None:
+        if msg.content.get("status") != "ok":
+            log.error("the controller refused this engine's registration: %s", msg.content.get("evalue"))
+            self._begin_shutdown()
+            return
+        try:
+            self.engine_id = int(msg.content["id"])
+        except (KeyError, TypeError, ValueError):
+            log.error("malformed registration_reply: %.200r", msg.content)
+            return
+        log.info("registered again as engine %d", self.engine_id)
+        self.state.reregistered = self.engine_id
+        self.wake_main()
 
     def _controller_gone(self) -> None:
         """The grace period ran out: stop the engine, like a shutdown, with its own exit code."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import _signal  # getsignal without the enum conversion of the signal module: checked per request
 import faulthandler
+import json
 import logging
 import os
 import signal
@@ -51,7 +52,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
 from ipcluster.protocol.frames import recv_frames
 from ipcluster.protocol.hostkey import host_key
-from ipcluster.protocol.session import Message, Session, new_id
+from ipcluster.protocol.session import DELIM, Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
 
 from engines.control import ControlThread, SharedState
@@ -61,6 +62,7 @@ from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
+from engines.recent import RecentReplies, signed_again
 from engines.taskslot import Supervision
 
 log = logging.getLogger("engines.engine")
@@ -148,6 +150,8 @@ class Engine:
         self.control: zmq.Socket | None = None
         self.wake: zmq.Socket | None = None
         self.control_thread: ControlThread | None = None
+        self._registration: dict[str, Any] | None = None
+        self._recent = RecentReplies()
         self._trackers: list[zmq.MessageTracker] = []
         self._signal_fds: tuple[int, int] | None = None
         self._sending = False
@@ -225,6 +229,7 @@ class Engine:
             content["supervisor_id"] = self.supervision.supervisor_id
             content["restart_of"] = self.supervision.restart_of
         self.control.send_multipart(self.control_session.serialize(M.REGISTRATION_REQUEST, content))
+        self._registration = content  # sent again if the controller loses us (see _ready_again)
         url = self.info.url("control_back")
         deadline = time.monotonic() + self.registration_timeout
         while self.state.stop_reason is None:
@@ -267,6 +272,7 @@ class Engine:
                                             self.state, self.uuid, self.id,
                                             controller_url=self.info.url("control_back"),
                                             controller_timeout=self.controller_timeout)
+        self.control_thread.registration = self._registration
         self.control = None
         self.control_thread.start()
 
@@ -410,6 +416,38 @@ class Engine:
         assert self.wake is not None
         while self.wake.poll(0):
             self.wake.recv()
+        if self.state.reregistered is not None:
+            self._ready_again()
+
+    def _ready_again(self) -> None:
+        """We registered again after losing the controller (it restarted, or a partition healed).
+
+        The ready notification lists the requests we hold (received, not yet run: we are between
+        requests here), so the controller can fail the ones whose replies it lost and abort the ones
+        it already answered (``controller/restart.py``).  Recent replies go first, again
+        (``engines/recent.py``).  Then the held requests are served.
+        """
+        assert self.mux is not None
+        self.id = self.executor.engine_id = self.state.reregistered
+        self.state.reregistered = None
+        held: list[list[zmq.Frame]] = []
+        while True:
+            try:
+                held.append(recv_frames(self.mux))
+            except zmq.Again:
+                break
+        queued = [m for m in map(_peek_msg_id, held) if m]
+        for frames in self._recent:  # replies a dead controller may not have read
+            again = signed_again(self.session, frames)
+            if again is not None:
+                self.mux.send_multipart(again)
+        self.mux.send_multipart(self.session.serialize(M.ENGINE_READY_NOTIFICATION,
+                                                       {"uuid": self.uuid, "queued": queued}))
+        log.info("engine %s ready again (%d requests held)", self.id, len(held))
+        self._route = self.mux
+        for frames in held:
+            self._dispatch(frames, time.time())
+
 
     def _clear(self) -> None:
         self.state.clear.clear()
@@ -466,8 +504,11 @@ class Engine:
         metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
                     "started": started, "completed": completed, "status": outcome.status}
         reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
-        self._send(self.session.serialize(reply_type, outcome.content, parent=msg.header,
-                                          metadata=metadata, buffers=outcome.buffers, idents=msg.idents))
+        frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
+                                        metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
+        if self._route is self.mux:
+            self._recent.keep(frames)  # sent again if the controller restarts (engines/recent.py)
+        self._send(frames)
 
     # --- sending on mux (main thread only) ----------------------------------------------------
 
@@ -510,6 +551,17 @@ class Engine:
             tracker = self._trackers.pop()
             if not tracker.done:
                 tracker.wait()
+
+
+def _peek_msg_id(frames: list[zmq.Frame]) -> str:
+    """The msg_id in a request's header, read without checking the signature (which the request
+    still gets before it runs): only reported to the controller as "held"."""
+    try:
+        i = next(i for i, f in enumerate(frames) if f.bytes == DELIM)
+        header = json.loads(frames[i + 2].bytes)
+        return str(header["msg_id"]) if isinstance(header, dict) else ""
+    except (StopIteration, IndexError, KeyError, ValueError):
+        return ""
 
 
 def _readable(sock: zmq.Socket) -> bool:

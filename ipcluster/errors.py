@@ -79,6 +79,12 @@ class ControllerError(IPClusterError):
     """The controller rejected a request or could not be reached."""
 
 
+class ControllerRestarted(ControllerError):
+    """The controller was restarted from its task store and could not finish this request: it was
+    still queued in the controller (never sent to an engine), or its engine never came back, or its
+    reply was lost with the old controller.  The request ran at most once; resubmit it if needed."""
+
+
 class LauncherError(IPClusterError):
     """A process that a launcher started failed; carries its exit code and last output lines."""
 

@@ -21,6 +21,7 @@ from ipcluster.client.blocking import BlockingCalls
 from ipcluster.client.broadcast import BroadcastParts
 from ipcluster.client.io import IOThread, log
 from ipcluster.client.metadata import Metadata
+from ipcluster.client.reconnect import Reconnector
 from ipcluster.client.routes import RouteTable
 from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
@@ -135,6 +136,8 @@ class Client:
         self._remote_waits = hubresults.RemoteWaits()  # get_result of requests pending elsewhere
         self._closed = False
         self._controller_gone: str | None = None
+        self._persistent = False  # the controller has a task store: it comes back when restarted
+        self._reconnect = Reconnector(self)
         self._blocking = BlockingCalls(self, self._ctx)
         self._io = IOThread()
         try:
@@ -163,7 +166,8 @@ class Client:
                 set_client_keys(s, info, self._curve)
             socks[role] = s
         # watched from before it connects, so a refused handshake cannot go unseen
-        monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED)
+        monitor = socks["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
+                                                  | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         for role, url_role in (("hub", "hub"), ("mux", "mux_front"), ("control", "control_front")):
             socks[role].connect(info.url(url_role))
         direct = self._ctx.socket(zmq.ROUTER)
@@ -184,6 +188,7 @@ class Client:
                 f"no answer from the controller at {info.location} within {timeout} s "
                 f"(connection file {self.url_file}); is the cluster running?") from None
         self._hub_answered = True
+        self._persistent = bool(reply.content.get("persistent"))
         engines = reply.content.get("engines", {})
 
         def add_all() -> None:
@@ -240,6 +245,7 @@ class Client:
             self._lose_controller("the controller shut down")
         elif t == M.RESULT_NOTIFICATION:
             hubresults.on_notification(self, msg)
+            self._reconnect.on_notification(msg)
         else:
             fut = self._hub_waiting.get(msg.parent_id)
             if fut is not None and not fut.done():
@@ -306,7 +312,11 @@ class Client:
         if self._closed or self._controller_gone:  # the first reason given stays the reason
             return
         where = f"the controller at {self.connection_info.location}"
-        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._reconnect.back()  # (nothing to do unless the connection had been lost)
+        elif event["event"] == zmq.EVENT_DISCONNECTED and self._persistent and self._hub_answered:
+            self._reconnect.lost()  # a controller with a task store is restarted: wait for it
+        elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self._lose_controller(f"{where} refused this client's CurveZMQ key (not on its allow-list)")
         elif event["event"] & _HANDSHAKE_FAILED or not self._hub_answered:
             self._lose_controller(f"{where} refused the connection in the security handshake: CurveZMQ on one "

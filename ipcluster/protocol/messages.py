@@ -66,6 +66,8 @@ SIGNAL_REPLY = "signal_reply"
 REGISTRATION_REQUEST = "registration_request"
 REGISTRATION_REPLY = "registration_reply"
 UNREGISTRATION_NOTIFICATION = "unregistration_notification"
+#: controller -> engine (control): "you are not registered here (any more): register again"
+REREGISTRATION_NOTIFICATION = "reregistration_notification"
 
 REPLY_FOR = {
     APPLY_REQUEST: APPLY_REPLY,
