@@ -162,10 +162,12 @@ class Executor:
             return self.error(TypeError(f"execute_request code must be str, not {type(code).__name__}"),
                               "execute")
         try:
-            with self.user_code():
-                shell = self.shell()
-                from engines.shell import run_cell
+            # not interruptible (a time limit, a cancel): a half-done import of IPython would
+            # break every later execute on this engine
+            shell = self.shell()
+            from engines.shell import run_cell
 
+            with self.user_code():
                 count, error = run_cell(shell, code, silent)
         except BaseException as e:  # noqa: B036
             outcome = self.error(e, "execute")
