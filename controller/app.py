@@ -28,6 +28,7 @@ from controller.hub import Hub
 from controller.registry import EngineRegistry
 from controller.router import DropLog, Router
 from controller.scheduling.policies import POLICIES
+from controller.replayguard import ReplayGuardFile, guard_file_path, save_periodically
 from controller.scheduling.state import TaskScheduler
 from controller.store import StoreError, flush_periodically, open_store, restore_point
 from controller.tasks import TaskServer
@@ -42,12 +43,19 @@ from ipcluster.protocol.connection import (
     write_connection_file,
 )
 from ipcluster.protocol.hostkey import host_key
-from ipcluster.protocol.session import Session, new_key
+from ipcluster.protocol.limits import DATA, DEFAULT_MAX_MESSAGE_SIZE, HEARTBEAT, REQUEST, set_limit
+from ipcluster.protocol.session import MAX_MESSAGE_AGE, Session, new_key
 
 _SOCKET_TYPES = {
     "hub": zmq.ROUTER, "mux_front": zmq.ROUTER, "mux_back": zmq.ROUTER,
     "control_front": zmq.ROUTER, "control_back": zmq.ROUTER,
     "iopub": zmq.PUB, "hb_ping": zmq.PUB, "hb_pong": zmq.ROUTER,
+}
+#: What each socket receives, for its size limit (see ipcluster.protocol.limits); PUB sockets
+#: receive only subscriptions.
+_LIMIT_KINDS = {
+    "hub": REQUEST, "mux_front": DATA, "mux_back": DATA, "control_front": REQUEST, "control_back": REQUEST,
+    "iopub": REQUEST, "hb_ping": REQUEST, "hb_pong": HEARTBEAT,
 }
 
 
@@ -75,6 +83,12 @@ class IPController(Application):
                               "enable_curve is set").tag(config=True)
     heartbeat_period = Float(3.0, help="Seconds between heartbeat pings").tag(config=True)
     heartbeat_misses = Int(3, help="Missed pings before an engine is declared dead").tag(config=True)
+    max_message_size = Int(DEFAULT_MAX_MESSAGE_SIZE, help="Largest frame (bytes) accepted on data sockets, "
+                           "cluster-wide: engines and clients take it from the connection file. Request "
+                           "sockets accept at most 64 MiB. -1: no limit").tag(config=True)
+    max_message_age = Float(MAX_MESSAGE_AGE, help="Seconds a message may be older than the controller's "
+                            "clock before it is refused as stale (hosts' clocks must agree this well)"
+                            ).tag(config=True)
     connection_file = Unicode("", help="Where to write the connection file").tag(config=True)
     task_scheme = Unicode("leastload", help="Load-balancing policy: leastload, lru, plainrandom, "
                           "twobin or weighted").tag(config=True)
@@ -112,6 +126,8 @@ class IPController(Application):
         "connection-file": "IPController.connection_file",
         "scheme": "IPController.task_scheme",
         "hwm": "IPController.task_hwm",
+        "max-message-size": "IPController.max_message_size",
+        "max-message-age": "IPController.max_message_age",
         "max-engine-deaths": "IPController.max_engine_deaths",
         "log-level": "IPController.log_level",
         "curve-allow": "IPController.curve_allowed_keys",
@@ -160,6 +176,12 @@ class IPController(Application):
             self.profile_dir, self.cluster_id)
         previous = restore_point(cf, self.enable_curve) if self.restore else None
         session = Session(previous.key_bytes if previous else new_key())
+        # refuse stale messages too, and replays of what a predecessor with this key accepted
+        session.check_freshness(self.max_message_age)
+        guard = ReplayGuardFile(guard_file_path(Path(self.connection_file) if self.connection_file else
+                                                connection_file_path(self.profile_dir, self.cluster_id)),
+                                session, log)
+        guard.load()
         curve = start_curve(ctx, self.curve_allowed_keys, log) if self.enable_curve else None
         if curve is None and not _is_loopback(self.ip):
             log.warning("listening on %s without encryption: anyone who can reach it sees the traffic; "
@@ -173,6 +195,7 @@ class IPController(Application):
             s.setsockopt(zmq.RCVHWM, 0)
             if role in ("mux_back", "control_back"):
                 s.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            set_limit(s, _LIMIT_KINDS[role], self.max_message_size)
             if curve is not None:
                 curve.secure(s)
             sockets[role] = s
@@ -216,7 +239,7 @@ class IPController(Application):
         location = self.location or (self.ip if self.ip not in ("0.0.0.0", "*", "") else _hostname())
         info = ConnectionInfo(
             key=session.key.decode("ascii"), location=location, ports=ports, cluster_id=self.cluster_id,
-            controller_pid=os.getpid(), version=ipcluster.__version__,
+            controller_pid=os.getpid(), version=ipcluster.__version__, max_message_size=self.max_message_size,
             heartbeat_period=self.heartbeat_period, ipc_dir=ipc_dir, host_key=host_key(),
         )
         if curve is not None:
@@ -241,15 +264,18 @@ class IPController(Application):
         try:
             async with asyncio.TaskGroup() as tg:
                 hb = tg.create_task(heartbeat())
+                gs = tg.create_task(save_periodically(guard))
                 tt = tg.create_task(task_timeouts())
                 fl = tg.create_task(flush_periodically(store, log)) if store is not None else None
                 await stop.wait()
                 hb.cancel()
+                gs.cancel()
                 tt.cancel()
                 if fl is not None:
                     fl.cancel()
         finally:
             log.info("controller shutting down")
+            guard.save()
             hub.notify_clients("controller_shutdown_notification", {})
             hub.shutdown_engines()
             try:

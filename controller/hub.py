@@ -13,6 +13,7 @@ from typing import Any, Callable
 import zmq
 
 from controller.heartbeat import HeartMonitor
+from controller.introspect import controller_state
 from controller.records import TaskRecords
 from controller.restart import Returns
 from controller.registry import EngineRecord, EngineRegistry
@@ -72,6 +73,7 @@ class Hub:
             M.HISTORY_REQUEST: self.on_history_request,
             M.DB_QUERY_REQUEST: self.on_db_query_request,
             M.RESULT_REQUEST: self.on_result_request,
+            M.CONTROLLER_STATE_REQUEST: self.on_controller_state_request,
             M.TASK_CANCEL_REQUEST: self.on_task_cancel_request,
         }
         self.engine_handlers: dict[str, Callable[[bytes, Message], None]] = {
@@ -88,20 +90,20 @@ class Hub:
 
     def from_hub_socket(self, frames: list[zmq.Frame]) -> None:
         try:
-            msg = self.session.deserialize(frames)
+            msg = self.session.deserialize(frames, route="hub")
         except ProtocolError as e:
             self.drops.drop("hub", f"{type(e).__name__}: {e}", frames[0].bytes if frames else b"")
             return
         handler = self.hub_handlers.get(msg.msg_type)
         if handler is None:
-            self.drops.drop("hub", f"unknown message type {msg.msg_type[:40]!r}", msg.idents[0] if msg.idents else b"")
+            self.drops.drop("hub", f"unknown message type: {msg.msg_type[:40]!r}", msg.idents[0] if msg.idents else b"")
             return
         handler(msg)
 
     def from_engine(self, engine: bytes, msg: Message) -> None:
         handler = self.engine_handlers.get(msg.msg_type)
         if handler is None:
-            self.drops.drop("engine", f"unknown message type {msg.msg_type[:40]!r}", engine)
+            self.drops.drop("engine", f"unknown message type: {msg.msg_type[:40]!r}", engine)
             return
         handler(engine, msg)
 
@@ -245,6 +247,10 @@ class Hub:
                                                  parent=request, buffers=buffers or [], idents=[client]))
         except zmq.ZMQError:
             pass  # the client has gone
+
+    def on_controller_state_request(self, msg: Message) -> None:
+        """Diagnostics: see :mod:`controller.introspect`."""
+        self.reply(msg, M.CONTROLLER_STATE_REPLY, controller_state(self, bool(msg.content.get("verbose"))))
 
     def on_controller_shutdown_request(self, msg: Message) -> None:
         self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})

@@ -29,16 +29,27 @@ from ipcluster.protocol.session import DELIM, Message, Session, json_loads
 
 EngineMessageHandler = Callable[[bytes, Message], None]
 
+#: Distinct (route, kind) pairs a DropLog counts separately.
+MAX_DROP_KINDS = 256
+
 
 class DropLog:
-    """Counts rejected messages; logs a short line at counts 1, 10, 100, ... per (route, reason)."""
+    """Counts rejected messages; logs a short line at counts 1, 10, 100, ... per (route, kind).
+
+    The kind is the *reason* up to its first colon (``"InvalidSignature: ..."`` -> ``InvalidSignature``),
+    so details a peer controls (frame counts, message types) never make new kinds; and at most
+    :data:`MAX_DROP_KINDS` kinds are kept, later ones counting as ``other``.  A logged line is at most
+    a few hundred characters whatever the message held.
+    """
 
     def __init__(self, log: logging.Logger):
         self.log = log
         self.counts: dict[tuple[str, str], int] = {}
 
     def drop(self, route: str, reason: str, peer: bytes = b"") -> None:
-        key = (route, reason)
+        key = (route, reason.partition(":")[0][:60])
+        if key not in self.counts and len(self.counts) >= MAX_DROP_KINDS:
+            key = (route, "other")
         n = self.counts.get(key, 0) + 1
         self.counts[key] = n
         if n == 1 or n in (10, 100, 1000, 10_000, 100_000) or n % 1_000_000 == 0:
@@ -86,8 +97,7 @@ class Router:
             return
         client, target = frames[0].bytes, frames[1].bytes
         try:
-            parts = self.session.verify(frames[3:])
-            header = json_loads(parts[0])
+            parts, header = self.session.verify_header(frames[3:], self.name)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
@@ -194,10 +204,9 @@ class Router:
             return
         try:
             if to_controller:
-                msg = self.session.deserialize(frames[start:], has_idents=False)
+                msg = self.session.deserialize(frames[start:], has_idents=False, route=self.name)
             else:
-                parts = self.session.verify(frames[start + 1 :])
-                header = json_loads(parts[0])
+                parts, header = self.session.verify_header(frames[start + 1 :], self.name)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
             return

@@ -52,6 +52,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
 from ipcluster.protocol.frames import recv_frames
 from ipcluster.protocol.hostkey import host_key
+from ipcluster.protocol.limits import DATA, REQUEST, set_limit
 from ipcluster.protocol.session import DELIM, Message, Session, new_id
 from ipcluster.protocol.versions import local_versions
 
@@ -129,6 +130,10 @@ class Engine:
         self.session = Session(info.key_bytes)
         # the control thread checks its own messages: a Session's replay guard is not thread-safe
         self.control_session = Session(info.key_bytes, session_id=self.session.session_id)
+        # requests on the direct socket come straight from clients, so they are checked for
+        # staleness too (mux requests may have waited in the controller's queue for any time)
+        self.direct_session = Session(info.key_bytes, session_id=self.session.session_id)
+        self.direct_session.check_freshness(digest_history=1 << 16)
         self.state = SharedState()
         self.rejected = LimitedLog(log)
         self.output = OutputRouter(self._send_output, fallback=sys.__stderr__)
@@ -197,12 +202,14 @@ class Engine:
         self.mux.setsockopt(zmq.IDENTITY, self.identity)
         self.mux.setsockopt(zmq.SNDHWM, 0)  # results and output are never dropped
         self.mux.setsockopt(zmq.RCVHWM, 0)
+        set_limit(self.mux, DATA, info.max_message_size)
         self.mux.connect(info.url("mux_back"))
         self._route = self.mux
         self.direct = self.ctx.socket(zmq.ROUTER)
         self.direct.setsockopt(zmq.IDENTITY, self.identity)  # clients address us by our uuid
         self.direct.setsockopt(zmq.SNDHWM, 0)
         self.direct.setsockopt(zmq.RCVHWM, 0)
+        set_limit(self.direct, DATA, info.max_message_size)
         if info.local_ipc:  # the controller's private Unix-socket directory: faster than TCP
             self.direct.bind(ipc_url(info.ipc_dir, f"e-{self.uuid[:12]}"))
         else:
@@ -211,6 +218,7 @@ class Engine:
         self.direct_url = "" if info.curve_serverkey else self.direct.getsockopt_string(zmq.LAST_ENDPOINT)
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.IDENTITY, self.identity)
+        set_limit(self.control, REQUEST, info.max_message_size)
         self.control.connect(info.url("control_back"))
         self.wake = self.ctx.socket(zmq.PAIR)
         self.wake_url = f"inproc://engine-wake-{self.uuid}"
@@ -459,7 +467,7 @@ class Engine:
 
     def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
         try:
-            msg = self.session.deserialize(frames)
+            msg = (self.direct_session if self._route is self.direct else self.session).deserialize(frames)
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
             return

@@ -8,6 +8,7 @@ under a supervisor, is a pipe the supervisor relays to its own log).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -27,6 +28,7 @@ def setup_logging(level: str | int = "INFO", log_file: str | None = None,
         logger.removeHandler(h)
     handler: logging.Handler
     if log_file:
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # never world-readable
         handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
     else:
         handler = logging.StreamHandler(stream if stream is not None else sys.stderr)

@@ -31,6 +31,11 @@ class ReplayedMessage(ProtocolError):
     """A message whose signature has been seen before (a replay)."""
 
 
+class StaleMessage(ReplayedMessage):
+    """A message dated before what its receiver can still check for replays (too old, or older than
+    the newest message of its sender that the receiver had to forget or saw before a restart)."""
+
+
 class MalformedMessage(ProtocolError):
     """A message whose frames cannot be parsed (missing delimiter, bad JSON, wrong frame count)."""
 

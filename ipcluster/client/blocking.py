@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import zmq
 
 from ipcluster.protocol.frames import recv_frames, send_frames
+from ipcluster.protocol.limits import DATA, set_limit
 
 if TYPE_CHECKING:
     from ipcluster.client.client import Client
@@ -112,6 +113,7 @@ class BlockingCalls:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
+            set_limit(sock, DATA, self._client.connection_info.max_message_size)
             sock.connect(url)  # a DEALER queues what it is given until the connection is up
             socks[uuid] = sock
             with self._lock:

@@ -29,6 +29,7 @@ from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.frames import split_parts
 from ipcluster.protocol.hostkey import host_key
+from ipcluster.protocol.limits import DATA, REQUEST, set_limit
 from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
 
@@ -160,6 +161,7 @@ class Client:
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 0)
             s.setsockopt(zmq.RCVHWM, 0)
+            set_limit(s, REQUEST if role == "control" else DATA, info.max_message_size)
             if self._curve is not None:
                 from ipcluster.protocol.curve import set_client_keys
 
@@ -176,6 +178,7 @@ class Client:
         direct.setsockopt(zmq.LINGER, 0)
         direct.setsockopt(zmq.SNDHWM, 0)
         direct.setsockopt(zmq.RCVHWM, 0)
+        set_limit(direct, DATA, info.max_message_size)
         self._io.add("hub", socks["hub"], self._on_hub)
         self._io.add("mux", socks["mux"], self._on_engine_message)
         self._io.add("direct", direct, self._on_engine_message)
@@ -636,6 +639,15 @@ class Client:
         out: dict[Any, Any] = {int(k): v for k, v in reply.content.get("engines", {}).items()}
         out["unassigned"] = reply.content.get("unassigned", 0)
         return out
+
+    def controller_state(self, verbose: bool = False, timeout: float | None = 10) -> dict[str, Any]:
+        """Diagnostics from the controller: ``sizes`` of its per-task and per-client structures,
+        ``dropped`` (refused messages by route and reason, and the totals by check: signature,
+        replay, stale, malformed) and ``violations`` (broken bookkeeping invariants; empty when all is
+        well).  With *verbose*, also the msg_ids pending on each engine and in the scheduler."""
+        content = self._hub_request(M.CONTROLLER_STATE_REQUEST, {"verbose": verbose}, timeout).content
+        content.pop("status", None)
+        return content
 
     # --- the controller's task records -------------------------------------------------------
     # They cover requests that went through the controller: load-balanced tasks, and DirectView

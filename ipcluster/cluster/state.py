@@ -76,8 +76,8 @@ def ensure_profile_dir(path: str | os.PathLike[str]) -> Path:
     """Create the profile directory with its ``security`` (0700) and ``log`` subdirectories."""
     path = Path(path)
     for sub in ("security", "log"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(path / "security", 0o700)
+        (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path / sub, 0o700)  # the key, and task output in logs, stay private
     return path
 
 

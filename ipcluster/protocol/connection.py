@@ -45,8 +45,10 @@ def profile_dir(profile: str | None = None, ipython_dir_: str | os.PathLike[str]
     path = base / f"profile_{profile or 'default'}"
     for sub in ("", "security", "log", "pid"):
         d = path / sub
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700 if sub in ("security", "log") else 0o777, parents=True, exist_ok=True)
+    # the key (security) and task output (log) stay private even in a directory made earlier
     os.chmod(path / "security", 0o700)
+    os.chmod(path / "log", 0o700)
     return path
 
 
@@ -163,7 +165,7 @@ def make_ipc_dir() -> str:
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
     """Write *data* as JSON to *path* with mode 0600, atomically (readers never see half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)

@@ -13,6 +13,9 @@ QUEUE_STATUS_REQUEST = "queue_status_request"
 QUEUE_STATUS_REPLY = "queue_status_reply"
 CONTROLLER_SHUTDOWN_REQUEST = "controller_shutdown_request"
 CONTROLLER_SHUTDOWN_REPLY = "controller_shutdown_reply"
+#: Diagnostics: sizes of the controller's structures, refused-message counts, broken invariants.
+CONTROLLER_STATE_REQUEST = "controller_state_request"
+CONTROLLER_STATE_REPLY = "controller_state_reply"
 DISCONNECT_NOTIFICATION = "disconnect_notification"
 TASK_OUTCOME_NOTIFICATION = "task_outcome_notification"
 # task records (only of requests that went through the controller)

@@ -9,6 +9,7 @@ import cloudpickle
 import pytest
 
 import ipcluster
+from tests.integration.faults import cluster  # noqa: F401 - the fault-injection fixture (see faults.py)
 
 
 @pytest.fixture(autouse=True)

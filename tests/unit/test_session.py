@@ -240,7 +240,7 @@ def test_altering_any_json_frame_breaks_the_signature(sender, receiver, index):
     frames[index] = json.dumps(doc).encode()
     with pytest.raises(InvalidSignature):
         receiver.deserialize(frames)
-    assert rejected(receiver) == {"signature": 1, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 1, "replay": 0, "stale": 0, "malformed": 0}
 
 
 def test_swapping_json_frames_breaks_the_signature(sender, receiver):
@@ -287,7 +287,7 @@ def test_buffer_count_and_lengths_are_signed(sender, receiver, how):
     assert [len(b) for b in tampered] != [len(b) for b in bufs]
     with pytest.raises(InvalidSignature):
         receiver.deserialize(head + tampered)
-    assert rejected(receiver) == {"signature": 1, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 1, "replay": 0, "stale": 0, "malformed": 0}
 
 
 def test_untampered_buffers_are_accepted(sender, receiver):
@@ -319,7 +319,7 @@ def test_signature_checked_before_json_is_decoded(receiver):
     frames = [DELIM, b"00" * 32, b"\xff not json", b"{", b"[", b"}"]
     with pytest.raises(InvalidSignature):
         receiver.deserialize(frames)
-    assert rejected(receiver) == {"signature": 1, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 1, "replay": 0, "stale": 0, "malformed": 0}
 
 
 def test_idents_are_not_signed(sender, receiver):
@@ -346,7 +346,7 @@ def test_replay_is_rejected(sender, receiver):
     receiver.deserialize(list(frames))
     with pytest.raises(ReplayedMessage):
         receiver.deserialize(list(frames))
-    assert rejected(receiver) == {"signature": 0, "replay": 1, "malformed": 0}
+    assert rejected(receiver) == {"signature": 0, "replay": 1, "stale": 0, "malformed": 0}
 
 
 def test_replay_with_different_route_is_rejected(sender, receiver):
@@ -356,11 +356,22 @@ def test_replay_with_different_route_is_rejected(sender, receiver):
         receiver.deserialize([b"attacker", *frames[1:]])
 
 
-def test_replay_with_substituted_same_length_buffer_is_rejected(sender, receiver):
-    # buffer contents are not hashed; the replay guard is what stops re-use of a seen signature
-    frames = sender.serialize("apply_request", buffers=[b"A" * 64])
+def test_substituted_same_length_pickle_buffer_breaks_the_signature(sender, receiver):
+    # the first buffer (the pickle stream) and small buffers are hashed whole
+    frames = sender.serialize("apply_request", buffers=[b"A" * 64, b"C" * 100])
+    for forged in (frames[:FIRST_BUFFER] + [b"B" * 64, b"C" * 100], frames[:FIRST_BUFFER] + [b"A" * 64, b"D" * 100]):
+        with pytest.raises(InvalidSignature):
+            receiver.deserialize(forged)
     receiver.deserialize(frames)
-    forged = frames[:FIRST_BUFFER] + [b"B" * 64]
+
+
+def test_replay_with_substituted_same_length_large_buffer_is_rejected(sender, receiver):
+    # large later buffers (out-of-band data) are covered by length only; the replay guard stops
+    # re-use of a seen signature
+    big = 64 * 1024
+    frames = sender.serialize("apply_request", buffers=[b"A" * 64, b"X" * big])
+    receiver.deserialize(frames)
+    forged = frames[:FIRST_BUFFER] + [b"A" * 64, b"Y" * big]
     with pytest.raises(ReplayedMessage):
         receiver.deserialize(forged)
 
@@ -420,7 +431,7 @@ def test_missing_delimiter(sender, receiver):
         receiver.deserialize(frames)
     with pytest.raises(MalformedMessage):
         receiver.deserialize([])
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 2}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 2}
 
 
 @pytest.mark.parametrize("n_after_delim", [0, 1, 2, 3, 4])
@@ -428,7 +439,7 @@ def test_too_few_frames(sender, receiver, n_after_delim):
     frames = sender.serialize("x")
     with pytest.raises(MalformedMessage, match="frames"):
         receiver.deserialize(frames[: 1 + n_after_delim])
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 1}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 1}
 
 
 @pytest.mark.parametrize(
@@ -446,7 +457,7 @@ def test_bad_json_is_malformed(receiver, sender, bad, index):
     parts[index] = bad
     with pytest.raises(MalformedMessage):
         receiver.deserialize(signed_parts(sender, parts))
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 1}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 1}
 
 
 @pytest.mark.parametrize("header", [b"[]", b"{}", b'"apply_request"', b'{"msg_id":"x"}'])
@@ -474,16 +485,16 @@ def test_protocol_errors_share_one_base_and_are_not_value_errors():
 
 
 def test_rejection_counters_count_each_reason(sender, receiver):
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 0}
 
     good = sender.serialize("x")
     receiver.deserialize(good)
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 0}
 
     for _ in range(2):
         with pytest.raises(ReplayedMessage):
             receiver.deserialize(good)
-    assert rejected(receiver) == {"signature": 0, "replay": 2, "malformed": 0}
+    assert rejected(receiver) == {"signature": 0, "replay": 2, "stale": 0, "malformed": 0}
 
     for _ in range(3):
         with pytest.raises(InvalidSignature):
@@ -492,7 +503,7 @@ def test_rejection_counters_count_each_reason(sender, receiver):
         bad[HEADER] = bad[HEADER].replace(b'"x"', b'"y"')
         with pytest.raises(InvalidSignature):
             receiver.deserialize(bad)
-    assert rejected(receiver) == {"signature": 3, "replay": 2, "malformed": 0}
+    assert rejected(receiver) == {"signature": 3, "replay": 2, "stale": 0, "malformed": 0}
 
     with pytest.raises(MalformedMessage):
         receiver.deserialize([b"no delimiter"])
@@ -500,7 +511,7 @@ def test_rejection_counters_count_each_reason(sender, receiver):
         receiver.deserialize([DELIM, b"sig"])
     with pytest.raises(MalformedMessage):
         receiver.deserialize(signed_parts(sender, [b"{", b"{}", b"{}", b"{}"]))
-    assert rejected(receiver) == {"signature": 3, "replay": 2, "malformed": 3}
+    assert rejected(receiver) == {"signature": 3, "replay": 2, "stale": 0, "malformed": 3}
 
 
 # --- the canary: a forged message must never reach the unpickler -------------------------------
@@ -590,7 +601,7 @@ def test_empty_key_disables_signing():
     assert receiver.deserialize(Session(KEY).serialize("y")).msg_type == "y"
     # and no replay guard either (replays are only detectable by signature)
     receiver.deserialize(frames)
-    assert rejected(receiver) == {"signature": 0, "replay": 0, "malformed": 0}
+    assert rejected(receiver) == {"signature": 0, "replay": 0, "stale": 0, "malformed": 0}
 
 
 def test_empty_key_still_checks_framing():
@@ -610,6 +621,8 @@ def test_signature_is_hmac_sha256_hex(sender):
     for part in frames[HEADER:FIRST_BUFFER]:
         expected.update(part)
     expected.update(b"2:2,3")  # the buffer descriptor of docs/protocol.md
+    expected.update(b"12")  # then the first buffer's contents and every small buffer's
+    expected.update(b"345")
     assert frames[SIG] == expected.hexdigest().encode()
 
 

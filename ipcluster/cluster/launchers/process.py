@@ -123,8 +123,9 @@ class ProcessHandle:
         cwd: str | os.PathLike[str] | None = None,
     ) -> "ProcessHandle":
         """Start *args* in a new session, stdin from /dev/null, stdout+stderr appended to *log_path*."""
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+        Path(log_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0600 from the start: the output may hold task data
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             popen = subprocess.Popen(
                 list(args),
                 stdin=subprocess.DEVNULL,

@@ -183,10 +183,11 @@ class SSHLauncher(SSHOptions, BaseLauncher):
         self.token = secrets.token_hex(6)
         script = self.remote_script()
         argv = self.ssh_argv(script)
-        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.log_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         data = self.stdin_data()
-        with open(self.log_path, "ab") as log:
+        # 0600 from the start: the output may hold task data
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             try:
                 popen = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
