@@ -30,6 +30,21 @@ from ipcluster.protocol.versions import incompatibility, local_versions
 MAX_CLIENTS = 10_000
 
 
+def _death_facts(c: dict[str, Any], default: str = "") -> tuple[str, bool, str | None, dict[str, tuple[str, str]],
+                                                                bool]:
+    """``(reason, died, running, killed, restarting)`` for :meth:`Hub.unregister`, from a supervisor's
+    death report (``engine_died_notification`` content, also repeated in a restarted engine's
+    registration)."""
+    code = c.get("exit_code")
+    reason = f"process exited with {c.get('how') or f'code {code}'}" if "exit_code" in c else default
+    killed: dict[str, tuple[str, str]] = {}
+    k = c.get("killed")
+    if isinstance(k, dict) and isinstance(k.get("msg_id"), str):
+        killed[k["msg_id"]] = (str(k.get("ename") or "EngineDied"), str(k.get("evalue") or ""))
+    running = c.get("running") if isinstance(c.get("running"), str) else None
+    return reason, code != 0, running, killed, bool(c.get("restarting"))
+
+
 class Hub:
     def __init__(
         self,
@@ -83,6 +98,7 @@ class Hub:
             M.ENGINE_STATUS_NOTIFICATION: self.on_engine_status,
             M.SHUTDOWN_REPLY: lambda engine, msg: None,
             M.ABORT_REPLY: lambda engine, msg: None,
+            M.TASK_INTERRUPT_REPLY: lambda engine, msg: None,
         }
         hub.on_message = self.from_hub_socket
 
@@ -183,11 +199,15 @@ class Hub:
 
     def interrupt_tasks(self, engine: bytes, msg_ids: list[str], reason: str = "cancel") -> bool:
         """Ask *engine*'s supervisor to stop it running any of *msg_ids* (interrupt, then kill and
-        restart it).  ``False`` if the engine is unknown or has no supervisor."""
+        restart it); an engine without a supervisor is asked itself (it interrupts only).
+        ``False`` if the engine is unknown."""
         rec = self.registry.by_uuid(engine)
-        if rec is None or not rec.supervisor_id:
+        if rec is None:
             return False
         content = {"uuid": engine.decode("ascii", "replace"), "msg_ids": msg_ids, "reason": reason}
+        if not rec.supervisor_id:
+            self.send_to_engine_control(engine, M.TASK_INTERRUPT_REQUEST, content)
+            return True
         try:
             self.hub.send(self.session.serialize(M.TASK_INTERRUPT_REQUEST, content, idents=[rec.supervisor_id]))
         except zmq.ZMQError as e:
@@ -287,7 +307,8 @@ class Hub:
         restart_of = str(c.get("restart_of") or "").encode("ascii", "replace") or None
         old = self.registry.by_uuid(restart_of) if restart_of else None
         if old is not None:  # its supervisor restarted it before we heard of the death
-            self.unregister(old, "engine restarted by its supervisor", died=True)
+            death = c.get("death") if isinstance(c.get("death"), dict) else {}
+            self.unregister(old, *_death_facts(death, "engine restarted by its supervisor"))
         rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"),
                                 restart_of=restart_of)
         rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
@@ -333,15 +354,7 @@ class Hub:
                 self.log.warning("engine pid %s exited (code %s) before registering: %s",
                                  c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
             return
-        code = c.get("exit_code")
-        how = str(c.get("how") or f"code {code}")
-        killed: dict[str, tuple[str, str]] = {}
-        k = c.get("killed")
-        if isinstance(k, dict) and isinstance(k.get("msg_id"), str):
-            killed[k["msg_id"]] = (str(k.get("ename") or "EngineDied"), str(k.get("evalue") or ""))
-        running = c.get("running") if isinstance(c.get("running"), str) else None
-        self.unregister(rec, f"process exited with {how}", died=code != 0, running=running, killed=killed,
-                        restarting=bool(c.get("restarting")))
+        self.unregister(rec, *_death_facts(c))
 
     def unregister(self, rec: EngineRecord, reason: str, died: bool = False, running: str | None = None,
                    killed: dict[str, tuple[str, str]] | None = None, restarting: bool = False) -> None:

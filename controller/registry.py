@@ -79,7 +79,9 @@ class EngineRegistry:
         existing = self._by_uuid.get(uuid)
         if existing is not None:
             return existing
-        eid = self._reusable_id(uuid) if restart_of is None else self._reusable_id(restart_of)
+        eid = self._reusable_id(uuid)  # itself, back (a partition, a restored controller)
+        if eid is None and restart_of is not None:  # a new process in place of a dead engine
+            eid = self._reusable_id(restart_of)
         if eid is None:
             eid = self._next_id
             self._next_id += 1

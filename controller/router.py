@@ -32,6 +32,9 @@ EngineMessageHandler = Callable[[bytes, Message], None]
 #: Distinct (route, kind) pairs a DropLog counts separately.
 MAX_DROP_KINDS = 256
 
+#: In a reply's metadata: the engine already delivered it to the client (compact JSON, as engines write it).
+_DELIVERED = b'"delivered":true'
+
 
 class DropLog:
     """Counts rejected messages; logs a short line at counts 1, 10, 100, ... per (route, kind).
@@ -247,6 +250,8 @@ class Router:
                                  time.time())
         if deliver and self.coalescer and self.coalescer.part(parent_id, engine, frames[2:]):
             return
+        if deliver and _DELIVERED in parts[2]:
+            return  # the engine sent it to the waiting client directly; this copy is for the records
         if deliver:
             frames[0], frames[1] = frames[1], frames[0]
             self.front.send(frames)

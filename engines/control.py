@@ -16,6 +16,14 @@ it is leaving, and the control thread then says goodbye to the controller
   if the main thread has not finished within a second, it is interrupted (SIGINT), and a second
   later the process exits regardless.
 
+For an engine without a supervisor (``--mpi``, or started without ``-n``) it also enforces time
+limits and cancels (``task_interrupt_request``), as the supervisor would but interrupting only:
+at the deadline, or on a cancel of the running request, it marks the engine's task slot (see
+:mod:`engines.taskslot`) and interrupts the main thread (the request fails with ``TaskTimeout`` /
+``TaskCancelled``); a request that does not stop is interrupted again every
+:data:`LONE_REINTERRUPT` seconds, with a warning: there is no supervisor to kill and restart the
+engine (and a C call holding the GIL cannot be interrupted from this thread at all).
+
 It also watches the control socket's connection (a zmq socket monitor, read in this thread like
 the socket itself; see :mod:`engines.controller_watch`).  When the controller has been unreachable
 for ``controller_timeout`` seconds it logs why, sets the stop reason ``"controller gone"`` and
@@ -48,6 +56,7 @@ from engines.controller_watch import (CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_
                                       MONITORED_EVENTS, ControllerWatch)
 from engines.error_content import engine_info, error_content
 from engines.logs import LimitedLog
+from engines.taskslot import STOP_CANCEL, STOP_TIME_LIMIT, TaskSlot
 
 log = logging.getLogger("engines.control")
 
@@ -59,6 +68,12 @@ REREGISTER_INTERVAL = 0.5
 
 #: Cap on remembered abort ids (ids of requests that never arrive would otherwise pile up).
 MAX_ABORTED = 100_000
+
+#: Engines without a supervisor: seconds between interrupts of a request that does not stop.
+LONE_REINTERRUPT = 2.0
+#: Seconds a cancel for a request that is not running (yet) is kept, polled every CANCEL_POLL s.
+CANCEL_WINDOW = 5.0
+CANCEL_POLL = 0.05
 
 
 class AbortSet:
@@ -128,8 +143,12 @@ class ControlThread(threading.Thread):
     def __init__(self, ctx: zmq.Context, socket: zmq.Socket, wake_url: str, session: Session,
                  state: SharedState, engine_uuid: str, engine_id: int | None,
                  interrupt: Callable[[int], None] | None = None, controller_url: str = "",
-                 controller_timeout: float = CONTROLLER_TIMEOUT):
+                 controller_timeout: float = CONTROLLER_TIMEOUT, slot: TaskSlot | None = None):
         super().__init__(name="engine-control", daemon=True)
+        #: the task slot of an engine without a supervisor (see the module docstring), else None
+        self.slot = slot
+        self._stopping: tuple[int, float] | None = None  # (slot seq, when to interrupt again)
+        self._cancels: dict[str, float] = {}  # msg_id -> until when
         self.ctx = ctx
         self.socket = socket
         self.wake_url = wake_url
@@ -145,6 +164,7 @@ class ControlThread(threading.Thread):
             M.CLEAR_REQUEST: self.on_clear,
             M.SIGNAL_REQUEST: self.on_signal,
             M.SHUTDOWN_REQUEST: self.on_shutdown,
+            M.TASK_INTERRUPT_REQUEST: self.on_task_interrupt,
         }
         self._after_reply: Callable[[], None] | None = None
         self._pipe: zmq.Socket | None = None
@@ -172,9 +192,14 @@ class ControlThread(threading.Thread):
             if self.watch.enabled:
                 self._start_monitor(poller)
             while True:
-                remaining = self.watch.remaining(time.monotonic())
+                now = time.monotonic()
+                remaining = self.watch.remaining(now)
+                if self.slot is not None:
+                    due = self._slot_due(now)
+                    if due is not None:
+                        remaining = due - now if remaining is None else min(remaining, due - now)
                 # rounded up: waking early would spin until the deadline
-                events = dict(poller.poll(None if remaining is None else math.ceil(remaining * 1000)))
+                events = dict(poller.poll(None if remaining is None else math.ceil(max(remaining, 0) * 1000)))
                 if self._pipe in events and self._pipe.recv() == b"stop":
                     break
                 if self._monitor is not None and self._monitor in events:
@@ -183,6 +208,8 @@ class ControlThread(threading.Thread):
                     self._controller_gone()
                 if self.socket in events:
                     self._handle(self.socket.recv_multipart())
+                if self.slot is not None:
+                    self._check_slot(time.monotonic())
         except zmq.ContextTerminated:
             pass
         except Exception:
@@ -305,6 +332,55 @@ class ControlThread(threading.Thread):
         # after the reply: a terminating signal must not cost the client its answer
         self._after_reply = lambda: self.interrupt(signum)
         return {"status": "ok"}
+
+    def on_task_interrupt(self, msg: Message) -> dict[str, Any]:
+        """Stop the running request if it is one of ``msg_ids`` (engines without a supervisor)."""
+        ids = msg.content.get("msg_ids") or []
+        if not isinstance(ids, list):
+            raise TypeError("task_interrupt_request msg_ids must be a list")
+        if self.slot is None:
+            return {"status": "ok", "interrupting": False}  # the supervisor does it
+        until = time.monotonic() + CANCEL_WINDOW
+        for m in ids[:10_000]:
+            self._cancels[str(m)] = until
+        self._check_slot(time.monotonic())
+        return {"status": "ok", "interrupting": True}
+
+    # --- time limits and cancels of an engine without a supervisor -----------------------------
+
+    def _slot_due(self, now: float) -> float | None:
+        assert self.slot is not None
+        if self._stopping is not None:
+            return self._stopping[1]
+        run = self.slot.running()
+        if run is not None and run.deadline:
+            return run.deadline
+        return now + CANCEL_POLL if self._cancels else None
+
+    def _check_slot(self, now: float) -> None:
+        assert self.slot is not None
+        run = self.slot.running()
+        if self._cancels:
+            self._cancels = {m: t for m, t in self._cancels.items() if t > now}
+        if self._stopping is not None and (run is None or run.seq != self._stopping[0]):
+            self._stopping = None
+        if run is None:
+            return
+        if self._stopping is None:
+            if self._cancels.pop(run.msg_id, None) is not None:
+                stop = STOP_CANCEL
+            elif run.deadline and now >= run.deadline:
+                stop = STOP_TIME_LIMIT
+            else:
+                return
+            if self.slot.mark(run.seq, stop):
+                self._stopping = (run.seq, now + LONE_REINTERRUPT)
+                self.interrupt(signal.SIGINT)
+        elif now >= self._stopping[1]:
+            log.warning("request %s is still running %g s after being interrupted; this engine has no "
+                        "supervisor to kill and restart it: interrupting it again", run.msg_id, LONE_REINTERRUPT)
+            self._stopping = (run.seq, now + LONE_REINTERRUPT)
+            self.interrupt(signal.SIGINT)
 
     def on_shutdown(self, msg: Message) -> dict[str, Any]:
         self._after_reply = self._begin_shutdown

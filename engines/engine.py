@@ -50,7 +50,7 @@ from ipcluster.errors import ProtocolError
 from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
-from ipcluster.protocol.frames import recv_frames
+from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, REQUEST, set_limit
 from ipcluster.protocol.session import DELIM, Message, Session, new_id
@@ -210,6 +210,9 @@ class Engine:
         self.direct.setsockopt(zmq.SNDHWM, 0)
         self.direct.setsockopt(zmq.RCVHWM, 0)
         set_limit(self.direct, DATA, info.max_message_size)
+        # a client that went away must not swallow a reply silently: direct replies to load-
+        # balanced tasks fall back to the controller route when the caller is not connected
+        self.direct.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if info.local_ipc:  # the controller's private Unix-socket directory: faster than TCP
             self.direct.bind(ipc_url(info.ipc_dir, f"e-{self.uuid[:12]}"))
         else:
@@ -512,11 +515,36 @@ class Engine:
         metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
                     "started": started, "completed": completed, "status": outcome.status}
         reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
+        reply_to = msg.metadata.get("reply_to") if self._route is self.mux else None
+        if reply_to and outcome.status == "ok" and not self.output.sent and _all_small(outcome.buffers):
+            # A blocking load-balanced call waits on a socket connected to this engine: the reply
+            # goes straight there (one hop less), and a copy marked "delivered" to the controller,
+            # which records it without forwarding.  Only for successes without output: failures
+            # go through the controller (it may retry them) and output must arrive before the reply.
+            metadata["delivered"] = True
+            frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
+                                            metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
+            if self._reply_direct(str(reply_to).encode("ascii", "replace"), frames[len(msg.idents):]):
+                self._recent.keep(frames)  # sent again if the controller restarts (engines/recent.py)
+                self._send(frames)
+                return
+            del metadata["delivered"]
         frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
                                         metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
         if self._route is self.mux:
             self._recent.keep(frames)  # sent again if the controller restarts (engines/recent.py)
         self._send(frames)
+
+    def _reply_direct(self, ident: bytes, frames: list[Any]) -> bool:
+        """Send *frames* to the client socket *ident* on the direct socket; ``False`` if it is not connected."""
+        assert self.direct is not None
+        try:
+            send_frames(self.direct, [ident, *frames])
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+        return True
 
     # --- sending on mux (main thread only) ----------------------------------------------------
 
@@ -532,6 +560,14 @@ class Engine:
         try:
             for i, frame in enumerate(frames):
                 flags = _SNDMORE if i < last else 0
+                if i == 0 and sock is self.direct:
+                    try:
+                        _raw_send(sock, frame, flags, True)
+                    except zmq.ZMQError as e:
+                        if e.errno == zmq.EHOSTUNREACH:  # the client is gone: nobody to tell
+                            return
+                        raise
+                    continue
                 if type(frame) is bytes:  # immutable: no need to know when libzmq releases it
                     _raw_send(sock, frame, flags, len(frame) < _COPY_THRESHOLD)
                 elif _nbytes(frame) < _COPY_THRESHOLD:
@@ -583,6 +619,14 @@ def drain_fd(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def _all_small(buffers: list[Any]) -> bool:
+    """Whether every buffer is copied when sent (so sending it twice costs little)."""
+    for b in buffers:
+        if (len(b) if type(b) is bytes else _nbytes(b)) >= _COPY_THRESHOLD:
+            return False
+    return True
 
 
 def _nbytes(frame: Any) -> int:

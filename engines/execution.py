@@ -177,6 +177,13 @@ class Executor:
             return Outcome({**error, "execution_count": count})
         return Outcome({"status": "ok", "execution_count": count})
 
+    def prepare_shell(self) -> None:
+        """Create the IPython shell now if needed (a failure is reported by the execute itself)."""
+        try:
+            self.shell()
+        except Exception:
+            pass
+
     def shell(self) -> Any:
         """The IPython shell sharing ``user_ns``, created (and IPython imported) on first use."""
         if self._shell is None:

@@ -133,6 +133,7 @@ class OutputRouter:
         self._main_ident = threading.get_ident()
         self.parent: dict[str, Any] = {}
         self.idents: list[bytes] = []
+        self.sent = 0  # output messages sent for the current parent (see set_parent)
         self.stdout = OutputStream("stdout", self)
         self.stderr = OutputStream("stderr", self)
         self._streams = (self.stdout, self.stderr)
@@ -146,6 +147,7 @@ class OutputRouter:
         self.flush()
         self.parent = parent
         self.idents = list(idents)
+        self.sent = 0  # output messages sent for this parent so far
         for s in self._streams:
             s.last_flush = -math.inf  # a request's first line goes out at once
 
@@ -186,6 +188,7 @@ class OutputRouter:
     def _safe_send(self, msg_type: str, content: dict[str, Any]) -> None:
         # called from inside user code (print): a failure to send must not become the user's error
         try:
+            self.sent += 1
             self._send(msg_type, content, self.parent, self.idents)
         except Exception as e:
             log.error("could not send %s message: %s: %s", msg_type, type(e).__name__, e)

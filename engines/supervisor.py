@@ -57,6 +57,7 @@ import zmq
 from ipcluster.errors import ProtocolError
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo
+from ipcluster.protocol.limits import REQUEST, set_limit
 from ipcluster.protocol.session import Session, new_id
 
 from engines.controller_watch import CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE, REGISTRATION_TIMEOUT
@@ -155,7 +156,8 @@ class Supervisor:
         self.identity = f"supervisor-{new_id()}"
         self.slots = TaskSlots(n)
         self._deaths: dict[int, deque[float]] = {}  # slot index -> recent death times
-        self._respawns: list[tuple[float, int, str]] = []  # (when, index, uuid it replaces)
+        # (when, slot index, the death report of the engine it replaces)
+        self._respawns: list[tuple[float, int, dict[str, Any]]] = []
         self._timer_r = self._timer_w = -1
         self.poller: zmq.Poller | None = None
         self.info = info
@@ -200,6 +202,7 @@ class Supervisor:
             self.hub = ctx.socket(zmq.DEALER)
             self.hub.linger = HUB_LINGER
             self.hub.setsockopt(zmq.IDENTITY, self.identity.encode("ascii"))  # the controller addresses us
+            set_limit(self.hub, REQUEST, self.info.max_message_size)
             self.hub.connect(self.info.url("hub"))
             self._supervise()
         finally:
@@ -232,7 +235,7 @@ class Supervisor:
 
     # --- forking ------------------------------------------------------------------------------
 
-    def _fork(self, index: int, restart_of: str | None = None) -> None:
+    def _fork(self, index: int, restart_of: dict[str, Any] | None = None) -> None:
         uuid = new_id()
         self.slots[index].reset()
         r, w = os.pipe()
@@ -248,7 +251,8 @@ class Supervisor:
         if self.poller is not None:
             self.poller.register(r, zmq.POLLIN)
 
-    def _become_engine(self, uuid: str, out_fd: int, index: int = 0, restart_of: str | None = None) -> None:
+    def _become_engine(self, uuid: str, out_fd: int, index: int = 0,
+                       restart_of: dict[str, Any] | None = None) -> None:
         code = 1
         try:
             supervisor_pid = os.getppid()
@@ -266,7 +270,8 @@ class Supervisor:
             setup_logging(self.log_level, stream=sys.__stderr__)
             # a restart forks after the parent made its zmq context: the child never touches that
             # context or its sockets (they stay referenced, so they are never collected here)
-            supervision = Supervision(self.identity, self.slots[index], self._timer_w, restart_of)
+            supervision = Supervision(self.identity, self.slots[index], self._timer_w,
+                                      restart_of["uuid"] if restart_of else None, restart_of)
             code = run_engine(self.info, uuid=uuid, supervisor_pid=supervisor_pid, startup=self.startup,
                               controller_timeout=self.controller_timeout,
                               registration_timeout=self.registration_timeout, supervision=supervision)
@@ -403,7 +408,7 @@ class Supervisor:
     # --- restarts ---------------------------------------------------------------------------------
 
     def _next_respawn(self) -> float | None:
-        return min(t for t, _, _ in self._respawns) if self._respawns and not self._stop_signals else None
+        return min(r[0] for r in self._respawns) if self._respawns and not self._stop_signals else None
 
     def _respawn_due(self, now: float) -> None:
         if self._stop_signals:
@@ -412,10 +417,10 @@ class Supervisor:
         if not due:
             return
         self._respawns = [r for r in self._respawns if r[0] > now]
-        for _, index, old_uuid in due:
-            self._fork(index, restart_of=old_uuid)
+        for _, index, death in due:
+            self._fork(index, restart_of=death)
             pid = next(p for p, c in self.children.items() if c.index == index)
-            log.info("restarted engine %s as pid %d", old_uuid, pid)
+            log.info("restarted engine %s as pid %d", death["uuid"], pid)
 
     def _restart_delay(self, child: Child) -> float | None:
         """Seconds to wait before restarting *child*'s engine; ``None``: do not restart it."""
@@ -534,17 +539,23 @@ class Supervisor:
             level = logging.INFO if child.exit_code == 0 else logging.WARNING
             log.log(level, "engine pid %d exited with %s", pid, _describe_exit(child.exit_code))
             delay = self._restart_delay(child)
-            self._report(child, run.msg_id if run is not None else None, delay is not None)
+            death = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code,
+                     "how": _describe_exit(child.exit_code), "running": run.msg_id if run is not None else None,
+                     "killed": child.killed, "restarting": delay is not None}
+            self._report(child, death)
             if delay is not None:
                 if delay:
                     log.warning("restarting engine %s in %g s", child.uuid, delay)
-                self._respawns.append((time.monotonic() + delay, child.index, child.uuid))
+                # the new engine repeats the report when it registers: the controller may hear
+                # from it before the report arrives (different sockets)
+                self._respawns.append((time.monotonic() + delay, child.index, death))
 
-    def _report(self, child: Child, running: str | None = None, restarting: bool = False) -> None:
+    def _report(self, child: Child, death: dict[str, Any] | None = None) -> None:
         assert self.hub is not None
-        content = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code, "output": child.output(),
-                   "how": _describe_exit(child.exit_code), "running": running, "killed": child.killed,
-                   "restarting": restarting}
+        if death is None:
+            death = {"uuid": child.uuid, "pid": child.pid, "exit_code": child.exit_code,
+                     "how": _describe_exit(child.exit_code)}
+        content = {**death, "output": child.output()}
         try:
             # never block: the controller may be gone (that may be why the engine died)
             self.hub.send_multipart(self.session.serialize(M.ENGINE_DIED_NOTIFICATION, content), zmq.NOBLOCK)

@@ -34,7 +34,7 @@ import os
 import struct
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SLOT_SIZE = 256
 MAX_ID = SLOT_SIZE - 32
@@ -131,6 +131,9 @@ class Supervision:
     wake_fd: int
     #: the uuid of the engine this one replaces (it died; the controller gives us its id)
     restart_of: str | None = None
+    #: the supervisor's report of that death (``engine_died_notification`` content), repeated at
+    #: registration in case the controller hears from us first
+    death: dict[str, Any] | None = None
 
     def wake(self) -> None:
         try:

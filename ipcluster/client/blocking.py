@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import _signal  # getsignal/signal without the enum conversions of the signal module (per call here)
 import concurrent.futures
+import itertools
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import zmq
 
@@ -35,6 +36,8 @@ POLL_SLICE_MS = 50
 
 
 _SIGINT = int(signal.SIGINT)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class _SigintGuard:
@@ -96,12 +99,14 @@ class _SigintGuard:
 class BlockingCalls:
     """Per-thread sockets to same-host engines, for calls whose caller waits for the reply."""
 
-    def __init__(self, client: "Client", context: zmq.Context):
+    def __init__(self, client: "Client", context: zmq.Context, identity: bytes = b""):
         self._client = client
         self._ctx = context
+        self._identity = identity
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sockets: list[zmq.Socket] = []  # every socket made, to close them with the client
+        self._reply_ids = itertools.count(1)
 
     def _socket(self, uuid: bytes, url: str) -> zmq.Socket:
         socks: dict[bytes, zmq.Socket] | None = getattr(self._local, "sockets", None)
@@ -120,13 +125,52 @@ class BlockingCalls:
                 self._sockets.append(sock)
         return sock
 
+    def reply_route(self, urls: Iterable[str]) -> bytes | None:
+        """The routing id of this thread's *reply socket*, connected to the direct sockets *urls*
+        of the engines on this host (``None`` if there are none).
+
+        Engines send the reply to a blocking load-balanced task straight to the socket the task
+        names (``reply_to``), one hop less than through the controller; see ``Engine._reply``.
+        One DEALER per thread with a fixed routing id, connected to every local engine: the
+        engine that runs the task is not known in advance.
+        """
+        local = self._local
+        entry = getattr(local, "reply", None)
+        wanted = set(urls)
+        if entry is None:
+            if not wanted:
+                return None
+            sock = self._ctx.socket(zmq.DEALER)
+            ident = b"%s-r%d" % (self._identity, next(self._reply_ids))
+            sock.setsockopt(zmq.IDENTITY, ident)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            with self._lock:
+                self._sockets.append(sock)
+            connected_urls: set[str] = set()
+            entry = local.reply = (sock, ident, connected_urls)
+        sock, ident, connected = entry
+        if wanted != connected:
+            for url in connected - wanted:
+                try:
+                    sock.disconnect(url)
+                except zmq.ZMQError:
+                    pass
+            for url in wanted - connected:
+                sock.connect(url)
+            connected.clear()
+            connected.update(wanted)
+        return ident
+
     def run(self, uuids: Sequence[bytes], urls: Sequence[str], requests: Sequence[list[Any]],
             futures: Sequence[concurrent.futures.Future[Any]], to_controller: bool = False) -> None:
         """Send ``requests[i]`` (frames with the engine's routing id first) to ``uuids[i]`` and wait
         here until every future is done.
 
         With *to_controller* the one socket goes to the controller's mux (a load-balanced task:
-        ``uuids`` is ``[SCHEDULER]``) and the routing id is sent along, as the controller expects.
+        ``uuids`` is ``[SCHEDULER]``) and the routing id is sent along, as the controller expects;
+        the reply may also come on this thread's reply socket (see :meth:`reply_route`).
         """
         socks = [self._socket(u, url) for u, url in zip(uuids, urls)]
         for sock, frames in zip(socks, requests):
@@ -135,23 +179,32 @@ class BlockingCalls:
         poller = zmq.Poller()
         for sock in set(socks):
             poller.register(sock, zmq.POLLIN)
+        reply = getattr(self._local, "reply", None) if to_controller else None
+        if reply is not None:
+            poller.register(reply[0], zmq.POLLIN)
+        pending = len(futures)
         try:
             with _SigintGuard() as guard:
-                while not all(f.done() for f in futures):
+                while pending:
                     for sock, _ in poller.poll(POLL_SLICE_MS):
-                        while True:
-                            try:
-                                frames = recv_frames(sock)
-                            except zmq.Again:
-                                break
-                            guard.run(handle, frames)
+                        # one message per ready socket and pass: no zmq.Again (an exception) per wait
+                        while sock.get(_EVENTS) & _POLLIN:
+                            guard.run(handle, recv_frames(sock))
+                    pending = sum(not f.done() for f in futures)
         except BaseException:
-            self._hand_over(uuids, socks, futures)
+            self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None)
             raise
 
     def _hand_over(self, uuids: Sequence[bytes], socks: Sequence[zmq.Socket],
-                   futures: Sequence[concurrent.futures.Future[Any]]) -> None:
+                   futures: Sequence[concurrent.futures.Future[Any]], reply_sock: zmq.Socket | None = None) -> None:
         """Give the sockets that still expect replies to the IO thread (this thread stops using them)."""
+        unfinished = [f for f in futures if not f.done()]
+        if reply_sock is not None and unfinished:
+            # the reply may come on either socket: the IO thread reads both until it has come
+            self._local.reply = None
+            with self._lock:
+                self._sockets.remove(reply_sock)
+            self._client._adopt_route(b"reply:" + self._identity, reply_sock, unfinished)
         socks_by_thread: dict[bytes, zmq.Socket] = getattr(self._local, "sockets", {})
         pending: dict[bytes, list[concurrent.futures.Future[Any]]] = {}
         by_uuid: dict[bytes, zmq.Socket] = {}

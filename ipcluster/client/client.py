@@ -139,7 +139,7 @@ class Client:
         self._controller_gone: str | None = None
         self._persistent = False  # the controller has a task store: it comes back when restarted
         self._reconnect = Reconnector(self)
-        self._blocking = BlockingCalls(self, self._ctx)
+        self._blocking = BlockingCalls(self, self._ctx, self.session.session_id.encode("ascii"))
         self._io = IOThread()
         try:
             self._connect(timeout)
@@ -153,6 +153,7 @@ class Client:
     def _connect(self, timeout: float) -> None:
         ident = self.session.session_id.encode("ascii")
         info = self.connection_info
+        self._mux_url = info.url("mux_front")  # for blocking tasks (a file-system check per call otherwise)
         socks = {}
         for role, kind, url_role in (("hub", zmq.DEALER, "hub"), ("mux", zmq.DEALER, "mux_front"),
                                      ("control", zmq.DEALER, "control_front")):
@@ -449,11 +450,15 @@ class Client:
         fut = self._tracker.register(msg_id, M.SCHEDULER, None)
         pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
         md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
+        block_here = wait and not pending and self._can_block_task_here()
+        if block_here and self._direct:
+            reply_to = self._blocking.reply_route(list(self._direct_urls.values()))
+            if reply_to is not None:
+                md["reply_to"] = reply_to.decode("ascii")
         frames = self.session.serialize(msg_type, content or {}, header=header, metadata=md, buffers=buffers,
                                         idents=[M.SCHEDULER])
-        if wait and not pending and self._can_block_task_here():
-            self._blocking.run([M.SCHEDULER], [self.connection_info.url("mux_front")], [frames], [fut],
-                               to_controller=True)
+        if block_here:
+            self._blocking.run([M.SCHEDULER], [self._mux_url], [frames], [fut], to_controller=True)
         else:
             self._io.send("mux", frames)
         for dep_id, dep_fut in pending.items():

@@ -38,6 +38,8 @@ TASK_CANCEL_REPLY = "task_cancel_reply"
 #: Controller -> engine-host supervisor (hub socket): interrupt, then kill and restart, the engine
 #: *uuid* if it is running one of *msg_ids* (``{"uuid", "msg_ids", "reason": "cancel"}``).
 TASK_INTERRUPT_REQUEST = "task_interrupt_request"
+#: The answer of an engine without a supervisor, which gets ``task_interrupt_request`` on control.
+TASK_INTERRUPT_REPLY = "task_interrupt_reply"
 ENGINE_REGISTERED_NOTIFICATION = "engine_registered_notification"
 ENGINE_UNREGISTERED_NOTIFICATION = "engine_unregistered_notification"
 CONTROLLER_SHUTDOWN_NOTIFICATION = "controller_shutdown_notification"
@@ -78,6 +80,7 @@ REPLY_FOR = {
     ABORT_REQUEST: ABORT_REPLY,
     TASK_ABORT_REQUEST: TASK_ABORT_REPLY,
     TASK_CANCEL_REQUEST: TASK_CANCEL_REPLY,
+    TASK_INTERRUPT_REQUEST: TASK_INTERRUPT_REPLY,
     CLEAR_REQUEST: CLEAR_REPLY,
     SHUTDOWN_REQUEST: SHUTDOWN_REPLY,
     SIGNAL_REQUEST: SIGNAL_REPLY,

@@ -131,6 +131,41 @@ def test_blocking_load_balanced_task_uses_the_callers_own_socket(rc):
         del rc._io.send
 
 
+def test_blocking_load_balanced_reply_comes_straight_from_the_engine(rc, shared_cluster):
+    """A successful task without output is answered on the caller's reply socket (connected to the
+    local engines), not through the controller; the controller still records the result."""
+    lview = rc.load_balanced_view()
+    assert lview.apply_sync(lambda: 41) == 41  # makes the reply socket and connects it
+    reply_sock, _, connected = rc._blocking._local.reply
+    assert connected == set(rc._direct_urls.values()) and len(connected) == 2
+    received = []
+    handle = rc._on_engine_message
+    rc._on_engine_message = lambda frames: (received.append(frames), handle(frames))
+    try:
+        # the first reply may still go through the controller while the connections come up
+        wait_for(lambda: lview.apply_sync(lambda: 42) == 42 and received[-1][0].bytes == b"<IDS|MSG>",
+                 what="a reply without the controller's routing id (sent to the reply socket)")
+    finally:
+        del rc._on_engine_message
+    msg_id = rc.history[-1]
+    assert rc.metadata[msg_id]["status"] == "ok" and not rc.outstanding
+    assert reply_sock is rc._blocking._local.reply[0]
+    with ipcluster.Client(url_file=shared_cluster.connection_file) as other:  # the controller kept it
+        assert other.get_result(msg_id).get(timeout=10) == 42
+    assert rc.queue_status()["unassigned"] == 0
+
+
+def test_blocking_load_balanced_output_and_errors_go_through_the_controller(rc):
+    lview = rc.load_balanced_view()
+    lview.apply_sync(lambda: None)
+    assert lview.apply_sync(interactive(lambda: print("printed") or 3)) == 3
+    assert rc.metadata[rc.history[-1]].stdout == "printed\n"  # output arrives before the reply
+    with pytest.raises(ZeroDivisionError):
+        lview.apply_sync(lambda: 1 / 0)
+    with lview.temp_flags(retries=1):
+        assert lview.apply_sync(lambda: 5) == 5
+
+
 def test_interrupted_blocking_load_balanced_task_completes(rc, tmp_path):
     marker = tmp_path / "started"
     _interrupt_blocking_call(lambda: rc.load_balanced_view().apply_sync(_slow, str(marker), 0.5), marker)

@@ -187,6 +187,7 @@ def proxied_engine(tmp_path, no_leaked_processes) -> Iterator[
         proxy = TcpProxy(info["ports"]["control_back"])
         proxy.start()
         info["ports"]["control_back"] = proxy.port
+        info["ipc_dir"] = ""  # TCP only: on this host the engine would use the Unix sockets, not the proxy
         proxied = tmp_path / "proxied-connection.json"
         proxied.write_text(json.dumps(info))
         with open(log, "ab") as out:

@@ -255,3 +255,41 @@ def test_cancel_of_a_finished_result_is_false(rc):
     ar.get(timeout=10)
     assert ar.cancel() is False
     assert ar.get() == "slept"
+
+
+# --- an engine without a supervisor ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+def test_an_engine_without_a_supervisor_interrupts_at_the_limit_and_on_cancel(tmp_path):
+    import subprocess
+    import sys
+
+    with engine_cluster(tmp_path, n=1) as (cluster, rc):
+        log = open(tmp_path / "lone.log", "w")
+        lone = subprocess.Popen([sys.executable, "-P", "-m", "engines", "--file", str(cluster.connection_file)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            rc.wait_for_engines(2, timeout=30)
+            view = rc[1]
+            assert view.apply_sync(os.getpid) == lone.pid
+            with view.temp_flags(time_limit=LIMIT):
+                t0 = time.monotonic()
+                with pytest.raises(errors.TaskTimeout, match="it was interrupted"):
+                    view.apply_sync(_sleep, 30)
+                assert time.monotonic() - t0 < LIMIT + SLACK
+            started = str(tmp_path / "started")
+            ar = view.apply_async(_mark_and_sleep, started, 30)
+            wait_for(_started(started), what="the task to start")
+            assert ar.cancel() is True
+            with pytest.raises(errors.TaskCancelled):
+                ar.get(0)
+            assert view.apply_sync(os.getpid) == lone.pid  # interrupted, never killed
+        finally:
+            lone.terminate()
+            try:
+                lone.wait(10)
+            except subprocess.TimeoutExpired:
+                lone.kill()
+                lone.wait(5)
+            log.close()

@@ -41,3 +41,13 @@ def test_removing_a_stale_record_does_not_drop_its_successor():
     new = r.add(b"ua-2", restart_of=b"ua")
     r.remove(a)  # removing the old record again is harmless
     assert r.by_id(0) is new and len(r) == 1
+
+
+def test_an_engine_known_by_its_own_uuid_keeps_its_id_even_when_it_replaced_another():
+    r = EngineRegistry()
+    a, b = r.add(b"ua"), r.add(b"ub")
+    r.remove(a)
+    again = r.add(b"ua-2", restart_of=b"ua")  # id 0
+    r.remove(again)  # e.g. lost in a controller restart, then back with the same registration
+    assert r.add(b"ua-2", restart_of=b"ua").id == 0
+    assert b.id == 1
