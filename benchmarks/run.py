@@ -114,6 +114,8 @@ def gbps(nbytes: int, samples: list[float]) -> list[float]:
 #: The controller's log level.  Not "WARNING": Cluster accepts it, but the controller process rejects
 #: it (its trait only knows "WARN") and exits at start-up.
 LOG_LEVEL = "ERROR"
+#: Clusters run their controller with the persistent task store (--persist).
+PERSIST = False
 
 
 @contextlib.contextmanager
@@ -121,7 +123,7 @@ def cluster(n: int) -> Iterator[Any]:
     """A fresh cluster of *n* engines; stopped on the way out whatever happens."""
     import ipcluster as ipp
 
-    c = ipp.Cluster(n=n, log_level=LOG_LEVEL)
+    c = ipp.Cluster(n=n, log_level=LOG_LEVEL, persist=PERSIST)
     try:
         rc = c.start_and_connect_sync()
         yield rc
@@ -504,7 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write machine info and all records to FILE")
     ap.add_argument("--only", metavar="NAME,...", help="run only these workloads (prefixes allowed)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    ap.add_argument("--persist", action="store_true", help="controllers keep a persistent task store")
     args = ap.parse_args(argv)
+    global PERSIST
+    PERSIST = args.persist
     if args.list:
         print("\n".join(WORKLOADS))
         return 0

@@ -46,6 +46,9 @@ from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, DEFAULT_MAX_MESSAGE_SIZE, HEARTBEAT, REQUEST, set_limit
 from ipcluster.protocol.session import MAX_MESSAGE_AGE, Session, new_key
 
+#: Requests from one client queued in the controller's receive buffer at most (see serve()).
+FRONT_RCVHWM = 100
+
 _SOCKET_TYPES = {
     "hub": zmq.ROUTER, "mux_front": zmq.ROUTER, "mux_back": zmq.ROUTER,
     "control_front": zmq.ROUTER, "control_back": zmq.ROUTER,
@@ -192,7 +195,9 @@ class IPController(Application):
             s = ctx.socket(_SOCKET_TYPES[role])
             s.setsockopt(zmq.LINGER, 1000)
             s.setsockopt(zmq.SNDHWM, 0)
-            s.setsockopt(zmq.RCVHWM, 0)
+            # clients' requests: a bounded queue here leaves the rest in the clients' own queues,
+            # which survive a controller restart (a killed controller loses what it had queued)
+            s.setsockopt(zmq.RCVHWM, FRONT_RCVHWM if role == "mux_front" else 0)
             if role in ("mux_back", "control_back"):
                 s.setsockopt(zmq.ROUTER_MANDATORY, 1)
             set_limit(s, _LIMIT_KINDS[role], self.max_message_size)

@@ -127,8 +127,27 @@ class Hub:
         self.hub.send(self.session.serialize(msg_type, content, parent=request, idents=request.idents))
 
     def notify_clients(self, msg_type: str, content: dict[str, Any]) -> None:
-        for client in list(self.clients):
-            self.hub.send(self.session.serialize(msg_type, content, idents=[client]))
+        """Send a notification to every client; a client whose connection is gone (it died
+        without saying goodbye) is forgotten, with its result watches (``client_gone``)."""
+        sock = self.hub.sock
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone peer is an error here, not a silent drop
+        try:
+            for client in list(self.clients):
+                try:
+                    self.hub.send(self.session.serialize(msg_type, content, idents=[client]))
+                except zmq.ZMQError as e:
+                    if e.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self.client_gone(client)
+        finally:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+
+    def client_gone(self, client: bytes) -> None:
+        """Free what the controller keeps for *client* (its results stay, by msg_id)."""
+        self.clients.pop(client, None)
+        dropped = self.watches.drop_client(client)
+        self.log.info("client %s is gone: forgotten (%d result watches dropped)", client[:16].decode(
+            "ascii", "replace"), dropped)
 
     # --- clients ------------------------------------------------------------------------------
 
@@ -145,7 +164,7 @@ class Hub:
         })
 
     def on_disconnect(self, msg: Message) -> None:
-        self.clients.pop(msg.idents[0], None)
+        self.client_gone(msg.idents[0])
 
     def on_task_outcome(self, msg: Message) -> None:
         """A client reports how a request ended that a task depends on (and we may not have seen)."""

@@ -16,8 +16,10 @@ Three moments, each called by the hub:
   it still holds (``queued``).  Every reply it sent before that notification has arrived (one
   ordered connection), so a request we expect from it that it does not hold lost its reply with the
   old controller: it fails with ``ControllerRestarted`` (it ran at most once).  A request it holds
-  that we do not expect was failed or retried elsewhere while it was away: it is aborted on the
-  engine, so it does not run late (and a late reply is dropped anyway: one result per msg_id).
+  that we have a record of but do not expect from it was failed or retried elsewhere while it was
+  away: it is aborted on the engine, so it does not run late (and a late reply is dropped anyway:
+  one result per msg_id).  One we have no record of (it arrived in the last instants before the
+  kill, before the store's commit) runs, and its reply is delivered.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ class Returns:
                                     "(the request ran at most once)", rec)
             if lost:
                 hub.log.warning("engine %d: %d replies lost in the controller restart", rec.id, len(lost))
-        stale = sorted(m for m in queued if m not in rec.pending)
+        # known here, but not expected from this engine: answered (or re-queued) while it was away;
+        # a request we have no record of (submitted in the last instants before a kill) may run
+        stale = sorted(m for m in queued if m not in rec.pending and m in hub.records)
         if stale:
             hub.log.info("engine %d: aborting %d requests answered while it was away", rec.id, len(stale))
             hub.send_to_engine_control(rec.uuid, M.ABORT_REQUEST, {"msg_ids": stale})

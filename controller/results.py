@@ -65,6 +65,21 @@ class ResultWatches:
                 self._count -= 1
         return dropped
 
+    def drop_client(self, client: bytes) -> int:
+        """Forget every watch of *client* (it is gone); returns how many."""
+        dropped = 0
+        for msg_id in list(self.by_msg_id):
+            watchers = self.by_msg_id[msg_id]
+            kept = [w for w in watchers if w[0] != client]
+            if len(kept) != len(watchers):
+                dropped += len(watchers) - len(kept)
+                if kept:
+                    self.by_msg_id[msg_id] = kept
+                else:
+                    del self.by_msg_id[msg_id]
+        self._count -= dropped
+        return dropped
+
     def pop(self, msg_id: str) -> list[tuple[bytes, dict[str, Any]]]:
         watchers = self.by_msg_id.pop(msg_id, [])
         self._count -= len(watchers)

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--restart-engines", action="store_const", const=True, default=None,
                        dest="restart_engines", help="start a new engine (same id, startup code run again) in "
                        "place of one that dies")
+    start.add_argument("--persist", action="store_const", const=True, default=None,
+                       help="keep tasks and results in a persistent store and restart the controller from it "
+                            "if it dies (engines and clients reconnect by themselves)")
     start.add_argument("--log-level", default=None, type=str.upper,
                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                        help="controller log level")
@@ -125,7 +128,7 @@ def _cluster_from_args(args: argparse.Namespace) -> "Cluster":
                         ("location", "controller_location"), ("log_level", "log_level"),
                         ("timeout", "engine_timeout"), ("engines", "engine_launcher_class"),
                         ("controller", "controller_launcher_class"), ("curve", "enable_curve"),
-                        ("restart_engines", "restart_engines")):
+                        ("restart_engines", "restart_engines"), ("persist", "persist")):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[trait] = value
@@ -180,7 +183,7 @@ async def _start(args: argparse.Namespace) -> int:
 async def _serve(cluster: "Cluster", stop_requested: asyncio.Event) -> int:
     """Stay in the foreground until a signal, or until the controller exits; then stop."""
     assert cluster.controller is not None
-    controller_exit = asyncio.ensure_future(cluster.controller.wait())
+    controller_exit = asyncio.ensure_future(cluster.wait_controller())  # (with --persist: restarted first)
     interrupted = asyncio.ensure_future(stop_requested.wait())
     await asyncio.wait({controller_exit, interrupted}, return_when=asyncio.FIRST_COMPLETED)
     rc = EXIT_OK

@@ -14,7 +14,9 @@ themselves; what the client must do is learn what happened meanwhile:
    that completed meanwhile is taken from the answer (its reply may have been sent while this
    client was not connected); a pending one finishes when its reply arrives on mux or its
    ``result_notification`` (whichever comes first); one the controller does not know was lost
-   with the old controller and fails with :class:`~ipcluster.errors.ControllerRestarted`.
+   with the old controller, or reached it in its last instants (before its store committed it):
+   it fails with :class:`~ipcluster.errors.ControllerRestarted` unless its reply arrives within
+   :data:`UNKNOWN_GRACE` seconds.
    Control requests (abort, clear, signal, shutdown) still outstanding fail the same way.
 
 If the connection is not back within :data:`RECONNECT_TIMEOUT` seconds, everything outstanding
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 
 #: Seconds a client waits for a restarted controller before failing what is outstanding.
 RECONNECT_TIMEOUT = 10.0
+#: Seconds after catching up that a request the restarted controller has no record of may still
+#: get its reply (it reached the old controller just before the kill and is running), before it
+#: fails: so every request in flight at a kill is settled within about 10 s of it.
+UNKNOWN_GRACE = 3.0
 
 
 class Reconnector:
@@ -54,6 +60,8 @@ class Reconnector:
         self._lock = threading.Lock()
         self._watching: set[str] = set()  # msg_ids whose result_notification settles a request
         self.reconnects = 0
+        #: monotonic time the last catch-up got the controller's answer (the grace starts then)
+        self.caught_up_at: float | None = None
 
     # --- IO thread ------------------------------------------------------------------------------
 
@@ -123,9 +131,17 @@ class Reconnector:
                 f"{m} completed while this client was reconnecting, but the controller no longer keeps "
                 "its result"))
         elif status != "pending":
-            tracker.fail(m, errors.ControllerRestarted(
-                f"{m} was lost when the controller restarted (it never reached the new controller's "
-                "records); it ran at most once"))
+            # unknown: lost with the old controller, or sent in its last instants (before its store
+            # committed it) and still running: wait for a reply, but not for ever
+            self.client._io.loop.call_soon_threadsafe(self._expire_later, m)
+
+    def _expire_later(self, m: str) -> None:
+        self.client._io.loop.call_later(UNKNOWN_GRACE, self._expire, m)
+
+    def _expire(self, m: str) -> None:
+        self.client._tracker.fail(m, errors.ControllerRestarted(
+            f"{m} was lost when the controller restarted: the restarted controller had no record of it and "
+            f"no reply came within {UNKNOWN_GRACE:g} s (it ran at most once)"))
 
     def watch(self, msg_ids: list[str]) -> None:
         with self._lock:
@@ -166,9 +182,11 @@ def catch_up(rc: Reconnector, client: "Client") -> None:
             "the engine"))
     ask, _ = _through_controller(client)
     if not ask:
+        rc.caught_up_at = time.monotonic()
         return
     rc.watch(ask)  # before asking: a notification may overtake the reply's handling
     reply = client._hub_request(M.RESULT_REQUEST, {"msg_ids": ask, "wait": True}, timeout)
+    rc.caught_up_at = time.monotonic()
     results = reply.content.get("results") or {}
     settled = 0
     for m in ask:

@@ -36,6 +36,7 @@ from traitlets.config import Config, LoggingConfigurable
 
 from ipcluster.cluster import readiness, state
 from ipcluster.cluster.config import merged_config
+from ipcluster.cluster.keeper import ControllerKeeper
 from ipcluster.cluster.launchers import find_launcher_class
 from ipcluster.cluster.launchers.base import BaseLauncher
 from ipcluster.cluster.syncrun import in_thread, run_sync
@@ -86,6 +87,10 @@ class Cluster(LoggingConfigurable):
         sockets in a private temporary directory instead of TCP (default ``True``).
     engine_timeout:
         Seconds :meth:`connect_client` waits for the controller and the engines.
+    persist:
+        Run the controller with a persistent task store and restart it from the store when it
+        dies (SIGKILL, a crash): results stay retrievable, engines keep their ids, clients and
+        engines reconnect by themselves.  See ``docs/reliability.md``.
     restart_engines:
         Start a new engine in place of one that dies (same id, startup code run again).
     log_level:
@@ -111,6 +116,9 @@ class Cluster(LoggingConfigurable):
     controller_ipc = Bool(True, help="Processes on the controller's host connect through Unix domain sockets "
                           "(faster than TCP); False: TCP only.").tag(config=True)
     engine_timeout = Float(60.0, help="Seconds to wait for the controller and engines.").tag(config=True)
+    persist = Bool(False, help="Keep tasks and results in the controller's persistent store, and restart "
+                   "the controller from it if it dies (engines and clients reconnect by themselves)."
+                   ).tag(config=True)
     restart_engines = Bool(False, help="Start a new engine (with the same id, running the startup code "
                            "again) in place of one that dies.").tag(config=True)
     log_level = Union([Unicode(), Integer()], default_value="INFO", help="Controller log level.").tag(
@@ -169,6 +177,7 @@ class Cluster(LoggingConfigurable):
         self._dropped_sets: set[str] = set()  # engine sets stopped here: not to be re-read from the file
         self._attached = False
         self._owns_cluster_file = False  # the cluster file describes this object's processes
+        self._keeper: ControllerKeeper | None = None  # restarts a persistent controller
 
     # --- names and paths -------------------------------------------------------------------------
 
@@ -375,11 +384,14 @@ class Cluster(LoggingConfigurable):
             log_path=self._log_path("controller"), ip=self.controller_ip,
             location=self.controller_location, log_level=self.log_level,
             enable_curve=self.enable_curve, curve_allowed_keys=list(self.curve_allowed_keys),
-            ipc=self.controller_ipc,
+            ipc=self.controller_ipc, persist=self.persist,
         )
         launcher = cls(parent=self, **opts)
         await launcher.start()
         self.controller = launcher
+        if self.persist and hasattr(launcher, "restore"):
+            self._keeper = ControllerKeeper(self)
+            self._keeper.start()
         self._started()
         if record:
             self.update_cluster_file()
@@ -547,6 +559,7 @@ class Cluster(LoggingConfigurable):
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._stop_keeper()
         if self.controller is not None:
             await self.controller.stop(STOP_TIMEOUT)
             self.controller = None
@@ -567,6 +580,7 @@ class Cluster(LoggingConfigurable):
         dead supervisor).
         """
         self._adopt_recorded_sets()
+        self._stop_keeper()
         client, self._client = self._client, None
         engines, self.engines = list(self.engines.values()), {}
         errors: list[BaseException] = []
@@ -594,6 +608,20 @@ class Cluster(LoggingConfigurable):
         _ATEXIT.discard(self)
         if errors:
             raise errors[0]
+
+    def _stop_keeper(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+
+    async def wait_controller(self) -> int | None:
+        """Wait until the controller has exited for good (with ``persist``, a controller that died
+        is restarted first); return its last exit code."""
+        if self.controller is None:
+            return None
+        if self._keeper is None:
+            return await self.controller.wait()
+        await in_thread(self._keeper.done.wait)
+        return self.controller.poll() if self.controller is not None else None
 
     def signal_engines(self, signum: int, engine_set_id: str | None = None) -> None:
         """Send *signum* (e.g. ``signal.SIGINT`` to interrupt running tasks) to the engines."""

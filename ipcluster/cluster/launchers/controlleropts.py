@@ -19,6 +19,8 @@ class ControllerOptions(HasTraits):
     curve_allowed_keys = List(Unicode(), help="More client public keys the controller accepts.")
     ipc = Bool(True, help="Unix domain sockets for processes on the controller's host (else TCP only).")
     controller_args = List(Unicode(), help="Extra command-line arguments for the controller.").tag(config=True)
+    persist = Bool(False, help="Keep tasks and results in the controller's persistent store (--persist).")
+    restore = Bool(False, help="Start from the store and connection file a killed controller left (--restore).")
 
     @classmethod
     def state_traits(cls) -> set[str]:
@@ -32,6 +34,8 @@ class ControllerOptions(HasTraits):
             args += ["--location", self.location]
         if self.enable_curve:
             args += ["--enable-curve"] + [f"--curve-allow={key}" for key in self.curve_allowed_keys]
+        if self.persist:
+            args.append("--restore" if self.restore else "--persist")
         if not self.ipc:
             args.append("--no-ipc")
         return args + list(self.controller_args)
