@@ -69,16 +69,16 @@ class Returns:
         for r in hub.records.pending():
             client = r.client.encode("ascii", "replace")
             header = {"msg_id": r.msg_id, "msg_type": r.msg_type, "session": r.client, "date": r.submitted}
-            rec = hub.registry.by_uuid(r.engine_uuid.encode("ascii", "replace")) if r.engine_uuid else None
-            if rec is not None and rec.uuid in self.restored:
-                hub.registry.submitted(rec, client, header)  # its reply may still come
+            owner = hub.registry.by_uuid(r.engine_uuid.encode("ascii", "replace")) if r.engine_uuid else None
+            if owner is not None and owner.uuid in self.restored:
+                hub.registry.submitted(owner, client, header)  # its reply may still come
                 continue
             # the client matches a reply by its parent msg_id; the routing id only names the sender
             route = M.SCHEDULER if r.engine_uuid is None else r.engine_uuid.encode("ascii", "replace")
             why = ("it was still queued in the controller" if r.engine_uuid is None
                    else f"engine {r.engine_id}, which had the request, was no longer registered")
             hub.mux.reply_error(client, route, header, CONTROLLER_RESTARTED,
-                                f"the controller restarted while {why}; the request was not run", rec)
+                                f"the controller restarted while {why}; the request did not finish", owner)
             failed += 1
         hub.log.info("restored %d task records (%d results kept, %d in flight failed) and %d engines",
                      len(hub.records), len(restored.replies), failed, len(self.restored))

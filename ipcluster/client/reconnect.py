@@ -165,7 +165,12 @@ def catch_up(rc: Reconnector, client: "Client") -> None:
     timeout = rc.timeout
     reply = client._hub_request(M.CONNECTION_REQUEST, {}, timeout)
     engines = reply.content.get("engines") or {}
-    client._io.call(lambda: [client._add_engine(int(eid), e) for eid, e in engines.items()])
+
+    def add_engines() -> None:
+        for eid, e in engines.items():
+            client._add_engine(int(eid), e)
+
+    client._io.call(add_engines)
     # control requests in flight at the kill are lost; the barrier (record=False too) comes after
     _, control = _through_controller(client)
     header = client.session.header(M.TASK_ABORT_REQUEST)

@@ -66,7 +66,7 @@ class ControllerKeeper:
                 return
             code = await launcher.wait()
             with self.lock:
-                if self.stopping or launcher is not self.cluster.controller:
+                if self.stopping or id(launcher) != id(self.cluster.controller):  # (stopped, or replaced)
                     return
                 if code == 0:
                     log.info("the controller of %r exited cleanly; not restarting it", self.cluster.key)
@@ -79,7 +79,7 @@ class ControllerKeeper:
                 self._times.append(now)
                 log.warning("the controller of %r exited (code %s); restarting it from its task store",
                             self.cluster.key, code)
-                launcher.restore = True
+                launcher.restore = True  # (ControllerOptions: the next start passes --restore)
                 await launcher.start()
                 self.restarts += 1
             try:

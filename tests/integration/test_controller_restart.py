@@ -139,6 +139,7 @@ def test_sigkill_mid_run_of_10000_tasks_every_result_once(persistent, tmp_path):
         sample = done_before[:: max(1, len(done_before) // 200)]
         got = new.get_result([a.msg_ids[0] for a in sample]).get(20)
         assert got == [a.get(0) for a in sample]
+        assert new.controller_state()["violations"] == []
     finally:
         new.close()
 
@@ -354,3 +355,37 @@ def test_partitioned_engine_unregistered_in_time_late_reply_dropped_then_back(tm
                 engine.wait(10)
         if proxy is not None:
             proxy.close()
+
+
+@pytest.mark.timeout(120)
+def test_ipcluster_start_persist_restarts_a_killed_controller(tmp_path):
+    from tests.integration.test_cli import CLI
+
+    ipd, work = tmp_path / "ipython", tmp_path / "work"
+    ipd.mkdir()
+    work.mkdir()
+    cli = CLI(ipd, work)
+    try:
+        proc = cli.popen("start", "-n", "1", "--persist", "--cluster-id", "p1")
+        assert "running" in proc.stdout.readline()  # printed once the engine is up
+        [summary] = cli.clusters()
+        old_pid = summary["controller"]["pid"]
+        cf = ipd / "profile_default" / "security" / "ipcluster-p1-connection.json"
+        os.kill(old_pid, signal.SIGKILL)
+
+        def restarted() -> bool:
+            pid = json.loads(cf.read_text()).get("controller_pid")
+            return pid != old_pid and alive(pid)
+
+        wait_for(restarted, 30, watch=[proc], what="ipcluster start to restart the controller")
+        rc = ipcluster.Client(url_file=cf)
+        try:
+            rc.wait_for_engines(1, timeout=10)
+            assert rc[:].apply_sync(pow, 2, 3) == [8]
+        finally:
+            rc.close()
+        assert proc.poll() is None  # still in the foreground, serving
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        cli.cleanup()
