@@ -46,8 +46,8 @@ CHECK_EVERY = 256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
-    msg_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
+    seq INTEGER PRIMARY KEY,
+    msg_id TEXT NOT NULL,
     client TEXT NOT NULL,
     msg_type TEXT NOT NULL,
     engine_id INTEGER,
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS engines (
 );
 """
 
-_TASK_COLUMNS = ("msg_id", "seq", "client", "msg_type", "engine_id", "engine_uuid", "submitted", "received",
+_TASK_COLUMNS = ("seq", "msg_id", "client", "msg_type", "engine_id", "engine_uuid", "submitted", "received",
                  "started", "completed", "status", "ename", "request_bytes", "result_bytes", "reply")
 _UPSERT = (f"INSERT OR REPLACE INTO tasks ({', '.join(_TASK_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_TASK_COLUMNS))})")
@@ -88,10 +88,9 @@ def store_path(profile_path: str | os.PathLike[str], cluster_id: str = "") -> Pa
 
 
 def pack_frames(frames: Sequence[Any]) -> bytes:
-    """One blob from a message's frames (bytes, memoryview or zmq.Frame; nothing is decoded)."""
-    views = [memoryview(f) for f in frames]
-    head = struct.pack(f"<I{len(views)}Q", len(views), *(v.nbytes for v in views))
-    return b"".join([head, *views])
+    """One blob from a message's frames (bytes, or zmq.Frame; nothing is decoded)."""
+    head = struct.pack(f"<I{len(frames)}Q", len(frames), *map(len, frames))
+    return b"".join([head, *frames])
 
 
 def unpack_frames(blob: bytes) -> list[bytes]:
@@ -145,7 +144,7 @@ class TaskStore:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._dirty: dict[str, TaskRecord] = {}  # msg_id -> record, final state written at flush
-        self._deleted: set[str] = set()
+        self._deleted: set[int] = set()  # seq (the row id) of culled records
         self._engines: dict[int, StoredEngine] = {}  # changed since the last flush
         self._replies: Any = None  # TaskRecords.reply (kept reply frames), set by attach()
         self._seq: dict[str, int] = {}
@@ -221,8 +220,9 @@ class TaskStore:
     def dropped(self, msg_id: str) -> None:
         """The record of *msg_id* was culled: delete it at the next flush."""
         self._dirty.pop(msg_id, None)
-        self._seq.pop(msg_id, None)
-        self._deleted.add(msg_id)
+        seq = self._seq.pop(msg_id, None)
+        if seq is not None:
+            self._deleted.add(seq)
 
     def engine(self, engine_id: int, uuid: str, hostname: str = "", pid: int | None = None,
                registered: bool = True) -> None:
@@ -248,7 +248,7 @@ class TaskStore:
         db.execute("BEGIN")
         try:
             if deleted:
-                db.executemany("DELETE FROM tasks WHERE msg_id = ?", [(m,) for m in deleted])
+                db.executemany("DELETE FROM tasks WHERE seq = ?", [(q,) for q in deleted])
             if rows:
                 db.executemany(_UPSERT, rows)
             if engines:
@@ -269,7 +269,7 @@ class TaskStore:
             frames = self._replies(rec.msg_id)
             if frames is not None:
                 reply = pack_frames(frames)
-        return (rec.msg_id, self._seq.get(rec.msg_id, 0), rec.client, rec.msg_type, rec.engine_id, rec.engine_uuid,
+        return (self._seq[rec.msg_id], rec.msg_id, rec.client, rec.msg_type, rec.engine_id, rec.engine_uuid,
                 rec.submitted, rec.received, rec.started, rec.completed, rec.status, rec.ename, rec.request_bytes,
                 rec.result_bytes, reply)
 
@@ -280,7 +280,7 @@ class TaskStore:
         out = Restored()
         cur = self.db.execute(f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks ORDER BY seq")
         for row in cur:
-            (msg_id, seq, client, msg_type, engine_id, engine_uuid, submitted, received, started, completed,
+            (seq, msg_id, client, msg_type, engine_id, engine_uuid, submitted, received, started, completed,
              status, ename, request_bytes, result_bytes, reply) = row
             out.records.append(TaskRecord(msg_id, client, msg_type, engine_id, engine_uuid, submitted, received,
                                           started, completed, status, ename, request_bytes, result_bytes))

@@ -113,6 +113,11 @@ class RemoteWaits:
                 return [fut]
             return []
 
+    def msg_ids(self) -> list[str]:
+        """The msg_ids waited for (to ask a restarted controller again)."""
+        with self._lock:
+            return list(self._futures)
+
     def fail_all(self, error: BaseException) -> None:
         with self._lock:
             waits, self._futures = self._futures, {}

@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ipcluster import errors
+from ipcluster.client import hubresults
 from ipcluster.client.io import log
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.session import Message
@@ -186,13 +187,24 @@ def catch_up(rc: Reconnector, client: "Client") -> None:
             "the controller restarted while this control request was in flight; it may not have reached "
             "the engine"))
     ask, _ = _through_controller(client)
-    if not ask:
+    # get_result waits for other clients' requests: the old controller's watches died with it
+    remote = [m for m in client._remote_waits.msg_ids() if m not in set(ask)]
+    if not ask and not remote:
         rc.caught_up_at = time.monotonic()
         return
     rc.watch(ask)  # before asking: a notification may overtake the reply's handling
-    reply = client._hub_request(M.RESULT_REQUEST, {"msg_ids": ask, "wait": True}, timeout)
+    reply = client._hub_request(M.RESULT_REQUEST, {"msg_ids": ask + remote, "wait": True}, timeout)
     rc.caught_up_at = time.monotonic()
     results = reply.content.get("results") or {}
+    for m in remote:  # pending ones finish on the new watch's notification (hubresults.on_notification)
+        entry = results.get(m) or {"status": "unknown"}
+        problem = hubresults._problem(m, entry)
+        if problem is not None or entry.get("status") == "completed":
+            for fut in client._remote_waits.take(m):
+                if problem is not None:
+                    fut.set_exception(problem)
+                else:
+                    hubresults._settle(fut, m, entry, reply.buffers)
     settled = 0
     for m in ask:
         entry = results.get(m) or {"status": "unknown"}
