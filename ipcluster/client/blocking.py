@@ -176,12 +176,8 @@ class BlockingCalls:
         for sock, frames in zip(socks, requests):
             send_frames(sock, frames if to_controller else frames[1:])  # an engine's DEALER needs no routing id
         handle = self._client._on_engine_message
-        poller = zmq.Poller()
-        for sock in set(socks):
-            poller.register(sock, zmq.POLLIN)
         reply = getattr(self._local, "reply", None) if to_controller else None
-        if reply is not None:
-            poller.register(reply[0], zmq.POLLIN)
+        poller = self._poller(socks if reply is None else [*socks, reply[0]])
         pending = len(futures)
         try:
             with _SigintGuard() as guard:
@@ -195,9 +191,25 @@ class BlockingCalls:
             self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None)
             raise
 
+    def _poller(self, socks: Sequence[zmq.Socket]) -> zmq.Poller:
+        """A poller for *socks*, kept per thread (a wait on the same sockets reuses it)."""
+        pollers: dict[tuple[int, ...], zmq.Poller] | None = getattr(self._local, "pollers", None)
+        if pollers is None:
+            pollers = self._local.pollers = {}
+        key = tuple(sorted({id(s) for s in socks}))
+        poller = pollers.get(key)
+        if poller is None:
+            if len(pollers) > 64:  # sockets handed over and replaced: forget old combinations
+                pollers.clear()
+            poller = pollers[key] = zmq.Poller()
+            for sock in {id(s): s for s in socks}.values():
+                poller.register(sock, zmq.POLLIN)
+        return poller
+
     def _hand_over(self, uuids: Sequence[bytes], socks: Sequence[zmq.Socket],
                    futures: Sequence[concurrent.futures.Future[Any]], reply_sock: zmq.Socket | None = None) -> None:
         """Give the sockets that still expect replies to the IO thread (this thread stops using them)."""
+        self._local.pollers = None  # they hold sockets this thread no longer owns
         unfinished = [f for f in futures if not f.done()]
         if reply_sock is not None and unfinished:
             # the reply may come on either socket: the IO thread reads both until it has come

@@ -77,6 +77,8 @@ class LoadBalancedView(View):
                 return self._apply(f, args, kwargs, block)
         block = self._block(block)
         msg_id, fut = self._submit(pack_apply_message(f, args, kwargs), wait=block)
+        if block and fut.done():
+            return fut.result()  # what AsyncResult.get() would return or raise, without building one
         ar = AsyncResult(self.client, [msg_id], [fut], fname=getattr(f, "__name__", "f"), single=True)
         return self._finish(ar, block)
 

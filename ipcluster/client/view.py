@@ -79,6 +79,8 @@ class View:
         ids, single = self._targets(targets)
         block = self._block(block)
         msg_ids, futures = self.client.send_apply(ids, f, args, kwargs, wait=block, metadata=self._request_metadata())
+        if block and single and futures[0].done():
+            return futures[0].result()  # what AsyncResult.get() would return or raise, without building one
         ar = AsyncResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "f"), single=single)
         return self._finish(ar, block)
 
