@@ -194,7 +194,7 @@ class TaskStore:
             self.db.close()
 
     def clear(self) -> None:
-        """Forget everything stored (a controller that starts afresh, without ``--restore``)."""
+        """Forget everything stored."""
         self.db.execute("DELETE FROM tasks")
         self.db.execute("DELETE FROM engines")
 
@@ -328,7 +328,11 @@ def restore_point(connection_file: Path, curve: bool) -> Any:
 def open_store(hub: Any, profile_path: str, cluster_id: str, restore: bool, log: Any) -> TaskStore:
     """Open the store of this cluster and connect it to the hub's records; with *restore*, take
     back what it holds (see :mod:`controller.restart`), else start it empty."""
-    store = TaskStore(store_path(profile_path, cluster_id))
+    path = store_path(profile_path, cluster_id)
+    if not restore:  # starting afresh: whatever an earlier controller left (any schema) goes
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
+    store = TaskStore(path)
     records = hub.records
     store.attach(records.reply)
     records.store = store  # before restoring: what the restore fails is stored too
@@ -336,8 +340,6 @@ def open_store(hub: Any, profile_path: str, cluster_id: str, restore: bool, log:
     if restore:
         hub.returns.restore(store.load())
         store.flush()
-    else:
-        store.clear()
     log.info("task store %s (%s)", store.path, "restored" if restore else "new")
     return store
 

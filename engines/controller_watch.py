@@ -17,6 +17,9 @@ that accepts TCP but does not speak ZMTP (or drops us again at once) must not re
 period on each attempt.  ``CONNECT_RETRIED`` counts as "lost" too, so a disconnection that
 happened before the monitor was attached is still noticed at zmq's next reconnection attempt.
 Repeated "lost" events never extend the grace period.
+
+"back" is also when the engine registers again (``ControlThread.register_again``): the controller
+may have been restarted from its task store, and knows the engine's id but not that it is there.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ RECONNECT_TIMEOUT = 10.0
 #: get its reply (it reached the old controller just before the kill and is running), before it
 #: fails: so every request in flight at a kill is settled within about 10 s of it.
 UNKNOWN_GRACE = 3.0
+#: Seconds the catch-up's barrier may wait per outstanding request, beyond RECONNECT_TIMEOUT.
+BARRIER_PER_REQUEST = 0.002
 
 
 class Reconnector:
@@ -178,10 +180,13 @@ def catch_up(rc: Reconnector, client: "Client") -> None:
     barrier = client._tracker.register(header["msg_id"], M.SCHEDULER, None, record=False)
     client._io.send("mux", client.session.serialize(M.TASK_ABORT_REQUEST, {"msg_ids": []}, header=header,
                                                     idents=[M.SCHEDULER]))
+    # the barrier waits behind every request this client queued while the controller was away
+    # (the restarted controller works through them first): allow for a slow one
+    wait = timeout + BARRIER_PER_REQUEST * len(client._tracker.outstanding)
     try:
-        barrier.result(timeout)
+        barrier.result(wait)
     except concurrent.futures.TimeoutError:
-        raise errors.TimeoutError(f"no answer on the mux route within {timeout:g} s") from None
+        raise errors.TimeoutError(f"no answer on the mux route within {wait:g} s") from None
     for m in control:
         client._tracker.fail(m, errors.ControllerRestarted(
             "the controller restarted while this control request was in flight; it may not have reached "
