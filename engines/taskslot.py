@@ -20,7 +20,7 @@ Layout of a slot (native byte order)::
     16  f64  limit     the time limit in seconds (0: none)
     24  u8   stop      set by the supervisor before it interrupts: STOP_TIME_LIMIT or STOP_CANCEL
     25  u8   id_len    length of the msg_id
-    32  ...  msg_id    ASCII, at most MAX_ID bytes
+    26  ...  msg_id    ASCII, at most MAX_ID bytes
 
 The supervisor reads ``seq``, the fields, then ``seq`` again (a sequence lock): an engine moving
 on to another request in between makes it read again.  ``time.monotonic`` is the system-wide
@@ -37,14 +37,17 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 SLOT_SIZE = 256
-MAX_ID = SLOT_SIZE - 32
+MAX_ID = SLOT_SIZE - 26
 STOP_NONE = 0
 STOP_TIME_LIMIT = 1
 STOP_CANCEL = 2
 
 _Q = struct.Struct("Q")
 _D = struct.Struct("d")
-_SEQ, _DEADLINE, _LIMIT, _STOP, _LEN, _ID = 0, 8, 16, 24, 25, 32
+_DD = struct.Struct("dd")
+_SEQ, _DEADLINE, _LIMIT, _STOP, _LEN, _ID = 0, 8, 16, 24, 25, 26
+#: ``stop`` (cleared) and ``id_len`` bytes for each msg_id length: one slice write per request
+_HEADS = [bytes((STOP_NONE, n)) for n in range(MAX_ID + 1)]
 
 
 class Running(NamedTuple):
@@ -59,32 +62,34 @@ class Running(NamedTuple):
 class TaskSlot:
     """One engine's slot (see the module docstring); the engine writes, the supervisor reads."""
 
-    __slots__ = ("_mm", "_off", "_seq")
+    __slots__ = ("_mm", "_off", "_seq", "_limited")
 
     def __init__(self, mm: mmap.mmap | bytearray, offset: int = 0):
-        self._mm = mm
+        self._mm = memoryview(mm)  # slices of a memoryview are cheaper to write than an mmap's
         self._off = offset
         self._seq = 0
+        self._limited = True  # whether the deadline field may be non-zero
 
     def reset(self) -> None:
         """Clear the slot (supervisor, before forking an engine into it)."""
         self._mm[self._off:self._off + SLOT_SIZE] = bytes(SLOT_SIZE)
         self._seq = 0
+        self._limited = False
 
     # --- engine side ----------------------------------------------------------------------------
 
     def start(self, msg_id: str, time_limit: float | None) -> None:
-        """A request starts (*time_limit* in seconds, or ``None``)."""
+        """A request starts (*time_limit* in seconds, or ``None``).  Runs for every request: kept
+        to one slice write and one or two struct writes."""
         mm, off = self._mm, self._off
         raw = msg_id.encode("ascii", "replace")[:MAX_ID]
-        mm[off + _ID:off + _ID + len(raw)] = raw
-        mm[off + _LEN] = len(raw)
-        mm[off + _STOP] = STOP_NONE
+        mm[off + _STOP:off + _ID + len(raw)] = _HEADS[len(raw)] + raw
         if time_limit:
-            _D.pack_into(mm, off + _LIMIT, time_limit)
-            _D.pack_into(mm, off + _DEADLINE, time.monotonic() + time_limit)
-        else:
+            _DD.pack_into(mm, off + _DEADLINE, time.monotonic() + time_limit, time_limit)
+            self._limited = True
+        elif self._limited:
             _D.pack_into(mm, off + _DEADLINE, 0.0)
+            self._limited = False
         self._seq += 1
         _Q.pack_into(mm, off, self._seq)
 
