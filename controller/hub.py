@@ -326,8 +326,9 @@ class Hub:
         restart_of = str(c.get("restart_of") or "").encode("ascii", "replace") or None
         old = self.registry.by_uuid(restart_of) if restart_of else None
         if old is not None:  # its supervisor restarted it before we heard of the death
-            death = c.get("death") if isinstance(c.get("death"), dict) else {}
-            self.unregister(old, *_death_facts(death, "engine restarted by its supervisor"))
+            death = c.get("death")
+            self.unregister(old, *_death_facts(death if isinstance(death, dict) else {},
+                                               "engine restarted by its supervisor"))
         rec = self.registry.add(engine, str(c.get("hostname", "")), c.get("pid"), c.get("supervisor_pid"),
                                 restart_of=restart_of)
         rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
