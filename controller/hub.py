@@ -227,6 +227,10 @@ class Hub:
         if not rec.supervisor_id:
             self.send_to_engine_control(engine, M.TASK_INTERRUPT_REQUEST, content)
             return True
+        return self._to_supervisor(rec, content)
+
+    def _to_supervisor(self, rec: EngineRecord, content: dict[str, Any]) -> bool:
+        """Send *rec*'s supervisor a ``task_interrupt_request``; ``False`` if it cannot be sent."""
         try:
             self.hub.send(self.session.serialize(M.TASK_INTERRUPT_REQUEST, content, idents=[rec.supervisor_id]))
         except zmq.ZMQError as e:
@@ -370,7 +374,8 @@ class Hub:
             pid = c.get("pid")
             rec = next((e for e in self.registry if pid is not None and e.pid == pid), None)
         if rec is None:
-            if c.get("exit_code") != 0:  # a clean exit is an engine that already unregistered
+            known = bool(uuid) and self.registry.id_of(str(uuid).encode()) is not None
+            if c.get("exit_code") != 0 and not known:  # else: it was unregistered already
                 self.log.warning("engine pid %s exited (code %s) before registering: %s",
                                  c.get("pid"), c.get("exit_code"), str(c.get("output", ""))[-500:])
             return
@@ -424,5 +429,8 @@ class Hub:
             if rec is not None:
                 self.unregister(rec, f"no heartbeat for {self.monitor.period * self.monitor.misses:g} s",
                                 died=True)
+                if rec.supervisor_id:  # a stopped process: its supervisor kills (and may restart) it
+                    self._to_supervisor(rec, {"uuid": rec.uuid.decode("ascii", "replace"), "msg_ids": [],
+                                              "reason": "no heartbeat", "kill_if_stopped": True})
         self.hb_ping.send([b"%f" % now])
         self.monitor.ping(now)

@@ -388,16 +388,24 @@ class Supervisor:
         log.warning("engine pid %d: killing it (%s)", c.pid, evalue)
         c.killed = {"msg_id": msg_id, "ename": ename, "evalue": evalue}
         c.stopping = None
-        try:
-            os.kill(c.pid, signal.SIGKILL)
-            os.kill(c.pid, signal.SIGCONT)  # a stopped process must run to die
-        except ProcessLookupError:
-            pass
+        _kill(c.pid)
 
     def _on_interrupt_request(self, content: dict[str, Any]) -> None:
-        """The controller relays a cancel: stop the engine *uuid* if it runs one of *msg_ids*."""
+        """The controller relays a cancel: stop the engine *uuid* if it runs one of *msg_ids*.
+
+        With ``kill_if_stopped`` (the controller unregistered the engine for missing heartbeats)
+        the engine is killed if its process is stopped (SIGSTOP, a debugger): it could not answer
+        heartbeats, and it would otherwise stay there for good.  A running engine is left alone:
+        it missed heartbeats because of the network, and registers again when it is back.
+        """
         uuid, ids = content.get("uuid"), content.get("msg_ids")
         child = next((c for c in self.children.values() if c.uuid == uuid), None)
+        if child is not None and content.get("kill_if_stopped"):
+            if _stopped(child.pid):
+                log.warning("engine pid %d is stopped and was unregistered for missing heartbeats; killing it",
+                            child.pid)
+                _kill(child.pid)
+            return
         if child is None or not isinstance(ids, list):
             return
         until = time.monotonic() + CANCEL_WINDOW
@@ -565,6 +573,25 @@ class Supervisor:
 
 def _ignore(signum: int, frame: Any) -> None:
     pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)  # a stopped process must run to die
+    except ProcessLookupError:
+        pass
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process *pid* is stopped (state T, or t: traced), from ``/proc`` (False elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses; the state follows the last ")"
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] in (b"T", b"t")
 
 
 def _describe_exit(code: int | None) -> str:

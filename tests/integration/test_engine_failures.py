@@ -316,3 +316,23 @@ def test_an_engine_that_exits_cleanly_is_not_restarted(tmp_path):
         wait_for(lambda: len(supervisor.children()) == 1, what="engine 1 to exit")
         log = Path(cluster.engines["0"].log_path).read_text()
         assert "restarted engine" not in log
+
+
+@pytest.mark.timeout(90)
+def test_a_stopped_engine_is_killed_by_its_supervisor_and_restarted(tmp_path):
+    """SIGSTOP: found by heartbeats, then killed (it would stay stopped for good) and restarted."""
+    with engine_cluster(tmp_path, restart_engines=True) as (cluster, rc):
+        pids = engine_pids(rc)
+        old = rc._engines[1]
+        t0 = time.monotonic()
+        os.kill(pids[1], signal.SIGSTOP)
+        try:
+            wait_for(lambda: rc._engines.get(1) not in (None, old), timeout=15, what="engine 1 to come back")
+        finally:
+            _reap_stopped(pids[1] if psutil.pid_exists(pids[1]) and psutil.Process(pids[1]).status() == "stopped"
+                          else None)
+        assert time.monotonic() - t0 < (HEARTBEAT_MISSES + 1) * HEARTBEAT_PERIOD + 2
+        wait_for(lambda: not psutil.pid_exists(pids[1]) or psutil.Process(pids[1]).status() == psutil.STATUS_ZOMBIE,
+                 what="the stopped engine to be gone")
+        new = engine_pids(rc)
+        assert new[0] == pids[0] and new[1] != pids[1]
