@@ -292,8 +292,9 @@ class IPController(Application):
                 c.close(linger=500)
             if curve is not None:
                 curve.stop()
-            if store is not None:
+            if store is not None:  # a clean stop: nothing to restore from any more
                 store.close()
+                store.remove()
             ctx.term()
             if ipc_dir:
                 shutil.rmtree(ipc_dir, ignore_errors=True)

@@ -193,6 +193,11 @@ class TaskStore:
         finally:
             self.db.close()
 
+    def remove(self) -> None:
+        """Close and delete the file (a controller that stops cleanly: nothing to restore after)."""
+        self.db.close()
+        remove_files(self.path)
+
     def clear(self) -> None:
         """Forget everything stored."""
         self.db.execute("DELETE FROM tasks")
@@ -304,6 +309,12 @@ class TaskStore:
 # --- the controller's side: opening, restoring, the flush timer ------------------------------------
 
 
+def remove_files(path: Path) -> None:
+    """Delete a store file and its WAL companions."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+
+
 def restore_point(connection_file: Path, curve: bool) -> Any:
     """The connection file a killed controller left behind (its key, ports, ipc directory), so
     that the restarted controller is reachable where engines and clients already connect.
@@ -330,8 +341,7 @@ def open_store(hub: Any, profile_path: str, cluster_id: str, restore: bool, log:
     back what it holds (see :mod:`controller.restart`), else start it empty."""
     path = store_path(profile_path, cluster_id)
     if not restore:  # starting afresh: whatever an earlier controller left (any schema) goes
-        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            stale.unlink(missing_ok=True)
+        remove_files(path)
     store = TaskStore(path)
     records = hub.records
     store.attach(records.reply)

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "place of one that dies")
     start.add_argument("--persist", action="store_const", const=True, default=None,
                        help="keep tasks and results in a persistent store and restart the controller from it "
-                            "if it dies (engines and clients reconnect by themselves)")
+                            "if it dies (engines and clients reconnect by themselves; the default)")
+    start.add_argument("--no-persist", action="store_const", const=False, dest="persist",
+                       help="no persistent store: a controller that dies is not restarted")
     start.add_argument("--log-level", default=None, type=str.upper,
                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                        help="controller log level")

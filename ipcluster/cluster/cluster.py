@@ -90,7 +90,8 @@ class Cluster(LoggingConfigurable):
     persist:
         Run the controller with a persistent task store and restart it from the store when it
         dies (SIGKILL, a crash): results stay retrievable, engines keep their ids, clients and
-        engines reconnect by themselves.  See ``docs/reliability.md``.
+        engines reconnect by themselves (default ``True``; a local controller is restarted by
+        this object, so not after ``ipcluster start --daemonize``).  See ``docs/reliability.md``.
     restart_engines:
         Start a new engine in place of one that dies (same id, startup code run again).
     log_level:
@@ -116,7 +117,7 @@ class Cluster(LoggingConfigurable):
     controller_ipc = Bool(True, help="Processes on the controller's host connect through Unix domain sockets "
                           "(faster than TCP); False: TCP only.").tag(config=True)
     engine_timeout = Float(60.0, help="Seconds to wait for the controller and engines.").tag(config=True)
-    persist = Bool(False, help="Keep tasks and results in the controller's persistent store, and restart "
+    persist = Bool(True, help="Keep tasks and results in the controller's persistent store, and restart "
                    "the controller from it if it dies (engines and clients reconnect by themselves)."
                    ).tag(config=True)
     restart_engines = Bool(False, help="Start a new engine (with the same id, running the startup code "
@@ -389,7 +390,7 @@ class Cluster(LoggingConfigurable):
         launcher = cls(parent=self, **opts)
         await launcher.start()
         self.controller = launcher
-        if self.persist and hasattr(launcher, "restore"):
+        if self.persist and launcher.name == "local" and hasattr(launcher, "restore"):
             self._keeper = ControllerKeeper(self)
             self._keeper.start()
         self._started()

@@ -5,14 +5,16 @@ with ``--persist``.  :class:`ControllerKeeper` waits for that process in a daemo
 event loop of its own, so it works whether the cluster's owner is sync or async code).  When the
 controller exits *by itself* with a failure (a crash, SIGKILL, the OOM killer) it is started again
 with ``--restore``: same ports, same key, its store's results, its engines back (they reconnect by
-themselves), clients catching up.  A clean exit (``rc.shutdown(hub=True)``) or a stop requested
-through the cluster is final.  More than :data:`MAX_RESTARTS` restarts within
+themselves), clients catching up.  A clean exit (``rc.shutdown(hub=True)``), a stop requested
+through the cluster, or a controller that died before it was up (it never published its
+connection file: a start-up error, which the start reports) is final.  More than :data:`MAX_RESTARTS` restarts within
 :data:`RESTART_WINDOW` seconds is treated as a controller that cannot run: the keeper gives up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -51,6 +53,13 @@ class ControllerKeeper:
             self.stopping = True
         self.done.set()
 
+    def _served(self, pid: int | None) -> bool:
+        """Whether process *pid* got as far as publishing the connection file (it was up)."""
+        try:
+            return bool(pid) and json.loads(self.cluster.connection_file.read_text()).get("controller_pid") == pid
+        except (OSError, ValueError):
+            return False
+
     def _run(self) -> None:
         try:
             asyncio.run(self._keep())
@@ -64,6 +73,7 @@ class ControllerKeeper:
             launcher: Any = self.cluster.controller
             if launcher is None:
                 return
+            pid = launcher.pid
             code = await launcher.wait()
             with self.lock:
                 if self.stopping or id(launcher) != id(self.cluster.controller):  # (stopped, or replaced)
@@ -71,6 +81,8 @@ class ControllerKeeper:
                 if code == 0:
                     log.info("the controller of %r exited cleanly; not restarting it", self.cluster.key)
                     return
+                if not self._served(pid):
+                    return  # it failed before it was up: a start-up error, reported by the start
                 now = time.monotonic()
                 if len(self._times) == MAX_RESTARTS and now - self._times[0] < RESTART_WINDOW:
                     log.error("the controller of %r died %d times within %g s; not restarting it again",

@@ -241,7 +241,7 @@ def test_controller_failing_to_start_is_reported(clusters):
 
 
 def test_dead_controller_is_reported_at_once(clusters):
-    cluster = clusters(n=1)
+    cluster = clusters(n=1, persist=False)  # (a persistent controller that was up would be restarted)
     cluster.start_controller_sync()
     clusters.remember(cluster)
     os.kill(cluster.controller.pid, signal.SIGKILL)

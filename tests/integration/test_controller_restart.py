@@ -389,3 +389,35 @@ def test_ipcluster_start_persist_restarts_a_killed_controller(tmp_path):
         assert proc.wait(30) == 0
     finally:
         cli.cleanup()
+
+
+def hold_the_gil(n: int) -> tuple[int, float]:
+    """One C call that never releases the GIL (a sum over a range), timed."""
+    import time
+
+    t0 = time.monotonic()
+    total = sum(range(n))
+    return total, time.monotonic() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_task_holding_the_gil_for_many_heartbeats_is_not_declared_dead(tmp_path):
+    c = _cluster(tmp_path, 1, persist=False)
+    try:
+        rc = c.start_and_connect_sync()
+        n = 2 * 10**8
+        _, took = rc[0].apply_sync(hold_the_gil, n // 10)
+        n = int(n // 10 * min(max(15.0 / max(took, 1e-3), 1.0), 200.0))  # about 15 s on this machine
+        events: list[str] = []
+        ar = rc[0].apply_async(hold_the_gil, n)
+        while not ar.done():  # watch the engine list the whole time
+            if rc.ids != [0]:
+                events.append(f"engine list {rc.ids}")
+            ar.wait(0.2)
+        total, held = ar.get(0)
+        print(f"held the GIL for {held:.1f} s = {held / HEARTBEAT:.0f} heartbeat periods")
+        assert total == n * (n - 1) // 2 and events == []
+        assert held > 10 * HEARTBEAT * 4  # many times the (misses + 1) x period limit
+    finally:
+        c.stop_cluster_sync()

@@ -59,7 +59,7 @@ def test_engines_and_supervisor_exit_when_the_controller_is_killed(tmp_path, no_
     """Both engines are busy: one task can be interrupted, the other swallows the interrupt."""
     pdir = tmp_path / "p"
     _write_engine_config(pdir)
-    cluster = ipcluster.Cluster(n=2, profile_dir=str(pdir))
+    cluster = ipcluster.Cluster(n=2, profile_dir=str(pdir), persist=False)  # not restarted when killed
     try:
         rc = cluster.start_and_connect_sync()
         engine_set = cluster.engines["0"]
