@@ -114,8 +114,8 @@ def gbps(nbytes: int, samples: list[float]) -> list[float]:
 #: The controller's log level.  Not "WARNING": Cluster accepts it, but the controller process rejects
 #: it (its trait only knows "WARN") and exits at start-up.
 LOG_LEVEL = "ERROR"
-#: Clusters run their controller with the persistent task store (--persist).
-PERSIST = False
+#: Clusters run their controller with the persistent task store (the default; --no-persist: without).
+PERSIST = True
 
 
 @contextlib.contextmanager
@@ -506,10 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write machine info and all records to FILE")
     ap.add_argument("--only", metavar="NAME,...", help="run only these workloads (prefixes allowed)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
-    ap.add_argument("--persist", action="store_true", help="controllers keep a persistent task store")
+    ap.add_argument("--no-persist", action="store_true", help="controllers without the persistent task store")
     args = ap.parse_args(argv)
     global PERSIST
-    PERSIST = args.persist
+    PERSIST = not args.no_persist
     if args.list:
         print("\n".join(WORKLOADS))
         return 0
