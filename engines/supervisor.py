@@ -552,6 +552,7 @@ class Supervisor:
                      "killed": child.killed, "restarting": delay is not None}
             self._report(child, death)
             if delay is not None:
+                self.finished.remove(child)  # replaced: its exit does not make the supervisor's code
                 if delay:
                     log.warning("restarting engine %s in %g s", child.uuid, delay)
                 # the new engine repeats the report when it registers: the controller may hear
