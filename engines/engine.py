@@ -64,7 +64,7 @@ from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
 from engines.recent import RecentReplies, signed_again
-from engines.taskslot import Supervision
+from engines.taskslot import SLOT_SIZE, Supervision, TaskSlot
 
 log = logging.getLogger("engines.engine")
 
@@ -118,7 +118,8 @@ class Engine:
                  supervision: Supervision | None = None):
         self.info = info
         self.supervision = supervision
-        self.slot = supervision.slot if supervision is not None else None
+        # without a supervisor the control thread enforces time limits and cancels from the slot
+        self.slot = supervision.slot if supervision is not None else TaskSlot(bytearray(SLOT_SIZE))
         self.seed_ns = dict(seed_ns or {})
         self.controller_timeout = controller_timeout
         self.startup = startup or StartupCode()
@@ -239,6 +240,7 @@ class Engine:
         if self.supervision is not None:
             content["supervisor_id"] = self.supervision.supervisor_id
             content["restart_of"] = self.supervision.restart_of
+            content["death"] = self.supervision.death
         self.control.send_multipart(self.control_session.serialize(M.REGISTRATION_REQUEST, content))
         self._registration = content  # sent again if the controller loses us (see _ready_again)
         url = self.info.url("control_back")
@@ -282,7 +284,8 @@ class Engine:
         self.control_thread = ControlThread(self.ctx, self.control, self.wake_url, self.control_session,
                                             self.state, self.uuid, self.id,
                                             controller_url=self.info.url("control_back"),
-                                            controller_timeout=self.controller_timeout)
+                                            controller_timeout=self.controller_timeout,
+                                            slot=self.slot if self.supervision is None else None)
         self.control_thread.registration = self._registration
         self.control = None
         self.control_thread.start()
@@ -467,6 +470,13 @@ class Engine:
             log.error("clearing the namespace failed: %s: %s", type(e).__name__, e)
         self.executor.user_ns.update(self.seed_ns)
 
+    def _watch_limit(self) -> None:
+        """A request with a time limit starts: have whoever enforces it set its timer."""
+        if self.supervision is not None:
+            self.supervision.wake()
+        elif self.wake is not None:
+            self.wake.send(b"limit")  # the control thread (see engines.control)
+
     def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
         try:
             msg = (self.direct_session if self._route is self.direct else self.session).deserialize(frames)
@@ -493,9 +503,11 @@ class Engine:
             slot = self.slot
             if slot is not None:  # the supervisor enforces time limits and cancels from here
                 limit = time_limit(msg.metadata)
+                if limit and msg.msg_type == M.EXECUTE_REQUEST:
+                    self.executor.prepare_shell()  # IPython's first import is not the task's time
                 slot.start(msg.msg_id, limit)
                 if limit:
-                    self.supervision.wake()  # type: ignore[union-attr]
+                    self._watch_limit()
             try:
                 outcome = handler(msg)
             except BaseException as e:  # noqa: B036 - handlers catch user errors; this is a bug net
