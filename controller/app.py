@@ -205,8 +205,10 @@ class IPController(Application):
                 curve.secure(s)
             sockets[role] = s
             ports[role] = _bind(s, self.ip, previous.ports.get(role, 0) if previous else 0)
-        reuse_ipc = previous is not None and previous.ipc_dir and os.path.isdir(previous.ipc_dir)
-        ipc_dir = (previous.ipc_dir if reuse_ipc else make_ipc_dir()) if self.ipc else ""
+        ipc_dir = ""
+        if self.ipc:  # (restoring: the same directory, where same-host peers reconnect)
+            old_ipc = previous.ipc_dir if previous is not None else ""
+            ipc_dir = old_ipc if old_ipc and os.path.isdir(old_ipc) else make_ipc_dir()
         if ipc_dir:
             for role, s in sockets.items():
                 s.bind(ipc_url(ipc_dir, role))
