@@ -1,7 +1,9 @@
 """A cluster for engine-failure tests: fast heartbeats, a short interrupt grace, optional restarts.
 
-``engine_cluster(tmp_path, ...)`` starts it and yields a connected client; on the way out it stops
-the cluster and checks that no process it started is left behind.
+``engine_cluster(tmp_path, ...)`` starts it and yields a connected client; on the way out it checks
+the controller's invariants (``controller_state()["violations"]``: no task both pending and done,
+every pending task on a live engine, counts agree), stops the cluster and checks that no process it
+started is left behind.
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def engine_cluster(tmp_path: Path, n: int = 2, restart_engines: bool = False, st
         rc = cluster.start_and_connect_sync()
         rc.wait_for_engines(n, timeout=30)
         yield cluster, rc
+        # the controller's bookkeeping must agree with itself after whatever the test broke
+        # (asked through a new client: the test's may hold failed state)
+        checker = ipcluster.Client(url_file=cluster.connection_file, timeout=10)
+        try:
+            violations = checker.controller_state()["violations"]
+        finally:
+            checker.close()
+        assert not violations, f"controller invariants broken: {violations}"
     finally:
         if rc is not None:
             rc.close()
