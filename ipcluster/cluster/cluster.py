@@ -414,6 +414,9 @@ class Cluster(LoggingConfigurable):
             log_path=self._log_path("engines" + (f"-{set_id}" if set_id != "0" else "")),
             n=n, connection_file=str(self.connection_file), restart_engines=self.restart_engines,
         )
+        if self.restart_engines and "restart_engines" not in opts:
+            self.log.warning("restart_engines: the %s engine launcher cannot restart engines; engines of set %s "
+                             "that die stay dead", getattr(cls, "name", cls.__name__), set_id)
         engine_set = cls(parent=self, **opts)
         await engine_set.start()
         self.engines[set_id] = engine_set
