@@ -29,3 +29,12 @@ def test_engine_command_line_options():
     assert args.restart_engines is True and args.interrupt_grace == 0.5
     with pytest.raises(SystemExit):
         parse_args(["--file", "c.json", "-n", "2", "--interrupt-grace", "-1"])
+
+
+def test_ssh_engine_sets_pass_restart_engines_to_each_host():
+    from ipcluster.cluster.launchers.sshengines import SSHEngineSetLauncher
+
+    common = dict(engines={"localhost": 2}, connection_file="/c.json", log_path="/tmp/e.log")
+    on = SSHEngineSetLauncher(restart_engines=True, engine_args=["--log-level", "DEBUG"], **common)
+    assert on._options_for({"n": 2})["engine_args"] == ["--restart-engines", "--log-level", "DEBUG"]
+    assert "--restart-engines" not in SSHEngineSetLauncher(**common)._options_for({"n": 2})["engine_args"]

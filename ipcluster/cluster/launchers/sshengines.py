@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from traitlets import Dict, Integer, List, Unicode
+from traitlets import Bool, Dict, Integer, List, Unicode
 
 from ipcluster.cluster.launchers import sshcmd
 from ipcluster.cluster.launchers.base import BaseLauncher
@@ -70,6 +70,7 @@ class SSHEngineSetLauncher(SSHOptions, BaseLauncher):
         config=True)
     n = Integer(0, help="Total engines (set from `engines` when they start).")
     connection_file = Unicode("", help="The local connection file, copied to each host.")
+    restart_engines = Bool(False, help="Each host's supervisor starts a new engine in place of one that dies.")
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -107,7 +108,8 @@ class SSHEngineSetLauncher(SSHOptions, BaseLauncher):
         mine = self.config.get(type(self).__name__, {})
         out = {name: getattr(self, name) for name in SSH_OPTION_NAMES if name in mine}
         out.update({k: v for k, v in opts.items() if k in SSH_OPTION_NAMES})
-        out["engine_args"] = [*self.engine_args, *opts.get("engine_args", [])]
+        out["engine_args"] = [*(["--restart-engines"] if self.restart_engines else []), *self.engine_args,
+                              *opts.get("engine_args", [])]
         out["n"] = opts.get("n", 1)
         return out
 
