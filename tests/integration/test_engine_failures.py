@@ -136,17 +136,17 @@ def _expected_by(how: str) -> float:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("route", ["load_balanced", "direct", "direct_blocking"])
+@pytest.mark.parametrize("route", ["load_balanced", "load_balanced_blocking", "direct", "direct_blocking"])
 @pytest.mark.parametrize("how", CRASHES)
 def test_work_of_a_dead_engine_fails_fast_with_retries_0(tmp_path, how, route):
     with engine_cluster(tmp_path) as (cluster, rc):
         pids = engine_pids(rc)
-        if route == "load_balanced":
+        if route.startswith("load_balanced"):
             view = rc.load_balanced_view()
             view.set_flags(retries=0)
         else:
             view = rc[0]
-        if route == "direct_blocking":
+        if route.endswith("_blocking"):
             # the caller's own thread sends and waits (blocking.py): it must be woken by the death
             marker = str(tmp_path / "marker")
             t0 = time.monotonic()
@@ -182,7 +182,7 @@ def test_work_of_a_dead_engine_fails_fast_with_retries_0(tmp_path, how, route):
                     else:
                         view.apply_sync(_crash_task, marker, how)
                 elapsed = time.monotonic() - t0
-            msg_id = None
+            msg_id = None  # a blocking call returns no AsyncResult to take the msg_id from
         else:
             ar, t0, stopped = _submit(view, how, tmp_path)
             try:
