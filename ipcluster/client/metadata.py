@@ -69,7 +69,10 @@ def error_from_content(content: dict[str, Any], buffers: list[Any] | None = None
         if isinstance(cls, type) and issubclass(cls, errors.EngineError):
             return cls(evalue, engine_id=info.get("engine_id"))
         if isinstance(cls, type) and issubclass(cls, errors.IPClusterError) and not issubclass(cls, errors.RemoteError):
-            return cls(evalue or qualname)
+            err = cls(evalue or qualname)
+            if traceback:  # where a task stopped for its time limit or a cancel was interrupted
+                err.__cause__ = errors.RemoteTraceback(traceback)
+            return err
     original = None
     if buffers:
         try:

@@ -110,6 +110,8 @@ def test_load_balanced_task_past_its_limit_is_interrupted(rc, fn):
     elapsed = time.monotonic() - t0
     assert LIMIT <= elapsed < LIMIT + SLACK, elapsed
     assert ar.msg_ids[0] in str(ei.value)
+    # the remote traceback says where the task was interrupted
+    assert fn.__name__ in str(ei.value.__cause__) and "KeyboardInterrupt" in str(ei.value.__cause__)
     assert engine_pids(rc) == pids  # interrupted, not killed
 
 
