@@ -236,6 +236,10 @@ class IPController(Application):
         mux.abort_tasks = hub.abort_tasks
         ch["hb_pong"].on_message = hub.on_pong
         hub.read_pongs = ch["hb_pong"]._on_ready
+        # a client killed without saying goodbye is noticed when its hub connection drops
+        ch["hub_monitor"] = Channel(loop, sockets["hub"].get_monitor_socket(zmq.EVENT_DISCONNECTED), None,
+                                    "hub_monitor", log)
+        ch["hub_monitor"].on_message = hub.on_hub_disconnect
         store = open_store(hub, self.profile_dir, self.cluster_id, self.restore, log) if self.persist else None
         for c in ch.values():  # start reading now that every handler is set
             c.start()

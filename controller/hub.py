@@ -6,6 +6,7 @@ authenticated :class:`~ipcluster.protocol.session.Message`; frames are decoded o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Callable
@@ -25,6 +26,8 @@ from ipcluster.protocol.channel import Channel
 from ipcluster.protocol.session import Message, Session, json_loads
 from ipcluster.protocol.versions import incompatibility, local_versions
 
+#: Seconds after a hub connection drops before the clients are probed (one probe per burst).
+CLIENT_PROBE_DELAY = 1.0
 #: Notifications sent to clients are capped per client set; a client that vanished without saying
 #: goodbye is forgotten after this many clients connect after it.
 MAX_CLIENTS = 10_000
@@ -77,6 +80,7 @@ class Hub:
         self.store: Any = None  # the persistent TaskStore (controller/store.py), set by the app
         self.returns = Returns(self)  # engines back from a controller restart or a partition
         self.read_pongs: Callable[[], None] | None = None  # drains the hb_pong socket (set by the app)
+        self._probe_pending = False  # a probe of the clients is scheduled (see on_hub_disconnect)
         self.versions = local_versions()
         self.hub_handlers: dict[str, Callable[[Message], None]] = {
             M.CONNECTION_REQUEST: self.on_connection_request,
@@ -141,6 +145,18 @@ class Hub:
                     self.client_gone(client)
         finally:
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+
+    def on_hub_disconnect(self, frames: list[zmq.Frame]) -> None:
+        """A connection to the hub socket dropped (a monitor event, which does not say whose):
+        probe the clients soon, once per burst of disconnections."""
+        if not self._probe_pending:
+            self._probe_pending = True
+            asyncio.get_running_loop().call_later(CLIENT_PROBE_DELAY, self.probe_clients)
+
+    def probe_clients(self) -> None:
+        """Find the clients that are gone (a send to one fails) and free what we keep for them."""
+        self._probe_pending = False
+        self.notify_clients(M.CLIENT_PROBE_NOTIFICATION, {})
 
     def client_gone(self, client: bytes) -> None:
         """Free what the controller keeps for *client* (its results stay, by msg_id)."""

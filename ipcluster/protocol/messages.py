@@ -73,6 +73,9 @@ REGISTRATION_REPLY = "registration_reply"
 UNREGISTRATION_NOTIFICATION = "unregistration_notification"
 #: controller -> engine (control): "you are not registered here (any more): register again"
 REREGISTRATION_NOTIFICATION = "reregistration_notification"
+#: controller -> clients (hub): nothing to do; sent after a hub connection dropped, to find clients
+#: that are gone (a send to one fails) and free what the controller kept for them
+CLIENT_PROBE_NOTIFICATION = "client_probe_notification"
 
 REPLY_FOR = {
     APPLY_REQUEST: APPLY_REPLY,

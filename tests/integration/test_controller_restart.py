@@ -251,9 +251,10 @@ def test_restore_without_a_previous_controller_is_a_clear_error(tmp_path):
 CLIENT_SCRIPT = """
 import sys, time, ipcluster
 rc = ipcluster.Client(url_file=sys.argv[1])
-lv = rc.load_balanced_view()
+lv = rc.load_balanced_view(targets=[1])  # engine 0 runs the other client's long task
 ids = [lv.apply_async(time.sleep, 0.05 * (i % 4)).msg_ids[0] for i in range(20)]
 rc.wait(ids[:5], timeout=20)
+watched = rc.get_result(sys.argv[2])  # another client's task, still running: the controller watches it
 print(" ".join(ids), flush=True)
 time.sleep(60)  # killed here, with tasks still pending
 """
@@ -264,7 +265,8 @@ def test_client_sigkill_results_retrievable_and_client_forgotten(tmp_path):
     c = _cluster(tmp_path, 2, persist=False)
     try:
         rc = c.start_and_connect_sync()
-        child = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, str(c.connection_file)],
+        long = rc.load_balanced_view(targets=[0]).apply_async(time.sleep, 60)
+        child = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, str(c.connection_file), long.msg_ids[0]],
                                  stdout=subprocess.PIPE, text=True)
         try:
             ids = child.stdout.readline().split()
@@ -275,24 +277,17 @@ def test_client_sigkill_results_retrievable_and_client_forgotten(tmp_path):
         new = ipcluster.Client(url_file=c.connection_file)
         try:
             assert new.get_result(ids).get(20) == [None] * 20
-            # the controller notices the dead client at its next notification (an engine joining)
-            before = new.ids
-            c.start_engines_sync(1)
-            new.wait_for_engines(3, timeout=30)
-            assert len(new.ids) == len(before) + 1
-            state = _controller_state(new)
-            if state is not None:
-                assert state["sizes"]["clients"] == 2  # this test's two clients, not the dead one
+            # the dead client's hub connection dropped: the controller probes its clients and frees
+            # what it kept for the dead one (this test's two clients remain)
+            wait_for(lambda: new.controller_state()["sizes"]["clients"] == 2, 15,
+                     what="the controller to forget the dead client")
+            assert new.controller_state()["sizes"]["result_watches"] == 0  # the dead client's watch
+            assert not long.done()  # (freed with the client, not because its task finished)
+            rc.abort(long)
         finally:
             new.close()
     finally:
         c.stop_cluster_sync()
-
-
-def _controller_state(rc: ipcluster.Client) -> dict | None:
-    if not hasattr(rc, "controller_state"):
-        return None
-    return rc.controller_state()
 
 
 ENGINE_ROLES = ("mux_back", "control_back", "hb_ping", "hb_pong")
