@@ -63,7 +63,7 @@ from engines.execution import Executor, Outcome, StartupCode
 from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
-from engines.recent import RecentReplies, signed_again
+from engines.recent import WINDOW as RECENT_WINDOW, RecentReplies, signed_again
 from engines.taskslot import SLOT_SIZE, Supervision, TaskSlot
 
 log = logging.getLogger("engines.engine")
@@ -450,7 +450,7 @@ class Engine:
             except zmq.Again:
                 break
         queued = [m for m in map(_peek_msg_id, held) if m]
-        for frames in self._recent:  # replies a dead controller may not have read
+        for frames in self._recent.since(time.time() - RECENT_WINDOW):  # a dead controller may not have read them
             again = signed_again(self.session, frames)
             if again is not None:
                 self.mux.send_multipart(again)
@@ -536,14 +536,14 @@ class Engine:
             frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
                                             metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
             if self._reply_direct(str(reply_to).encode("ascii", "replace"), frames[len(msg.idents):]):
-                self._recent.keep(frames)  # sent again if the controller restarts (engines/recent.py)
+                self._recent.keep(frames, completed)  # sent again if the controller restarts (engines/recent.py)
                 self._send(frames)
                 return
             del metadata["delivered"]
         frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
                                         metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
         if self._route is self.mux:
-            self._recent.keep(frames)  # sent again if the controller restarts (engines/recent.py)
+            self._recent.keep(frames, completed)  # sent again if the controller restarts (engines/recent.py)
         self._send(frames)
 
     def _reply_direct(self, ident: bytes, frames: list[Any]) -> bool:

@@ -17,6 +17,8 @@ from ipcluster.protocol.session import DELIM
 
 #: Replies kept at most.
 MAX_REPLIES = 4096
+#: Replies sent longer ago than this (seconds) are not sent again: the controller read them.
+WINDOW = 60.0
 #: Bytes kept at most, and the largest reply kept.
 MAX_BYTES = 16 * 1024 * 1024
 MAX_REPLY_BYTES = 256 * 1024
@@ -27,7 +29,7 @@ class RecentReplies:
 
     def __init__(self, max_replies: int = MAX_REPLIES, max_bytes: int = MAX_BYTES,
                  max_reply_bytes: int = MAX_REPLY_BYTES):
-        self._replies: deque[tuple[list[Any], int]] = deque()
+        self._replies: deque[tuple[list[Any], int, float]] = deque()  # (frames, size, sent at)
         self.max_replies = max_replies
         self.max_bytes = max_bytes
         self.max_reply_bytes = max_reply_bytes
@@ -37,11 +39,15 @@ class RecentReplies:
         return len(self._replies)
 
     def __iter__(self) -> Iterator[list[Any]]:
-        return (frames for frames, _ in self._replies)
+        return (frames for frames, _, _ in self._replies)
 
-    def keep(self, frames: list[Any]) -> None:
-        """Keep *frames* if they are small.  Frames that are not ``bytes`` (buffers that may share
-        the result's memory, which the next task may change) are copied."""
+    def since(self, t: float) -> Iterator[list[Any]]:
+        """The replies sent at or after time *t* (``time.time()``), oldest first."""
+        return (frames for frames, _, sent in self._replies if sent >= t)
+
+    def keep(self, frames: list[Any], sent: float = 0.0) -> None:
+        """Keep *frames* (sent at time *sent*) if they are small.  Frames that are not ``bytes``
+        (buffers that may share the result's memory, which the next task may change) are copied."""
         size = 0
         copy = False
         for f in frames:
@@ -55,7 +61,7 @@ class RecentReplies:
         if copy:
             frames = [f if type(f) is bytes else bytes(f) for f in frames]
         replies = self._replies
-        replies.append((frames, size))
+        replies.append((frames, size, sent))
         self.nbytes += size
         while len(replies) > self.max_replies or self.nbytes > self.max_bytes:
             self.nbytes -= replies.popleft()[1]

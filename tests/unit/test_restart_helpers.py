@@ -80,3 +80,10 @@ def test_watches_of_a_gone_client_are_dropped():
     assert w.drop_client(b"a") == 2
     assert len(w) == 1 and "m2" not in w and [c for c, _ in w.pop("m1")] == [b"b"]
 
+
+
+def test_only_replies_of_the_last_window_are_sent_again():
+    r = RecentReplies()
+    r.keep([b"old"], sent=100.0)
+    r.keep([b"new"], sent=200.0)
+    assert list(r.since(150.0)) == [[b"new"]] and len(list(r.since(0.0))) == 2
