@@ -25,6 +25,7 @@ import ipcluster
 from controller.curve import start_curve
 from controller.heartbeat import HeartMonitor
 from controller.hub import Hub
+from controller.memory import trim_periodically
 from controller.registry import EngineRegistry
 from controller.router import DropLog, Router
 from controller.scheduling.policies import POLICIES
@@ -276,11 +277,13 @@ class IPController(Application):
             async with asyncio.TaskGroup() as tg:
                 hb = tg.create_task(heartbeat())
                 gs = tg.create_task(save_periodically(guard))
+                mt = tg.create_task(trim_periodically())
                 tt = tg.create_task(task_timeouts())
                 fl = tg.create_task(flush_periodically(store, log)) if store is not None else None
                 await stop.wait()
                 hb.cancel()
                 gs.cancel()
+                mt.cancel()
                 tt.cancel()
                 if fl is not None:
                     fl.cancel()

@@ -309,7 +309,9 @@ class Hub:
 
     def on_controller_state_request(self, msg: Message) -> None:
         """Diagnostics: see :mod:`controller.introspect`."""
-        self.reply(msg, M.CONTROLLER_STATE_REPLY, controller_state(self, bool(msg.content.get("verbose"))))
+        c = msg.content
+        self.reply(msg, M.CONTROLLER_STATE_REPLY,
+                   controller_state(self, bool(c.get("verbose")), bool(c.get("objects"))))
 
     def on_controller_shutdown_request(self, msg: Message) -> None:
         self.reply(msg, M.CONTROLLER_SHUTDOWN_REPLY, {"status": "ok"})

@@ -16,7 +16,12 @@ here runs on the message path, only when asked.
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+from collections import Counter
 from typing import TYPE_CHECKING, Any
+
+from controller.memory import trim_heap
 
 if TYPE_CHECKING:  # pragma: no cover
     from controller.hub import Hub
@@ -98,11 +103,11 @@ def violations(hub: "Hub") -> list[str]:
         engine = entry.engine
         if engine is None:
             continue
-        rec = ready.get(engine)
-        if rec is None:
+        owner = ready.get(engine)
+        if owner is None:
             if bad(f"{msg_id} is assigned to engine {engine!r}, which is not a ready registered engine"):
                 return found
-        elif msg_id not in rec.pending and bad(f"{msg_id} is assigned to engine {rec.id} but not pending there"):
+        elif msg_id not in owner.pending and bad(f"{msg_id} is assigned to engine {owner.id} but not pending there"):
             return found
     for engine, eng in sched._engines.items():
         for msg_id in eng.tasks:
@@ -114,22 +119,44 @@ def violations(hub: "Hub") -> list[str]:
 
 
 def dropped(hub: "Hub") -> dict[str, Any]:
-    """Refused messages: ``{"route": {"reason": count}}`` and the session's totals by check."""
+    """Refused messages: ``{"route": {"reason": count}}``, the session's totals by check, and the
+    count of messages whose handler raised, by socket."""
     by_route: dict[str, dict[str, int]] = {}
     for (route, reason), n in hub.drops.counts.items():
         by_route.setdefault(route, {})[reason] = n
-    return {"routes": by_route, "session": dict(hub.session.rejected)}
+    channels = {"hub": hub.hub, "mux_front": hub.mux.front, "mux_back": hub.mux.back,
+                "control_front": hub.control.front, "control_back": hub.control.back}
+    # handler errors: messages that passed every check and then raised in their handler (a bug)
+    errors = {name: ch.handler_errors for name, ch in channels.items() if ch.handler_errors}
+    return {"routes": by_route, "session": dict(hub.session.rejected), "handler_errors": errors}
 
 
-def controller_state(hub: "Hub", verbose: bool = False) -> dict[str, Any]:
-    """The content of a ``controller_state_reply``."""
+def object_counts(top: int = 25) -> dict[str, int]:
+    """The most numerous types among the objects the garbage collector tracks (finding leaks)."""
+    counts = Counter(type(o).__name__ for o in gc.get_objects())
+    return dict(counts.most_common(top))
+
+
+def controller_state(hub: "Hub", verbose: bool = False, objects: bool = False) -> dict[str, Any]:
+    """The content of a ``controller_state_reply``.  With *objects*, cyclic garbage is collected
+    first (the controller collects it rarely, see ``controller.app.tune_gc``), so the counts and the
+    process's memory show what is really kept."""
+    collected = gc.collect() if objects else None
+    if objects:
+        trim_heap()  # so that the process's memory shows what is in use
     state: dict[str, Any] = {"status": "ok", "sizes": sizes(hub), "dropped": dropped(hub),
                              "violations": violations(hub)}
     if verbose:
         state["pending"] = {str(rec.id): sorted(rec.pending) for rec in hub.registry}
         if hub.tasks is not None:
             state["scheduled"] = sorted(hub.tasks.tasks)
+    if objects:
+        state["objects"] = object_counts()
+        state["collected"] = collected
+        if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=1 in the controller's environment
+            top = tracemalloc.take_snapshot().statistics("lineno")[:15]
+            state["allocations"] = {str(stat.traceback[0]): stat.size for stat in top}
     return state
 
 
-__all__ = ["MAX_VIOLATIONS", "controller_state", "dropped", "sizes", "violations"]
+__all__ = ["MAX_VIOLATIONS", "controller_state", "dropped", "object_counts", "sizes", "violations"]

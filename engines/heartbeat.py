@@ -13,6 +13,8 @@ import threading
 
 import zmq
 
+from ipcluster.protocol.limits import HEARTBEAT, set_limit
+
 log = logging.getLogger("engines.heartbeat")
 
 
@@ -36,6 +38,8 @@ class Heartbeat(threading.Thread):
             for s in sockets:
                 s.linger = 0
             sub.setsockopt(zmq.SUBSCRIBE, b"")
+            set_limit(sub, HEARTBEAT)  # pings are a few bytes; nothing bigger is ever read
+            set_limit(dealer, HEARTBEAT)
             sub.connect(self.ping_url)
             dealer.setsockopt(zmq.IDENTITY, self.identity)
             dealer.connect(self.pong_url)

@@ -645,12 +645,15 @@ class Client:
         out["unassigned"] = reply.content.get("unassigned", 0)
         return out
 
-    def controller_state(self, verbose: bool = False, timeout: float | None = 10) -> dict[str, Any]:
+    def controller_state(self, verbose: bool = False, objects: bool = False,
+                         timeout: float | None = 10) -> dict[str, Any]:
         """Diagnostics from the controller: ``sizes`` of its per-task and per-client structures,
         ``dropped`` (refused messages by route and reason, and the totals by check: signature,
         replay, stale, malformed) and ``violations`` (broken bookkeeping invariants; empty when all is
-        well).  With *verbose*, also the msg_ids pending on each engine and in the scheduler."""
-        content = self._hub_request(M.CONTROLLER_STATE_REQUEST, {"verbose": verbose}, timeout).content
+        well).  With *verbose*, also the msg_ids pending on each engine and in the scheduler; with
+        *objects*, the counts of the most numerous object types in the controller (slow: for leaks)."""
+        content = self._hub_request(M.CONTROLLER_STATE_REQUEST, {"verbose": verbose, "objects": objects},
+                                    timeout).content
         content.pop("status", None)
         return content
 

@@ -99,18 +99,23 @@ def engine_direct(ctx: zmq.Context, rc, uuid: bytes) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.connect(url)
-    probe = Session(rc.connection_info.key_bytes).serialize("nothing_request", {}, idents=[uuid])
+    send_when_connected(sock, Session(rc.connection_info.key_bytes).serialize("nothing_request", {}, idents=[uuid]))
+    sock.recv_multipart()  # its answer to the probe (an error reply: no such request type)
+    return sock
+
+
+def send_when_connected(sock: zmq.Socket, frames: list) -> None:
+    """Send on a ROUTER_MANDATORY socket once its peer is connected (again: an oversized frame
+    makes the peer drop the connection, and it takes a moment to come back)."""
 
     def sent() -> bool:
         try:
-            sock.send_multipart(probe)
+            sock.send_multipart(frames)
             return True
         except zmq.ZMQError:
             return False
 
     wait_for(sent, timeout=10, what="the engine's direct socket to accept a connection")
-    sock.recv_multipart()  # its answer to the probe (an error reply: no such request type)
-    return sock
 
 
 @pytest.mark.cluster_options(controller_config={"max_message_size": LIMIT})
@@ -140,11 +145,24 @@ def test_canary_never_runs_in_any_bad_form_on_any_role(cluster, tmp_path):
         pong.send_multipart([b"\0" * 100] * 3)
 
         direct = engine_direct(ctx, rc, rc._engines[1])
-        send_all(direct, bad_forms(key, canary, [rc._engines[1]]))
+        forms = bad_forms(key, canary, [rc._engines[1]])
+        oversized = forms.pop("oversized")  # makes the engine drop the connection: sent last
+        send_all(direct, forms)
         genuine = Session(key).serialize("apply_request", {}, idents=[rc._engines[1]],
                                          buffers=pack_apply_message(append_line, (str(tmp_path / "ran"),), {}))
         direct.send_multipart(genuine)
         direct.recv_multipart()  # the engine handled everything sent before it on this connection
+        direct.send_multipart(oversized)
+        # were it accepted, it would run before this (same connection); dropped, the engine closes the
+        # connection and this goes on the next one
+        deadline = time.monotonic() + 20
+        while True:  # the first tries may go into the connection being closed: try again
+            send_when_connected(direct, Session(key).serialize("apply_request", {}, idents=[rc._engines[1]],
+                                                               buffers=pack_apply_message(len, ([],), {})))
+            if direct.poll(500):
+                direct.recv_multipart()
+                break
+            assert time.monotonic() < deadline, "the engine stopped answering on its direct socket"
 
         # the client's receive path (replies and notifications)
         for form in bad_forms(key, canary, []).values():
@@ -201,40 +219,78 @@ def test_replays_run_once_and_the_cluster_goes_on(cluster, tmp_path):
 
 
 ROLES = ("hub", "mux_front", "control_front", "mux_back", "control_back", "hb_pong", "direct")
+# every message type but those that would stop the cluster (correctly signed ones are obeyed)
+_STOPPERS = {"controller_shutdown_request", "shutdown_request", "signal_request"}
+MSG_TYPES = sorted(v for k, v in vars(__import__("ipcluster.protocol.messages", fromlist=["x"])).items()
+                   if k.isupper() and isinstance(v, str) and v not in _STOPPERS)
 
 frame = st.one_of(st.binary(max_size=300), st.sampled_from([DELIM, b"{}", b"[]", b"scheduler", b"broadcast", b""]))
+# JSON values that cannot name a real engine process (pids are larger)
+json_value = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False)
+                          | st.text(max_size=20),
+                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                       max_size=4),
+                          max_leaves=12)
+json_object = st.dictionaries(st.sampled_from(["msg_ids", "targets", "uuid", "id", "content", "status", "tasks",
+                                               "verbose", "wait", "keys", "query", "after", "follow", "retries",
+                                               "timeout", "parts", "coalesce", "direct_completed"])
+                              | st.text(max_size=8), json_value, max_size=5)
+raw = st.tuples(st.just("raw"), st.sampled_from(ROLES), st.lists(frame, min_size=1, max_size=12))
+signed_garbage = st.tuples(st.just("signed"), st.sampled_from(ROLES), st.lists(frame, min_size=4, max_size=8))
+envelope = st.tuples(st.just("envelope"), st.sampled_from(ROLES),
+                     st.tuples(st.sampled_from(MSG_TYPES), json_object, json_object,
+                               st.lists(st.binary(max_size=100), max_size=2),
+                               st.sampled_from(["engine", "scheduler", "broadcast", "none", "junk"])))
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(messages=st.lists(st.tuples(st.sampled_from(ROLES), st.lists(frame, min_size=1, max_size=12),
-                                   st.booleans()), min_size=1, max_size=20))
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(st.one_of(raw, signed_garbage, envelope), min_size=1, max_size=20))
 def test_fuzzed_frames_leave_every_role_serving(cluster, messages):
+    """Random frames, correctly signed random parts, and correctly signed messages of every type
+    with random content: the controller and engines drop or answer them and go on serving."""
     rc = cluster.rc
     info = rc.connection_info
     key = info.key_bytes
-    uuid = rc._engines[1]
+    engines = sorted(rc.ids)
+    uuid = rc._engines[engines[1]]
     signer = Session(key)
+    routing = {"engine": [rc._engines[engines[0]]], "scheduler": [b"scheduler"], "broadcast": [b"broadcast"],
+               "none": [], "junk": [b"junk"]}
     ctx = zmq.Context()
     try:
         socks = {role: dealer(ctx, info.url(role), os.urandom(8).hex().encode())
                  for role in ROLES if role != "direct"}
         direct = engine_direct(ctx, rc, uuid)
-        for role, frames, with_good_signature in messages:
-            if with_good_signature and len(frames) >= 4:
-                # correctly signed garbage: gets past the signature, must fail later checks
-                parts = [bytes(f) for f in frames[:4]]
-                frames = [DELIM, signer.sign(parts, frames[4:]), *parts, *frames[4:]]
+        for kind, role, body in messages:
+            if kind == "raw":
+                frames = body
+            elif kind == "signed":  # gets past the signature, must fail later checks
+                parts = [bytes(f) for f in body[:4]]
+                frames = [DELIM, signer.sign(parts, body[4:]), *parts, *body[4:]]
+            else:
+                msg_type, content, metadata, buffers, target = body
+                idents = routing[target] if role in ("mux_front", "control_front") else []
+                frames = signer.serialize(msg_type, content, metadata=metadata, buffers=buffers, idents=idents)
             if role == "direct":
                 direct.send_multipart([uuid, *frames])
             else:
                 socks[role].send_multipart(frames)
-        # everything sent is handled before what follows on the same connections
+        # everything sent to the engine is handled before what follows on the same connection
         direct.send_multipart(Session(key).serialize("apply_request", {}, idents=[uuid],
                                                      buffers=pack_apply_message(len, ([],), {})))
-        assert Session(key).deserialize(direct.recv_multipart()).content["status"] == "ok"
-        assert rc[:].apply_sync(lambda: 1) == [1, 1]
-        assert rc.controller_state()["violations"] == []
+        deadline = time.monotonic() + 30
+        while True:  # skip the answers to the fuzzed requests that had an answer
+            assert direct.poll(max(0, int((deadline - time.monotonic()) * 1000))), "the engine stopped answering"
+            reply = Session(key).deserialize(direct.recv_multipart())
+            if reply.content.get("status") == "ok" and reply.msg_type == "apply_reply":
+                break
+        assert rc[engines].apply_sync(lambda: 1) == [1, 1]
+        assert rc.load_balanced_view(engines).apply_sync(lambda: 2) == 2
+        state = rc.controller_state()
+        assert state["violations"] == []
+        assert state["dropped"]["handler_errors"] == {}, "a controller handler raised on a message"
     finally:
         ctx.destroy(linger=0)
 
@@ -278,3 +334,74 @@ def test_profile_files_are_private_even_with_an_open_umask(tmp_path):
                and m != 0o600}
     assert not private, f"files readable by others: {private}"
     assert any(p.name.endswith("-connection.json") for p in files)
+
+
+def _controller_log(tmp_path: Path, args: list[str]) -> str:
+    """Start a controller in a network namespace of its own with *args*; its log once it is ready."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip for a private network namespace")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    pdir = tmp_path / "profile"
+    conn = pdir / "security" / "ipcluster-connection.json"
+    log = tmp_path / "controller.log"
+    script = (f"ip link set lo up && exec {sys.executable} -P -m controller --profile-dir {pdir} "
+              f"--log-level INFO " + " ".join(args))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["unshare", "--net", "sh", "-c", script], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        wait_for(conn.exists, timeout=30, watch=[proc], what="the controller's connection file")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return log.read_text()
+
+
+@pytest.mark.timeout(90)
+def test_a_non_loopback_bind_without_curve_warns_once(tmp_path):
+    text = _controller_log(tmp_path / "plain", ["--ip", "0.0.0.0"])
+    assert text.count("without encryption") == 1, text
+    if zmq.has("curve"):
+        assert "without encryption" not in _controller_log(tmp_path / "curve", ["--ip", "0.0.0.0", "--enable-curve"])
+    assert "without encryption" not in _controller_log(tmp_path / "loopback", [])
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE support")
+@pytest.mark.cluster_options(n=1, cluster_kwargs={"enable_curve": True})
+def test_curve_keeps_hmac_on_and_checks_the_allow_list(cluster, tmp_path):
+    from ipcluster.protocol import curve
+
+    rc = cluster.rc
+    info = rc.connection_info
+    canary = tmp_path / "canary"
+    ctx = zmq.Context()
+    try:
+        # the cluster's own (allowed) Curve keypair, but a message signed with the wrong HMAC key
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        curve.set_client_keys(sock, info)
+        sock.connect(info.url("mux_front"))
+        sock.send_multipart(Session(new_key()).serialize("apply_request", {}, buffers=canary_payload(canary),
+                                                         idents=[rc._engines[0]]))
+        wait_for(lambda: rc.controller_state()["dropped"]["session"]["signature"] >= 1, timeout=10,
+                 what="the controller to drop the wrongly signed message")
+        # a key that is not on the allow-list never completes the handshake
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        public, secret = curve.new_keypair()
+        curve.set_client_keys(stranger, info, (public, secret))
+        monitor = stranger.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        stranger.connect(info.url("hub"))
+        assert monitor.poll(10_000), "no handshake event"
+        from zmq.utils.monitor import recv_monitor_message
+
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        monitor.close(linger=0)
+        assert rc[0].apply_sync(lambda: "still serving") == "still serving"
+    finally:
+        ctx.destroy(linger=0)
+    assert not canary.exists()

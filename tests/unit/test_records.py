@@ -124,7 +124,7 @@ def test_result_byte_budget_drops_oldest_replies():
     for m in "abc":
         recs.finished(m, "ok", 1.0, reply=frames[m], buffers=frames[m][2:])
     assert recs.reply("a") is None  # 12 bytes > 10: the oldest reply is dropped
-    assert recs.reply("b") is frames["b"] and recs.reply("c") is frames["c"]  # kept, not copied
+    assert recs.reply("b") == frames["b"] and recs.reply("c") == frames["c"]  # kept (small frames as copies)
     assert recs.result_bytes == 8
     assert recs.get("a").status == "ok"  # the record stays; only its payload is gone
     recs.submitted("big", "c", "apply_request", 9.0)
