@@ -78,11 +78,16 @@ def _started(path):
     return check
 
 
-def _wait_restarted(rc, pids: dict[int, int], victim: int) -> None:
-    """Wait until the engine that had pid *victim* is back under its id, as a new process."""
+def _engine_state(rc) -> tuple[dict[int, int], dict[int, bytes]]:
+    """``({id: pid}, {id: uuid})`` of the engines now (before something is killed)."""
+    return engine_pids(rc), dict(rc._engines)
+
+
+def _wait_restarted(rc, before: tuple[dict[int, int], dict[int, bytes]], victim: int) -> None:
+    """Wait until the engine that had pid *victim* is back under its id, as a new process (a new uuid)."""
+    pids, uuids = before
     eid = next(e for e, p in pids.items() if p == victim)
-    old = rc._engines.get(eid)
-    wait_for(lambda: rc._engines.get(eid) not in (None, old) and len(rc.ids) == len(pids), timeout=15,
+    wait_for(lambda: rc._engines.get(eid) not in (None, uuids[eid]) and len(rc.ids) == len(pids), timeout=15,
              what=f"engine {eid} to come back")
     new = engine_pids(rc)
     assert new[eid] != victim and all(new[e] == p for e, p in pids.items() if e != eid)
@@ -154,7 +159,8 @@ def test_a_time_limit_applies_to_each_engine_of_a_multi_engine_call(rc):
 
 @pytest.mark.timeout(60)
 def test_gil_holding_c_loop_is_killed_and_its_engine_restarted_with_the_same_id(rc):
-    pids = engine_pids(rc)
+    before = _engine_state(rc)
+    pids = before[0]
     view = rc[0]
     with view.temp_flags(time_limit=LIMIT):
         t0 = time.monotonic()
@@ -164,12 +170,12 @@ def test_gil_holding_c_loop_is_killed_and_its_engine_restarted_with_the_same_id(
     elapsed = time.monotonic() - t0
     assert LIMIT + INTERRUPT_GRACE <= elapsed < LIMIT + INTERRUPT_GRACE + SLACK, elapsed
     assert _pid_gone(pids[0])
-    _wait_restarted(rc, pids, pids[0])
+    _wait_restarted(rc, before, pids[0])
 
 
 @pytest.mark.timeout(60)
 def test_task_ignoring_keyboard_interrupt_is_killed_and_respawned(rc, tmp_path):
-    pids = engine_pids(rc)
+    before = _engine_state(rc)
     pid_file = str(tmp_path / "pid")
     lview = rc.load_balanced_view()
     with lview.temp_flags(time_limit=LIMIT):
@@ -179,7 +185,7 @@ def test_task_ignoring_keyboard_interrupt_is_killed_and_respawned(rc, tmp_path):
         with pytest.raises(errors.TaskTimeout, match="still running"):
             ar.get(timeout=15)
     wait_for(lambda: _pid_gone(victim), timeout=5, what="the killed engine to be gone")
-    _wait_restarted(rc, pids, victim)
+    _wait_restarted(rc, before, victim)
 
 
 def test_bad_time_limits_are_rejected(rc):
@@ -218,7 +224,7 @@ def test_cancel_interrupts_a_running_task(rc, tmp_path, route):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("route", ["load_balanced", "direct"])
 def test_cancel_kills_a_task_that_ignores_the_interrupt(rc, tmp_path, route):
-    pids = engine_pids(rc)
+    before = _engine_state(rc)
     pid_file = str(tmp_path / "pid")
     view = rc.load_balanced_view() if route == "load_balanced" else rc[0]
     ar = view.apply_async(_ignores_interrupts, pid_file)
@@ -230,7 +236,7 @@ def test_cancel_kills_a_task_that_ignores_the_interrupt(rc, tmp_path, route):
     with pytest.raises(errors.TaskCancelled, match="killed and restarted"):
         ar.get(timeout=1)
     wait_for(lambda: _pid_gone(victim), timeout=5, what="the cancelled task's process to be gone")
-    _wait_restarted(rc, pids, victim)
+    _wait_restarted(rc, before, victim)
 
 
 def test_cancel_aborts_queued_requests_and_stops_the_running_one(rc, tmp_path):
