@@ -34,8 +34,11 @@ The supervisor
   (:data:`~engines.controller_watch.EXIT_CONTROLLER_GONE`) if the engines stopped because their
   controller is gone (each exited 4, or 0 if shut down earlier); else 1 (statuses are logged).
 
-Only the parent has a zmq context, and it is created *after* the children are forked: a forked
-child must never inherit a live context.  Each child creates its own.
+Only the parent has a zmq context, and it is created *after* the first children are forked: a
+forked child must not use a live context.  Each child creates its own.  A restarted engine is
+forked later, from a parent whose context exists: the child never touches that context or its
+sockets and never lets them be collected (it ends in ``os._exit``), so only their file descriptors
+are inherited, and they close when the child exits.
 """
 
 from __future__ import annotations
