@@ -355,6 +355,7 @@ class Hub:
                                 restart_of=restart_of)
         rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
         rec.direct_url = str(c.get("direct_url") or "")
+        rec.raw_url = str(c.get("raw_url") or "")
         rec.host_key = str(c.get("host_key") or "")
         if self.store is not None:
             self.store.engine(rec.id, uuid, rec.hostname, rec.pid)

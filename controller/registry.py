@@ -36,6 +36,7 @@ class EngineRecord:
     completed: int = 0
     # where same-host clients may reach the engine directly, and what "same host" means
     direct_url: str = ""
+    raw_url: str = ""  # its Unix stream socket for same-host blocking calls (ipcluster.protocol.rawlink)
     host_key: str = ""
     # requests served on the direct route, as last reported by the engine
     direct_completed: int = 0
@@ -45,7 +46,7 @@ class EngineRecord:
 
     def info(self) -> dict[str, Any]:
         return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid,
-                "direct_url": self.direct_url, "host_key": self.host_key}
+                "direct_url": self.direct_url, "raw_url": self.raw_url, "host_key": self.host_key}
 
 
 #: Engines that left whose ids are remembered (for a restarted engine to get its id back).

@@ -50,6 +50,7 @@ from ipcluster.errors import ProtocolError
 from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
+from ipcluster.protocol import rawlink
 from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, REQUEST, set_limit
@@ -148,8 +149,11 @@ class Engine:
         # same-host clients send straight here (one hop instead of two through the controller)
         self.direct: zmq.Socket | None = None
         self.direct_url = ""
+        self.raw: rawlink.Listener | None = None  # same-host blocking calls (see ipcluster.protocol.rawlink)
+        self._links: dict[int, rawlink.RawLink] = {}  # accepted raw links by file descriptor
+        self._reply_links: dict[bytes, rawlink.RawLink] = {}  # client threads' reply ids -> their links
         # the socket the current request came in on: its output and reply go back the same way
-        self._route: zmq.Socket | None = None
+        self._route: zmq.Socket | rawlink.RawLink | None = None
         self._direct_completed = 0
         self._direct_reported = 0
         self._status_sent_at = 0.0
@@ -220,6 +224,9 @@ class Engine:
             self.direct.bind("tcp://127.0.0.1:0")
         # with CurveZMQ everything goes through the controller's encrypted, key-checked sockets
         self.direct_url = "" if info.curve_serverkey else self.direct.getsockopt_string(zmq.LAST_ENDPOINT)
+        if info.local_ipc and not info.curve_serverkey:
+            # same-host clients' blocking calls: a plain stream socket, no zmq thread hand-offs
+            self.raw = rawlink.Listener(os.path.join(info.ipc_dir, f"r-{self.uuid[:12]}"), info.max_message_size)
         self.control = self.ctx.socket(zmq.DEALER)
         self.control.setsockopt(zmq.IDENTITY, self.identity)
         set_limit(self.control, REQUEST, info.max_message_size)
@@ -236,7 +243,8 @@ class Engine:
         versions = local_versions() | {"controller_path": None, "engines_path": engines.__file__}
         content = {"uuid": self.uuid, "hostname": socket.gethostname(), "pid": os.getpid(),
                    "supervisor_pid": self.supervisor_pid, "versions": versions,
-                   "direct_url": self.direct_url, "host_key": host_key()}
+                   "direct_url": self.direct_url, "host_key": host_key(),
+                   "raw_url": self.raw.path if self.raw is not None else ""}
         if self.supervision is not None:
             content["supervisor_id"] = self.supervision.supervisor_id
             content["restart_of"] = self.supervision.restart_of
@@ -299,6 +307,11 @@ class Engine:
             thread.join(timeout=2 * EXIT_LINGER / 1000)
         # nothing is delivered to a controller that is gone: don't wait for it
         out_linger = 0 if self.state.stop_reason == CONTROLLER_GONE else EXIT_LINGER
+        for link in list(self._links.values()):
+            link.close()
+        self._links.clear()
+        if self.raw is not None:
+            self.raw.close()
         for sock, linger in ((self.control, 0), (self.direct, out_linger), (self.mux, out_linger),
                              (self.wake, 0)):
             if sock is not None:
@@ -362,6 +375,11 @@ class Engine:
         poller.register(self.mux, zmq.POLLIN)
         poller.register(self.direct, zmq.POLLIN)
         poller.register(self.wake, zmq.POLLIN)
+        self._poller = poller
+        raw_fd = -1
+        if self.raw is not None:
+            raw_fd = self.raw.fileno()
+            poller.register(raw_fd, zmq.POLLIN)
         if self._signal_fds is not None:
             poller.register(self._signal_fds[0], zmq.POLLIN)
         timeout_ms = int(POLL_INTERVAL * 1000)
@@ -380,6 +398,11 @@ class Engine:
                 if self.direct in events:
                     self._route = self.direct
                     self._direct_completed += self._serve_queued(self.direct)
+                if raw_fd in events:
+                    self._accept_links()
+                if self._links:
+                    for fd in [fd for fd in events if fd.__class__ is int and fd in self._links]:
+                        self._serve_link(self._links[fd])
                 self.output.flush()
                 self._report_status()
             except zmq.Again:
@@ -406,6 +429,46 @@ class Engine:
                 self._clear()
             self._dispatch(frames, time.time())
         return n
+
+    def _accept_links(self) -> None:
+        assert self.raw is not None
+        while (link := self.raw.accept()) is not None:
+            self._links[link.fileno()] = link
+            self._poller.register(link.fileno(), zmq.POLLIN)
+
+    def _serve_link(self, link: rawlink.RawLink) -> None:
+        """Requests on one raw link: the one that is readable, and any already read behind it."""
+        self._route = link
+        try:
+            while True:
+                frames = link.recv()
+                if frames is None:  # the client thread went away
+                    self._drop_link(link)
+                    return
+                if len(frames) == 1 and frames[0].startswith(rawlink.HELLO):
+                    self._reply_links[bytes(frames[0][len(rawlink.HELLO):])] = link
+                    if not link.buffered():
+                        return
+                    continue
+                if self.state.clear.is_set():
+                    self._clear()
+                self._direct_completed += 1
+                self._dispatch(frames, time.time())  # type: ignore[arg-type]
+                if link.closed or not link.buffered() or self.state.stop_reason is not None:
+                    return
+        except (OSError, ProtocolError) as e:
+            self.rejected("raw-link", f"dropped a same-host connection: {type(e).__name__}: {e}")
+            self._drop_link(link)
+
+    def _drop_link(self, link: rawlink.RawLink) -> None:
+        fd = link.fileno()
+        if self._links.pop(fd, None) is not None:
+            self._poller.unregister(fd)
+        for ident in [i for i, lk in self._reply_links.items() if lk is link]:
+            del self._reply_links[ident]
+        link.close()
+        if self._route is link:
+            self._route = self.mux
 
     def _report_status(self) -> None:
         """Tell the controller how many direct requests we served (it keeps queue_status).
@@ -547,7 +610,15 @@ class Engine:
         self._send(frames)
 
     def _reply_direct(self, ident: bytes, frames: list[Any]) -> bool:
-        """Send *frames* to the client socket *ident* on the direct socket; ``False`` if it is not connected."""
+        """Send *frames* to the client socket *ident*: its raw link if it has one, else on the
+        direct socket; ``False`` if it is not connected."""
+        link = self._reply_links.get(ident)
+        if link is not None:
+            try:
+                link.send(frames)
+                return True
+            except OSError:
+                self._drop_link(link)
         assert self.direct is not None
         try:
             send_frames(self.direct, [ident, *frames])
@@ -564,9 +635,13 @@ class Engine:
 
         See the module docstring for why they are tracked.
         """
-        assert self._route is not None
+        route = self._route
+        assert route is not None
+        if isinstance(route, rawlink.RawLink):
+            self._send_link(route, frames)
+            return
         last = len(frames) - 1
-        sock = self._route
+        sock = route
         self._sending = True
         try:
             for i, frame in enumerate(frames):
@@ -592,11 +667,25 @@ class Engine:
             if self.executor.running:
                 signal.default_int_handler(signal.SIGINT, None)
 
+    def _send_link(self, link: rawlink.RawLink, frames: list[Any]) -> None:
+        self._sending = True
+        try:
+            link.send(frames)
+        except OSError as e:  # the client is gone (or stopped reading for TIMEOUT): nobody to tell
+            self.rejected("raw-link", f"could not send on a same-host connection: {type(e).__name__}: {e}")
+            self._drop_link(link)
+        finally:
+            self._sending = False
+        if self._interrupt_pending:
+            self._interrupt_pending = False
+            if self.executor.running:
+                signal.default_int_handler(signal.SIGINT, None)
+
     def _send_output(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any],
                      idents: list[bytes]) -> None:
         frames = self.session.serialize(msg_type, content, parent=parent, idents=idents)
         self._send(frames)
-        if self._route is self.direct and self.mux is not None:
+        if self._route is not self.mux and self.mux is not None:
             # the controller did not see this request: give it a copy of the output for iopub
             self.mux.send_multipart(frames[len(idents):])
 

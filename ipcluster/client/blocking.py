@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import zmq
 
+from ipcluster.errors import MalformedMessage
+from ipcluster.protocol import rawlink
 from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.limits import DATA, set_limit
 
@@ -105,7 +107,7 @@ class BlockingCalls:
         self._identity = identity
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._sockets: list[zmq.Socket] = []  # every socket made, to close them with the client
+        self._sockets: list[Any] = []  # every socket and raw link made, to close them with the client
         self._reply_ids = itertools.count(1)
 
     def _socket(self, uuid: bytes, url: str) -> zmq.Socket:
@@ -125,15 +127,19 @@ class BlockingCalls:
                 self._sockets.append(sock)
         return sock
 
-    def reply_route(self, urls: Iterable[str]) -> bytes | None:
+    def reply_route(self, urls: Iterable[str], raw_urls: dict[bytes, str] | None = None) -> bytes | None:
         """The routing id of this thread's *reply socket*, connected to the direct sockets *urls*
         of the engines on this host (``None`` if there are none).
 
         Engines send the reply to a blocking load-balanced task straight to the socket the task
         names (``reply_to``), one hop less than through the controller; see ``Engine._reply``.
         One DEALER per thread with a fixed routing id, connected to every local engine: the
-        engine that runs the task is not known in advance.
+        engine that runs the task is not known in advance.  With *raw_urls* (uuid -> listener),
+        the thread also has a raw link to each of those engines, announced under the same id:
+        engines answer on it rather than on the DEALER.
         """
+        for uuid, path in (raw_urls or {}).items():
+            self._link(uuid, path)
         local = self._local
         entry = getattr(local, "reply", None)
         wanted = set(urls)
@@ -141,7 +147,7 @@ class BlockingCalls:
             if not wanted:
                 return None
             sock = self._ctx.socket(zmq.DEALER)
-            ident = b"%s-r%d" % (self._identity, next(self._reply_ids))
+            ident = self._reply_ident()
             sock.setsockopt(zmq.IDENTITY, ident)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 0)
@@ -163,35 +169,107 @@ class BlockingCalls:
             connected.update(wanted)
         return ident
 
+    def _link(self, uuid: bytes, path: str) -> rawlink.RawLink | None:
+        """This thread's raw link to engine *uuid* (listening at *path*); ``None`` if it cannot be reached."""
+        links: dict[bytes, rawlink.RawLink] | None = getattr(self._local, "links", None)
+        if links is None:
+            links = self._local.links = {}
+        link = links.get(uuid)
+        if link is None or link.closed:
+            try:
+                link = rawlink.connect(path, self._client.connection_info.max_message_size)
+                link.send([rawlink.HELLO + self._reply_ident()])  # replies to our load-balanced tasks may come here
+            except OSError:
+                return None
+            links[uuid] = link
+            with self._lock:
+                self._sockets.append(link)
+        return link
+
+    def _reply_ident(self) -> bytes:
+        """This thread's reply routing id (see :meth:`reply_route`), made on first use."""
+        ident: bytes | None = getattr(self._local, "reply_ident", None)
+        if ident is None:
+            ident = self._local.reply_ident = b"%s-r%d" % (self._identity, next(self._reply_ids))
+        return ident
+
+    def _drop_link(self, uuid: bytes, link: rawlink.RawLink) -> None:
+        links: dict[bytes, rawlink.RawLink] = getattr(self._local, "links", {})
+        if links.get(uuid) is link:
+            del links[uuid]
+        with self._lock:
+            if link in self._sockets:
+                self._sockets.remove(link)
+        link.close()
+        self._local.pollers = None
+
     def run(self, uuids: Sequence[bytes], urls: Sequence[str], requests: Sequence[list[Any]],
-            futures: Sequence[concurrent.futures.Future[Any]], to_controller: bool = False) -> None:
+            futures: Sequence[concurrent.futures.Future[Any]], to_controller: bool = False,
+            raw_urls: Sequence[str | None] = ()) -> None:
         """Send ``requests[i]`` (frames with the engine's routing id first) to ``uuids[i]`` and wait
         here until every future is done.
 
         With *to_controller* the one socket goes to the controller's mux (a load-balanced task:
         ``uuids`` is ``[SCHEDULER]``) and the routing id is sent along, as the controller expects;
         the reply may also come on this thread's reply socket (see :meth:`reply_route`).
+        With *raw_urls*, requests go on this thread's raw links to those engines where they can
+        (see :mod:`ipcluster.protocol.rawlink`), else on its DEALERs.
         """
-        socks = [self._socket(u, url) for u, url in zip(uuids, urls)]
-        for sock, frames in zip(socks, requests):
+        socks: list[Any] = []
+        for i, (uuid, url, frames) in enumerate(zip(uuids, urls, requests)):
+            path = raw_urls[i] if raw_urls and not to_controller else None
+            link = self._link(uuid, path) if path else None
+            if link is not None:
+                try:
+                    link.send(frames[1:])
+                    socks.append(link)
+                    continue
+                except OSError:  # the engine went away: its DEALER reports what happens next
+                    self._drop_link(uuid, link)
+            sock = self._socket(uuid, url)
             send_frames(sock, frames if to_controller else frames[1:])  # an engine's DEALER needs no routing id
+            socks.append(sock)
         handle = self._client._on_engine_message
         reply = getattr(self._local, "reply", None) if to_controller else None
-        poller = self._poller(socks if reply is None else [*socks, reply[0]])
+        reply_links: list[rawlink.RawLink] = list(getattr(self._local, "links", {}).values()) if reply else []
+        poller = self._poller(socks if reply is None else [*socks, reply[0], *reply_links])
+        links = {s.fileno(): s for s in [*socks, *reply_links] if s.__class__ is rawlink.RawLink}
         pending = len(futures)
         try:
             with _SigintGuard() as guard:
                 while pending:
                     for sock, _ in poller.poll(POLL_SLICE_MS):
-                        # one message per ready socket and pass: no zmq.Again (an exception) per wait
-                        while sock.get(_EVENTS) & _POLLIN:
-                            guard.run(handle, recv_frames(sock))
+                        if sock.__class__ is int:  # a raw link's file descriptor
+                            self._read_link(links[sock], uuids, socks, poller, guard, handle)
+                        else:
+                            # one message per ready socket and pass: no zmq.Again (an exception) per wait
+                            while sock.get(_EVENTS) & _POLLIN:
+                                guard.run(handle, recv_frames(sock))
                     pending = sum(not f.done() for f in futures)
         except BaseException:
-            self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None)
+            self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None, reply_links)
             raise
 
-    def _poller(self, socks: Sequence[zmq.Socket]) -> zmq.Poller:
+    def _read_link(self, link: rawlink.RawLink, uuids: Sequence[bytes], socks: Sequence[Any],
+                   poller: zmq.Poller, guard: _SigintGuard, handle: Any) -> bool:
+        """Handle what *link* has; ``False`` if it broke (the engine died: the IO thread fails
+        its requests on the controller's notice)."""
+        try:
+            while True:
+                frames = link.recv()
+                if frames is None:
+                    raise ConnectionError("the engine closed the connection")
+                guard.run(handle, frames)
+                if not link.buffered():
+                    return True
+        except (OSError, MalformedMessage):
+            poller.unregister(link.fileno())
+            by_thread: dict[bytes, rawlink.RawLink] = getattr(self._local, "links", {})
+            uuid = next((u for u, lk in by_thread.items() if lk is link), b"")
+            self._drop_link(uuid, link)
+            return False
+
+    def _poller(self, socks: Sequence[Any]) -> zmq.Poller:
         """A poller for *socks*, kept per thread (a wait on the same sockets reuses it)."""
         pollers: dict[tuple[int, ...], zmq.Poller] | None = getattr(self._local, "pollers", None)
         if pollers is None:
@@ -203,11 +281,13 @@ class BlockingCalls:
                 pollers.clear()
             poller = pollers[key] = zmq.Poller()
             for sock in {id(s): s for s in socks}.values():
-                poller.register(sock, zmq.POLLIN)
+                # a raw link by its file descriptor: poll() reports it as that int
+                poller.register(sock.fileno() if sock.__class__ is rawlink.RawLink else sock, zmq.POLLIN)
         return poller
 
     def _hand_over(self, uuids: Sequence[bytes], socks: Sequence[zmq.Socket],
-                   futures: Sequence[concurrent.futures.Future[Any]], reply_sock: zmq.Socket | None = None) -> None:
+                   futures: Sequence[concurrent.futures.Future[Any]], reply_sock: zmq.Socket | None = None,
+                   reply_links: Sequence[rawlink.RawLink] = ()) -> None:
         """Give the sockets that still expect replies to the IO thread (this thread stops using them)."""
         self._local.pollers = None  # they hold sockets this thread no longer owns
         unfinished = [f for f in futures if not f.done()]
@@ -217,7 +297,15 @@ class BlockingCalls:
             with self._lock:
                 self._sockets.remove(reply_sock)
             self._client._adopt_route(b"reply:" + self._identity, reply_sock, unfinished)
+            by_thread: dict[bytes, rawlink.RawLink] = getattr(self._local, "links", {})
+            for uuid, link in list(by_thread.items()):
+                if link in reply_links:
+                    del by_thread[uuid]
+                    with self._lock:
+                        self._sockets.remove(link)
+                    self._client._adopt_route(b"reply-link:" + uuid, link, unfinished)
         socks_by_thread: dict[bytes, zmq.Socket] = getattr(self._local, "sockets", {})
+        links_by_thread: dict[bytes, rawlink.RawLink] = getattr(self._local, "links", {})
         pending: dict[bytes, list[concurrent.futures.Future[Any]]] = {}
         by_uuid: dict[bytes, zmq.Socket] = {}
         for uuid, sock, fut in zip(uuids, socks, futures):
@@ -226,7 +314,10 @@ class BlockingCalls:
                 pending.setdefault(uuid, []).append(fut)
         for uuid, futs in pending.items():
             sock = by_uuid[uuid]
-            socks_by_thread.pop(uuid, None)
+            if links_by_thread.get(uuid) is sock:
+                del links_by_thread[uuid]
+            else:
+                socks_by_thread.pop(uuid, None)
             with self._lock:
                 self._sockets.remove(sock)
             self._client._adopt_route(uuid, sock, futs)

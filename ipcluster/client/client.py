@@ -26,6 +26,7 @@ from ipcluster.client.routes import RouteTable
 from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
+from ipcluster.protocol import rawlink
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.frames import split_parts
 from ipcluster.protocol.hostkey import host_key
@@ -130,6 +131,7 @@ class Client:
         self._direct = direct
         self._host_key = host_key()
         self._direct_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their direct socket
+        self._raw_urls: dict[bytes, str] = {}  # same-host engines: uuid -> their raw listener (blocking calls)
         self._routes = RouteTable(on_released=lambda name: self._io.remove(name))
         self._broadcasts = BroadcastParts()  # outstanding BroadcastView requests
         self._engine_changed = threading.Condition()
@@ -263,6 +265,8 @@ class Client:
             try:
                 self._io.channels["direct"].sock.connect(url)
                 self._direct_urls[uuid] = url
+                if info.get("raw_url"):
+                    self._raw_urls[uuid] = str(info["raw_url"])
             except zmq.ZMQError as e:
                 log.warning("cannot connect directly to engine %d at %s: %s", eid, url, e)
         with self._engine_changed:
@@ -270,6 +274,7 @@ class Client:
             self._engine_changed.notify_all()
 
     def _drop_direct(self, uuid: bytes) -> None:
+        self._raw_urls.pop(uuid, None)
         url = self._direct_urls.pop(uuid, None)
         ch = self._io.channels.get("direct")
         if url is not None and ch is not None:
@@ -417,7 +422,8 @@ class Client:
                                                    idents=[uuid], metadata=metadata))
         urls = [self._direct_urls.get(u) for u in uuids]
         if wait and channel == "mux" and self._can_block_here(uuids, urls):
-            self._blocking.run(uuids, urls, requests, futures)  # type: ignore[arg-type]
+            self._blocking.run(uuids, urls, requests, futures,  # type: ignore[arg-type]
+                               raw_urls=[self._raw_urls.get(u) for u in uuids])
         else:
             for uuid, frames, fut in zip(uuids, requests, futures):
                 if channel == "mux":
@@ -452,7 +458,7 @@ class Client:
         md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
         block_here = wait and not pending and self._can_block_task_here()
         if block_here and self._direct:
-            reply_to = self._blocking.reply_route(list(self._direct_urls.values()))
+            reply_to = self._blocking.reply_route(list(self._direct_urls.values()), dict(self._raw_urls))
             if reply_to is not None:
                 md["reply_to"] = reply_to.decode("ascii")
         frames = self.session.serialize(msg_type, content or {}, header=header, metadata=md, buffers=buffers,
@@ -517,10 +523,13 @@ class Client:
             self._io.send(route, frames[1:])  # an adopted DEALER needs no routing id
         self._routes.pending(uuid, route, [fut])
 
-    def _adopt_route(self, uuid: bytes, sock: zmq.Socket, futures: Sequence[concurrent.futures.Future[Any]]) -> None:
+    def _adopt_route(self, uuid: bytes, sock: "zmq.Socket | rawlink.RawLink", futures: Sequence[concurrent.futures.Future[Any]]) -> None:
         """Take over a blocking call's socket whose caller stopped waiting (IO thread receives now)."""
         name = self._routes.new_adopted_name()
-        self._io.add(name, sock, self._on_engine_message)
+        if isinstance(sock, rawlink.RawLink):
+            self._io.add_raw(name, sock, self._on_engine_message)
+        else:
+            self._io.add(name, sock, self._on_engine_message)
         self._routes.pending(uuid, name, futures)
 
     def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],

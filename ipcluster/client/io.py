@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import zmq
 
 from ipcluster.protocol.channel import Channel
+from ipcluster.protocol.rawlink import RawChannel, RawLink
 
 T = TypeVar("T")
 
@@ -75,6 +76,16 @@ class IOThread:
         def install() -> Channel:
             ch = Channel(self.loop, sock, on_message, name, log, threadsafe=True)
             self.channels[name] = ch
+            return ch
+
+        return self.call(install)
+
+    def add_raw(self, name: str, link: RawLink, on_message: Callable[[list[Any]], None]) -> RawChannel:
+        """Adopt a raw link (see :mod:`ipcluster.protocol.rawlink`) and start reading it in the loop."""
+
+        def install() -> RawChannel:
+            ch = RawChannel(self.loop, link, on_message, name, log)
+            self.channels[name] = ch  # type: ignore[assignment]
             return ch
 
         return self.call(install)

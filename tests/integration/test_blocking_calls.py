@@ -108,6 +108,24 @@ def test_engine_death_during_a_blocking_call(fresh_cluster):
     rc.close()
 
 
+def test_blocking_direct_calls_use_raw_links(rc):
+    """Same-host blocking calls go on the thread's Unix stream sockets to the engines (no zmq);
+    output still comes before the reply, large buffers arrive whole and writable."""
+    import numpy as np
+
+    assert rc[0].apply_sync(interactive(lambda: print("before") or 5)) == 5
+    assert rc.metadata[rc.history[-1]].stdout == "before\n"
+    links = rc._blocking._local.links
+    assert set(links) == {rc._engines[0]}
+    assert rc[:].apply_sync(lambda: 1) == [1, 1]
+    assert set(links) == {rc._engines[0], rc._engines[1]}
+    a = np.arange(3_000_000, dtype="float64")
+    rc[1].push({"a": a}, block=True)
+    back = rc[1].pull("a", block=True)
+    assert np.array_equal(back, a) and back.flags.writeable
+    assert not rc.outstanding
+
+
 def test_direct_false_never_blocks_on_own_sockets(shared_cluster):
     with ipcluster.Client(url_file=shared_cluster.connection_file, direct=False) as c:
         assert c[0].apply_sync(lambda: 5) == 5
@@ -143,8 +161,10 @@ def test_blocking_load_balanced_reply_comes_straight_from_the_engine(rc, shared_
     rc._on_engine_message = lambda frames: (received.append(frames), handle(frames))
     try:
         # the first reply may still go through the controller while the connections come up
-        wait_for(lambda: lview.apply_sync(lambda: 42) == 42 and received[-1][0].bytes == b"<IDS|MSG>",
-                 what="a reply without the controller's routing id (sent to the reply socket)")
+        # raw links to both engines: frames come as bytearrays, and without the controller's routing id
+        wait_for(lambda: lview.apply_sync(lambda: 42) == 42 and type(received[-1][0]) is bytearray
+                 and bytes(received[-1][0]) == b"<IDS|MSG>",
+                 what="a reply on the thread's raw link, without the controller's routing id")
     finally:
         del rc._on_engine_message
     msg_id = rc.history[-1]
