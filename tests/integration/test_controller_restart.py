@@ -413,6 +413,6 @@ def test_task_holding_the_gil_for_many_heartbeats_is_not_declared_dead(tmp_path)
         total, held = ar.get(0)
         print(f"held the GIL for {held:.1f} s = {held / HEARTBEAT:.0f} heartbeat periods")
         assert total == n * (n - 1) // 2 and events == []
-        assert held > 10 * HEARTBEAT * 4  # many times the (misses + 1) x period limit
+        assert held > 4 * (3 + 1) * HEARTBEAT  # several times the (misses + 1) x period limit
     finally:
         c.stop_cluster_sync()
