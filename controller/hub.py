@@ -28,6 +28,8 @@ from ipcluster.protocol.versions import incompatibility, local_versions
 
 #: Seconds after a hub connection drops before the clients are probed (one probe per burst).
 CLIENT_PROBE_DELAY = 1.0
+#: Seconds a cancel waits for the engine to confirm the abort before the running task is stopped.
+ABORT_FIRST = 0.2
 #: Notifications sent to clients are capped per client set; a client that vanished without saying
 #: goodbye is forgotten after this many clients connect after it.
 MAX_CLIENTS = 10_000
@@ -76,6 +78,8 @@ class Hub:
         self.tasks: Any = None  # the TaskServer (set by the app)
         self.records = TaskRecords()  # what the mux route saw (the app hands it to the routers)
         self.watches = ResultWatches()  # clients waiting for results still pending
+        # cancels waiting for their engine to confirm the abort: abort msg_id -> (engine, msg_ids)
+        self._after_abort: dict[str, tuple[bytes, list[str]]] = {}
         self.records.watch(self.watches.by_msg_id, self.result_finished)
         self.store: Any = None  # the persistent TaskStore (controller/store.py), set by the app
         self.returns = Returns(self)  # engines back from a controller restart or a partition
@@ -101,7 +105,7 @@ class Hub:
             M.ENGINE_READY_NOTIFICATION: self.on_engine_ready,
             M.ENGINE_STATUS_NOTIFICATION: self.on_engine_status,
             M.SHUTDOWN_REPLY: lambda engine, msg: None,
-            M.ABORT_REPLY: lambda engine, msg: None,
+            M.ABORT_REPLY: lambda engine, msg: self._interrupt_after_abort(msg.parent_id),
             M.TASK_INTERRUPT_REPLY: lambda engine, msg: None,
         }
         hub.on_message = self.from_hub_socket
@@ -207,11 +211,37 @@ class Hub:
                     by_engine.setdefault(engine, []).append(m)
             aborted = self.tasks.abort(ids)
             for engine, engine_ids in by_engine.items():
-                self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
-                forwarded += engine_ids
                 if content.get("cancel"):
-                    self.interrupt_tasks(engine, engine_ids)
+                    self._abort_then_interrupt(engine, engine_ids)
+                else:
+                    self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
+                forwarded += engine_ids
         return {"status": "ok", "aborted": aborted, "forwarded": forwarded}
+
+    def _abort_then_interrupt(self, engine: bytes, msg_ids: list[str]) -> None:
+        """Cancel tasks on *engine*: the abort first, so a task queued behind the running one is
+        skipped rather than started and then interrupted; the running one is stopped once the
+        engine confirms the abort, or after :data:`ABORT_FIRST` seconds (its control thread may be
+        held up by a task holding the GIL)."""
+        header = self.session.header(M.ABORT_REQUEST)
+        key = header["msg_id"]
+        self._after_abort[key] = (engine, msg_ids)
+        while len(self._after_abort) > MAX_CLIENTS:  # replies that never came (engines that died)
+            del self._after_abort[next(iter(self._after_abort))]
+        try:
+            self.control.back.send(self.session.serialize(M.ABORT_REQUEST, {"msg_ids": msg_ids}, header=header,
+                                                          idents=[engine]))
+        except zmq.ZMQError as e:
+            self.log.warning("cannot send an abort to engine %s: %s", engine[:8].hex(), e)
+        try:
+            asyncio.get_running_loop().call_later(ABORT_FIRST, self._interrupt_after_abort, key)
+        except RuntimeError:  # no loop (tests of the hub alone): at once
+            self._interrupt_after_abort(key)
+
+    def _interrupt_after_abort(self, abort_id: str) -> None:
+        entry = self._after_abort.pop(abort_id, None)
+        if entry is not None:
+            self.interrupt_tasks(*entry)
 
     def on_task_cancel_request(self, msg: Message) -> None:
         """Stop running requests a client cancelled: ``{"tasks": {msg_id: engine uuid}}``.

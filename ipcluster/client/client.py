@@ -35,6 +35,11 @@ from ipcluster.protocol.serialize import pack_apply_message
 from ipcluster.protocol.session import Message, Session
 
 
+#: Seconds :meth:`Client.cancel` waits for engines to confirm aborts before running requests are
+#: stopped (an engine's control thread may be held up by a task holding the GIL).
+ABORT_FIRST = 0.2
+
+
 def _engine_gone_error(eid: int, reason: str, killed: dict[str, Any], msg_id: str) -> BaseException:
     """The error of a request *eid* owed when it was unregistered: its own error if the engine was
     killed to stop it (time limit, cancel), else ``EngineDied``."""
@@ -589,11 +594,13 @@ class Client:
         return results
 
     def cancel(self, jobs: str | Iterable[str] | Any) -> None:
-        """Stop requests (msg_ids or AsyncResults), running or not, without waiting.
+        """Stop requests (msg_ids or AsyncResults), running or not, without waiting for them to end.
 
         Queued ones are aborted (``TaskAborted``); running ones are interrupted and, if still
         running after the engine supervisor's grace period, killed with their engine, which is
-        restarted (``TaskCancelled``).  Engines without a supervisor only abort queued requests.
+        restarted (``TaskCancelled``).  The aborts go first: the running requests are stopped once
+        the engines confirm them (at most :data:`ABORT_FIRST` seconds later), so a request queued
+        behind a running one is skipped rather than started and interrupted.
         """
         items = [jobs] if isinstance(jobs, str) or hasattr(jobs, "msg_ids") else list(jobs)
         wanted: set[str] = set()
@@ -612,8 +619,10 @@ class Client:
             if ids:
                 per_engine[eid] = ids
                 direct.update((m, uuid.decode("ascii")) for m in ids)
-        for eid, ids in per_engine.items():  # queued on the engine: it skips them
-            self._control([eid], M.ABORT_REQUEST, {"msg_ids": ids}, False, "abort")
+        aborts = [self._control([eid], M.ABORT_REQUEST, {"msg_ids": ids}, False, "abort")
+                  for eid, ids in per_engine.items()]  # queued on the engine: it skips them
+        if aborts and not self._io.in_io_thread():  # (the IO thread would wait for itself)
+            concurrent.futures.wait(aborts, timeout=ABORT_FIRST)
         if direct:  # running: the engine's supervisor stops them
             self._io.send("hub", self.session.serialize(M.TASK_CANCEL_REQUEST, {"tasks": direct}))
 

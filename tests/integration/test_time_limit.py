@@ -239,10 +239,11 @@ def test_cancel_kills_a_task_that_ignores_the_interrupt(rc, tmp_path, route):
     _wait_restarted(rc, before, victim)
 
 
-def test_cancel_aborts_queued_requests_and_stops_the_running_one(rc, tmp_path):
+@pytest.mark.parametrize("route", ["load_balanced", "direct"])
+def test_cancel_aborts_queued_requests_and_stops_the_running_one(rc, tmp_path, route):
     pids = engine_pids(rc)
     started = str(tmp_path / "started")
-    view = rc[0]
+    view = rc.load_balanced_view(targets=[0]) if route == "load_balanced" else rc[0]
     running = view.apply_async(_mark_and_sleep, started, 30)
     queued = view.apply_async(_sleep, 30)
     wait_for(_started(started), what="the first task to start")
@@ -254,7 +255,7 @@ def test_cancel_aborts_queued_requests_and_stops_the_running_one(rc, tmp_path):
         queued.get(timeout=1)
     assert not isinstance(ei.value, errors.TaskCancelled)  # it never ran
     t0 = time.monotonic()
-    assert view.apply_sync(os.getpid) == pids[0]  # nothing cancelled is still running there
+    assert rc[0].apply_sync(os.getpid) == pids[0]  # nothing cancelled is still running there
     assert time.monotonic() - t0 < SLACK
 
 
