@@ -32,7 +32,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from controller.records import TaskRecord
 
@@ -300,10 +300,6 @@ class TaskStore:
                 "SELECT id, uuid, hostname, pid, registered FROM engines"):
             out.engines[eid] = StoredEngine(eid, uuid, hostname, pid, bool(registered))
         return out
-
-    def engine_ids(self) -> Iterable[tuple[int, str]]:
-        """``(id, uuid)`` of every engine ever stored (flushed)."""
-        return self.db.execute("SELECT id, uuid FROM engines ORDER BY id").fetchall()
 
 
 # --- the controller's side: opening, restoring, the flush timer ------------------------------------
