@@ -252,6 +252,7 @@ class IPController(Application):
         info = ConnectionInfo(
             key=session.key.decode("ascii"), location=location, ports=ports, cluster_id=self.cluster_id,
             controller_pid=os.getpid(), version=ipcluster.__version__, max_message_size=self.max_message_size,
+            max_message_age=self.max_message_age,
             heartbeat_period=self.heartbeat_period, ipc_dir=ipc_dir, host_key=host_key(),
         )
         if curve is not None:

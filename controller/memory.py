@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+from typing import Any
 
 #: Seconds between two trims (each takes a few milliseconds on a heap of a few hundred MiB).
 TRIM_INTERVAL = 30.0
 
-_libc: ctypes.CDLL | None = None
+_trim: Any = None
 try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _trim = _libc.malloc_trim
+    _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
     _trim.argtypes = [ctypes.c_size_t]
 except (OSError, AttributeError):  # not glibc
     _trim = None

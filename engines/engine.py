@@ -135,7 +135,7 @@ class Engine:
         # requests on the direct socket come straight from clients, so they are checked for
         # staleness too (mux requests may have waited in the controller's queue for any time)
         self.direct_session = Session(info.key_bytes, session_id=self.session.session_id)
-        self.direct_session.check_freshness(digest_history=1 << 16)
+        self.direct_session.check_freshness(info.max_message_age, digest_history=1 << 16)
         self.state = SharedState()
         self.rejected = LimitedLog(log)
         self.output = OutputRouter(self._send_output, fallback=sys.__stderr__)

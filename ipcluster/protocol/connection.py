@@ -88,6 +88,8 @@ class ConnectionInfo:
     heartbeat_period: float = 3.0
     #: Largest frame data sockets accept, cluster-wide (-1: no limit); see ipcluster.protocol.limits.
     max_message_size: int = 4 << 30
+    #: Seconds a message may be older than its receiver's clock where staleness is checked.
+    max_message_age: float = 600.0
     curve_serverkey: str = ""
     curve_publickey: str = ""
     curve_secretkey: str = ""

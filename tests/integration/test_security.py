@@ -405,3 +405,54 @@ def test_curve_keeps_hmac_on_and_checks_the_allow_list(cluster, tmp_path):
     finally:
         ctx.destroy(linger=0)
     assert not canary.exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_message_recorded_before_a_controller_restart_is_not_replayed_after_it(cluster, tmp_path):
+    """The restarted controller (same key, from its store) adopts its predecessor's replay guard."""
+    import json
+    import signal
+
+    from controller.replayguard import guard_file_path
+    from tests.conftest import alive
+
+    c, rc = cluster.cluster, cluster.rc
+    info = rc.connection_info
+    counter = tmp_path / "counter"
+    sender = Session(info.key_bytes)
+    uuid = rc._engines[rc.ids[0]]
+
+    def request() -> list:
+        return sender.serialize("apply_request", {}, idents=[uuid],
+                                buffers=pack_apply_message(append_line, (str(counter),), {}))
+
+    recorded = request()
+    ctx = zmq.Context()
+    try:
+        mux = dealer(ctx, info.url("mux_front"))
+        mux.send_multipart(recorded)
+        assert mux.poll(20_000) and Session(info.key_bytes).deserialize(mux.recv_multipart())
+        guard = guard_file_path(c.connection_file)
+        wait_for(lambda: guard.exists() and sender.session_id in guard.read_text(), timeout=10,
+                 what="the controller to save its replay guard")
+        assert json.loads(guard.read_text())["key"] and info.key not in guard.read_text()
+
+        old_pid = c.controller.pid
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: not alive(old_pid), 10, what="the controller to die")
+        wait_for(lambda: c.controller is not None and c.controller.pid != old_pid and c.controller.running,
+                 30, what="the controller to be restarted")
+        engine_id = rc.ids[0]
+        wait_for(lambda: engine_id in rc.queue_status(), 30, what="the engine to register again")
+
+        again = dealer(ctx, info.url("mux_front"))
+        again.send_multipart(recorded)  # the replay: refused as stale
+        again.send_multipart(request())  # the same sender's new message: runs
+        assert again.poll(20_000)
+        reply = Session(info.key_bytes).deserialize(again.recv_multipart())
+        assert reply.content["status"] == "ok", reply.content
+        assert not again.poll(500), "the replayed message was answered"
+        assert rc.controller_state()["dropped"]["session"]["stale"] >= 1
+    finally:
+        ctx.destroy(linger=0)
+    assert counter.read_text() == "ran\n" * 2
