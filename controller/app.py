@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, default, validate
@@ -27,6 +27,7 @@ from controller.heartbeat import HeartMonitor
 from controller.hub import Hub
 from controller.memory import trim_periodically
 from controller.registry import EngineRegistry
+from controller.rawlinks import RAW_CLIENT_PREFIX, Front, RawLinks
 from controller.router import DropLog, Router
 from controller.scheduling.policies import POLICIES
 from controller.replayguard import ReplayGuardFile, guard_file_path, save_periodically
@@ -224,14 +225,22 @@ class IPController(Application):
         def engine_message(engine: bytes, msg: Any) -> None:
             hub.from_engine(engine, msg)
 
-        mux = Router("mux", session, registry, ch["mux_front"], ch["mux_back"], engine_message, drops,
-                     iopub=ch["iopub"], track=True)
+        # same-host load-balanced tasks on Unix stream sockets (not with CurveZMQ: no encryption there)
+        raw = RawLinks(loop, ipc_dir, self.max_message_size, log) if ipc_dir and curve is None else None
+        mux = Router("mux", session, registry, Front(ch["mux_front"], raw) if raw else ch["mux_front"],
+                     ch["mux_back"], engine_message, drops, iopub=ch["iopub"], track=True)
         control = Router("control", session, registry, ch["control_front"], ch["control_back"],
                          engine_message, drops)
         hub = Hub(session, registry, ch["hub"], mux, control, ch["hb_ping"], monitor, drops, log, stop.set)
+        send_to_engine: Callable[[list[Any]], None] = ch["mux_back"].send
+        if raw is not None:
+            raw.on_client_message, raw.on_engine_message = mux.from_client, mux.from_engine
+            hub.raw_links = raw
+            send_to_engine = _via_raw_links(raw, ch["mux_back"].send)
+
         tasks = TaskServer(TaskScheduler(policy=self.task_scheme, hwm=self.task_hwm,
                                          max_engine_deaths=max(self.max_engine_deaths, 0)), registry,
-                           ch["mux_back"].send, mux.reply_error, log)
+                           send_to_engine, mux.reply_error, log)
         mux.tasks = hub.tasks = tasks
         mux.records = tasks.records = hub.records
         mux.abort_tasks = hub.abort_tasks
@@ -298,6 +307,8 @@ class IPController(Application):
                     cf.unlink()
             except OSError:
                 pass
+            if raw is not None:
+                raw.close()
             for c in ch.values():
                 c.close(linger=500)
             if curve is not None:
@@ -308,6 +319,18 @@ class IPController(Application):
             ctx.term()
             if ipc_dir:
                 shutil.rmtree(ipc_dir, ignore_errors=True)
+
+
+def _via_raw_links(raw: RawLinks, zmq_send: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+    """The scheduler's send (``[engine, client, ...]``): a task from a raw client (a blocking call,
+    where latency counts) on the engine's raw link if it has one; the rest on ``mux_back``, whose
+    I/O thread batches writes (better for streams of tasks)."""
+
+    def send(frames: list[Any]) -> None:
+        if not (frames[1].startswith(RAW_CLIENT_PREFIX) and raw.send_to_engine(frames)):
+            zmq_send(frames)
+
+    return send
 
 
 def _bind(sock: zmq.Socket, ip: str, port: int = 0) -> int:

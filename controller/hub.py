@@ -77,6 +77,7 @@ class Hub:
         self.clients: dict[bytes, float] = {}
         self.tasks: Any = None  # the TaskServer (set by the app)
         self.records = TaskRecords()  # what the mux route saw (the app hands it to the routers)
+        self.raw_links: Any = None  # controller.rawlinks.RawLinks on the controller's host (set by the app)
         self.watches = ResultWatches()  # clients waiting for results still pending
         # cancels waiting for their engine to confirm the abort: abort msg_id -> (engine, msg_ids)
         self._after_abort: dict[str, tuple[bytes, list[str]]] = {}
@@ -386,6 +387,8 @@ class Hub:
         rec.supervisor_id = str(c.get("supervisor_id") or "").encode("ascii", "replace")
         rec.direct_url = str(c.get("direct_url") or "")
         rec.raw_url = str(c.get("raw_url") or "")
+        if self.raw_links is not None and rec.raw_url:
+            self.raw_links.connect_engine(engine, rec.raw_url)  # its load-balanced tasks go there
         rec.host_key = str(c.get("host_key") or "")
         if self.store is not None:
             self.store.engine(rec.id, uuid, rec.hostname, rec.pid)
@@ -437,6 +440,8 @@ class Hub:
         with their own error, also direct ones; clients are told in the notification)."""
         self.registry.remove(rec)
         self.monitor.discard(rec.uuid)
+        if self.raw_links is not None:
+            self.raw_links.drop_engine(rec.uuid)
         killed = killed or {}
         what = f"engine {rec.id} (pid {rec.pid}) stopped: {reason}"
         if self.tasks is not None:

@@ -32,6 +32,14 @@ EngineMessageHandler = Callable[[bytes, Message], None]
 #: Distinct (route, kind) pairs a DropLog counts separately.
 MAX_DROP_KINDS = 256
 
+_Frame = zmq.Frame
+
+
+def _b(frame: Any) -> bytes:
+    """A frame's bytes: zmq frames from sockets, bytearrays from raw links (controller.rawlinks)."""
+    return frame.bytes if frame.__class__ is _Frame else bytes(frame)
+
+
 #: In a reply's metadata: the engine already delivered it to the client (compact JSON, as engines write it).
 _DELIVERED = b'"delivered":true'
 
@@ -68,7 +76,7 @@ class Router:
         name: str,
         session: Session,
         registry: EngineRegistry,
-        front: Channel,
+        front: Any,  # a Channel, or controller.rawlinks.Front around one
         back: Channel,
         on_engine_message: EngineMessageHandler,
         drops: DropLog,
@@ -94,11 +102,11 @@ class Router:
     # --- client -> engine ---------------------------------------------------------------------
 
     def from_client(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 3 or frames[2].bytes != DELIM:
+        if len(frames) < 3 or _b(frames[2]) != DELIM:
             self.drops.drop(f"{self.name}_front", "no engine identity before the delimiter",
-                            frames[0].bytes if frames else b"")
+                            _b(frames[0]) if frames else b"")
             return
-        client, target = frames[0].bytes, frames[1].bytes
+        client, target = _b(frames[0]), _b(frames[1])
         try:
             parts, header = self.session.verify_header(frames[3:], self.name)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
@@ -197,12 +205,12 @@ class Router:
 
     def from_engine(self, frames: list[zmq.Frame]) -> None:
         if len(frames) < 2:
-            self.drops.drop(f"{self.name}_back", "too few frames", frames[0].bytes if frames else b"")
+            self.drops.drop(f"{self.name}_back", "too few frames", _b(frames[0]) if frames else b"")
             return
-        engine = frames[0].bytes
-        to_controller = frames[1].bytes == DELIM
+        engine = _b(frames[0])
+        to_controller = _b(frames[1]) == DELIM
         start = 1 if to_controller else 2
-        if not to_controller and (len(frames) < 3 or frames[2].bytes != DELIM):
+        if not to_controller and (len(frames) < 3 or _b(frames[2]) != DELIM):
             self.drops.drop(f"{self.name}_back", "no delimiter after the client identity", engine)
             return
         try:

@@ -152,6 +152,7 @@ class Engine:
         self.raw: rawlink.Listener | None = None  # same-host blocking calls (see ipcluster.protocol.rawlink)
         self._links: dict[int, rawlink.RawLink] = {}  # accepted raw links by file descriptor
         self._reply_links: dict[bytes, rawlink.RawLink] = {}  # client threads' reply ids -> their links
+        self._controller_links: set[rawlink.RawLink] = set()  # links the controller sends tasks on
         # the socket the current request came in on: its output and reply go back the same way
         self._route: zmq.Socket | rawlink.RawLink | None = None
         self._direct_completed = 0
@@ -450,9 +451,15 @@ class Engine:
                     if not link.buffered():
                         return
                     continue
+                if len(frames) == 1 and frames[0] == rawlink.CONTROLLER_HELLO:
+                    self._controller_links.add(link)  # tasks from the scheduler: not direct requests
+                    if not link.buffered():
+                        return
+                    continue
                 if self.state.clear.is_set():
                     self._clear()
-                self._direct_completed += 1
+                if link not in self._controller_links:
+                    self._direct_completed += 1
                 self._dispatch(frames, time.time())  # type: ignore[arg-type]
                 if link.closed or not link.buffered() or self.state.stop_reason is not None:
                     return
@@ -466,6 +473,7 @@ class Engine:
             self._poller.unregister(fd)
         for ident in [i for i, lk in self._reply_links.items() if lk is link]:
             del self._reply_links[ident]
+        self._controller_links.discard(link)
         link.close()
         if self._route is link:
             self._route = self.mux
@@ -589,7 +597,8 @@ class Engine:
         metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
                     "started": started, "completed": completed, "status": outcome.status}
         reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
-        reply_to = msg.metadata.get("reply_to") if self._route is self.mux else None
+        to_controller = self._route is self.mux or self._route in self._controller_links
+        reply_to = msg.metadata.get("reply_to") if to_controller else None
         if reply_to and outcome.status == "ok" and not self.output.sent and _all_small(outcome.buffers):
             # A blocking load-balanced call waits on a socket connected to this engine: the reply
             # goes straight there (one hop less), and a copy marked "delivered" to the controller,
@@ -605,7 +614,7 @@ class Engine:
             del metadata["delivered"]
         frames = self.session.serialize(reply_type, outcome.content, parent=msg.header,
                                         metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
-        if self._route is self.mux:
+        if to_controller:
             self._recent.keep(frames, completed)  # sent again if the controller restarts (engines/recent.py)
         self._send(frames)
 
@@ -672,8 +681,11 @@ class Engine:
         try:
             link.send(frames)
         except OSError as e:  # the client is gone (or stopped reading for TIMEOUT): nobody to tell
+            controller = link in self._controller_links
             self.rejected("raw-link", f"could not send on a same-host connection: {type(e).__name__}: {e}")
             self._drop_link(link)
+            if controller and self.mux is not None:  # the controller still gets it, through zmq
+                send_frames(self.mux, frames)
         finally:
             self._sending = False
         if self._interrupt_pending:
@@ -685,7 +697,7 @@ class Engine:
                      idents: list[bytes]) -> None:
         frames = self.session.serialize(msg_type, content, parent=parent, idents=idents)
         self._send(frames)
-        if self._route is not self.mux and self.mux is not None:
+        if self._route is not self.mux and self._route not in self._controller_links and self.mux is not None:
             # the controller did not see this request: give it a copy of the output for iopub
             self.mux.send_multipart(frames[len(idents):])
 

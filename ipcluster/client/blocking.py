@@ -169,7 +169,7 @@ class BlockingCalls:
             connected.update(wanted)
         return ident
 
-    def _link(self, uuid: bytes, path: str) -> rawlink.RawLink | None:
+    def _link(self, uuid: bytes, path: str, hello: bool = True) -> rawlink.RawLink | None:
         """This thread's raw link to engine *uuid* (listening at *path*); ``None`` if it cannot be reached."""
         links: dict[bytes, rawlink.RawLink] | None = getattr(self._local, "links", None)
         if links is None:
@@ -178,7 +178,8 @@ class BlockingCalls:
         if link is None or link.closed:
             try:
                 link = rawlink.connect(path, self._client.connection_info.max_message_size)
-                link.send([rawlink.HELLO + self._reply_ident()])  # replies to our load-balanced tasks may come here
+                if hello:  # an engine: replies to our load-balanced tasks may come here
+                    link.send([rawlink.HELLO + self._reply_ident()])
             except OSError:
                 return None
             links[uuid] = link
@@ -217,11 +218,11 @@ class BlockingCalls:
         """
         socks: list[Any] = []
         for i, (uuid, url, frames) in enumerate(zip(uuids, urls, requests)):
-            path = raw_urls[i] if raw_urls and not to_controller else None
-            link = self._link(uuid, path) if path else None
+            path = raw_urls[i] if raw_urls else None
+            link = self._link(uuid, path, hello=not to_controller) if path else None
             if link is not None:
                 try:
-                    link.send(frames[1:])
+                    link.send(frames if to_controller else frames[1:])
                     socks.append(link)
                     continue
                 except OSError:  # the engine went away: its DEALER reports what happens next
@@ -314,6 +315,8 @@ class BlockingCalls:
                 pending.setdefault(uuid, []).append(fut)
         for uuid, futs in pending.items():
             sock = by_uuid[uuid]
+            if sock.__class__ is rawlink.RawLink and sock in reply_links:
+                continue  # adopted above with the reply links
             if links_by_thread.get(uuid) is sock:
                 del links_by_thread[uuid]
             else:

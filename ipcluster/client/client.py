@@ -161,6 +161,9 @@ class Client:
         ident = self.session.session_id.encode("ascii")
         info = self.connection_info
         self._mux_url = info.url("mux_front")  # for blocking tasks (a file-system check per call otherwise)
+        raw = os.path.join(info.ipc_dir, rawlink.CONTROLLER_LISTENER) if info.local_ipc else ""
+        # the controller's raw listener (no CurveZMQ): blocking load-balanced tasks go there
+        self._controller_raw = raw if raw and not info.curve_serverkey and os.path.exists(raw) else ""
         socks = {}
         for role, kind, url_role in (("hub", zmq.DEALER, "hub"), ("mux", zmq.DEALER, "mux_front"),
                                      ("control", zmq.DEALER, "control_front")):
@@ -469,7 +472,8 @@ class Client:
         frames = self.session.serialize(msg_type, content or {}, header=header, metadata=md, buffers=buffers,
                                         idents=[M.SCHEDULER])
         if block_here:
-            self._blocking.run([M.SCHEDULER], [self._mux_url], [frames], [fut], to_controller=True)
+            self._blocking.run([M.SCHEDULER], [self._mux_url], [frames], [fut], to_controller=True,
+                               raw_urls=[self._controller_raw] if self._controller_raw else ())
         else:
             self._io.send("mux", frames)
         for dep_id, dep_fut in pending.items():

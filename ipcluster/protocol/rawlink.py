@@ -18,11 +18,13 @@ frames are ``bytearray``: writable, so arrays built on them need no copy to be c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
 import struct
 import threading
+from collections import deque
 from typing import Any, Callable, Sequence
 
 from ipcluster.errors import MalformedMessage
@@ -39,6 +41,12 @@ _COUNT = struct.Struct("<I")
 #: A one-frame message a client thread sends first on each link: this prefix and its reply
 #: routing id, under which engines send it the replies of its blocking load-balanced tasks.
 HELLO = b"<IDS|HELLO>"
+#: Name of the controller's raw listener in its Unix-socket directory (client threads' blocking
+#: load-balanced tasks, see controller/rawlinks.py).
+CONTROLLER_LISTENER = "raw"
+#: The one-frame message the controller sends first on its link to an engine: tasks come on it
+#: with the client's routing id first, and their output and replies go back on it.
+CONTROLLER_HELLO = b"<IDS|CONTROLLER>"
 
 
 def _nbytes(frame: Any) -> int:
@@ -170,6 +178,108 @@ def connect(path: str, max_size: int = -1, timeout: float = TIMEOUT) -> RawLink:
     return RawLink(sock, max_size, timeout)
 
 
+class AsyncLink:
+    """A link for an event loop (the controller's): reads what is there without blocking, keeps
+    a partial message for later, and queues what the peer cannot take yet.
+
+    The owner calls :meth:`read` when the socket is readable and :meth:`flush` when it is
+    writable while :attr:`waiting` (data queued); both return at once.
+    """
+
+    def __init__(self, sock: socket.socket, max_size: int = -1):
+        sock.setblocking(False)
+        self.sock = sock
+        self.max_size = max_size
+        self._in = bytearray()
+        self._out: deque[Any] = deque()  # buffers not sent yet, in order
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._out)
+
+    def read(self) -> tuple[list[list[bytearray]], bool]:
+        """Complete messages received so far, and whether the peer has closed the connection.
+
+        Raises :class:`~ipcluster.errors.MalformedMessage` as soon as a header breaks the limits.
+        """
+        eof = False
+        while True:
+            try:
+                chunk = self.sock.recv(CHUNK)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                eof = True
+                break
+            self._in += chunk
+            if len(chunk) < CHUNK:
+                break
+        messages = []
+        buf = self._in
+        pos = 0
+        while len(buf) - pos >= 4:
+            (n,) = _COUNT.unpack_from(buf, pos)
+            if not 0 < n <= MAX_FRAMES:
+                raise MalformedMessage(f"raw message with {n} frames (at most {MAX_FRAMES})")
+            if len(buf) - pos < 4 + 8 * n:
+                break
+            lengths = struct.unpack_from(f"<{n}Q", buf, pos + 4)
+            total = sum(lengths)
+            if self.max_size >= 0 and total > self.max_size:
+                raise MalformedMessage(f"raw message of {total} bytes (at most {self.max_size})")
+            start = pos + 4 + 8 * n
+            if len(buf) - start < total:
+                break
+            frames = []
+            for size in lengths:
+                frames.append(buf[start:start + size])
+                start += size
+            messages.append(frames)
+            pos = start
+        if pos:
+            del buf[:pos]
+        if eof and buf:
+            raise ConnectionError("the peer closed the connection in the middle of a message")
+        return messages, eof
+
+    def send(self, frames: Sequence[Any]) -> None:
+        """Send one message, or queue what the socket cannot take now (see :meth:`flush`)."""
+        n = len(frames)
+        if n > MAX_FRAMES:
+            raise ValueError(f"a message of {n} frames is more than {MAX_FRAMES}")
+        lengths = [_nbytes(f) for f in frames]
+        self._out.append(struct.pack(f"<I{n}Q", n, *lengths))
+        self._out.extend(frames)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send as much of the queue as the socket takes now (raises OSError if the peer is gone)."""
+        out = self._out
+        while out:
+            try:
+                sent = self.sock.sendmsg(list(itertools.islice(out, MAX_FRAMES + 1)))
+            except (BlockingIOError, InterruptedError):
+                return
+            while sent:
+                size = _nbytes(out[0])
+                if sent >= size:
+                    sent -= size
+                    out.popleft()
+                else:
+                    out[0] = memoryview(out[0]).cast("B")[sent:]
+                    sent = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._out.clear()
+            self.sock.close()
+
+
 class Listener:
     """A listening Unix socket at *path*; :meth:`accept` never blocks."""
 
@@ -189,11 +299,15 @@ class Listener:
         return self.sock.fileno()
 
     def accept(self) -> RawLink | None:
+        conn = self.accept_socket()
+        return None if conn is None else RawLink(conn, self.max_size)
+
+    def accept_socket(self) -> socket.socket | None:
         try:
             conn, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError):
             return None
-        return RawLink(conn, self.max_size)
+        return conn
 
     def close(self) -> None:
         self.sock.close()

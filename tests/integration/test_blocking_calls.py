@@ -140,9 +140,10 @@ def test_blocking_load_balanced_task_uses_the_callers_own_socket(rc):
     try:
         assert lview.apply_sync(lambda x: x + 1, 1) == 2
         assert "mux" not in sent, "a blocking task does not go through the IO thread"
-        mine = rc._blocking._local.sockets[SCHEDULER]  # this thread's socket to the controller
+        # this thread's own connection to the controller: its raw link on the controller's host
+        mine = rc._blocking._local.links[SCHEDULER]
         assert lview.apply_sync(lambda: 0) == 0
-        assert rc._blocking._local.sockets[SCHEDULER] is mine  # reused
+        assert rc._blocking._local.links[SCHEDULER] is mine  # reused
         ar = lview.apply_async(lambda: "async")  # non-blocking tasks do
         assert ar.get(timeout=10) == "async" and "mux" in sent
     finally:

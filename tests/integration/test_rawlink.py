@@ -136,3 +136,65 @@ def test_listener_accept_connect_and_cleanup(tmp_path):
     assert not (tmp_path / "r-test").exists()
     with pytest.raises(OSError):
         connect(path)
+
+
+# --- the controller's and engines' raw listeners in a real cluster ------------------------------
+
+
+class Canary:
+    """Unpickling this creates a file: it must never happen for a message that fails its checks."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _listeners(rc):
+    import os
+
+    ipc_dir = rc.connection_info.ipc_dir
+    return [os.path.join(ipc_dir, rawlink.CONTROLLER_LISTENER)] + sorted(
+        os.path.join(ipc_dir, n) for n in os.listdir(ipc_dir) if n.startswith("r-"))
+
+
+def test_bad_input_on_raw_listeners_is_dropped_and_they_keep_serving(rc, tmp_path):
+    from ipcluster.protocol.serialize import pack_apply_message
+    from ipcluster.protocol.session import Session, new_key
+
+    paths = _listeners(rc)
+    assert len(paths) == 3  # the controller's and both engines'
+    canary = tmp_path / "canary"
+    forger = Session(new_key())
+    forged = forger.serialize("apply_request", {}, idents=[b"scheduler"],
+                              buffers=pack_apply_message(print, (Canary(canary),), {}))
+    for path in paths:
+        for junk in (struct.pack("<I", 0), struct.pack("<IQ", 1, 1 << 62), b"\xff" * 64):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(path)
+            sock.sendall(junk)
+            sock.close()
+        link = connect(path)
+        link.send(forged if path.endswith(rawlink.CONTROLLER_LISTENER) else forged[1:])
+        link.close()
+    lview = rc.load_balanced_view()
+    assert [lview.apply_sync(lambda x: x * 2, i) for i in range(4)] == [0, 2, 4, 6]
+    assert rc[:].apply_sync(lambda: 1) == [1, 1]
+    assert not canary.exists()
+
+
+def test_blocking_load_balanced_calls_from_threads_each_use_their_own_links(rc):
+    lview = rc.load_balanced_view()
+    results = {}
+
+    def work(k):
+        results[k] = [lview.apply_sync(lambda x: x + k, i) for i in range(20)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {k: [i + k for i in range(20)] for k in range(4)}
+    assert not rc.outstanding
