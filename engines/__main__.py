@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ipcluster.schedpolicy import use_batch_scheduling
 from engines.controller_watch import CONTROLLER_TIMEOUT, REGISTRATION_TIMEOUT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,6 +145,7 @@ def wait_for_file(path: str, timeout: float = CONNECTION_FILE_TIMEOUT,
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (``sys.exit(main())``)."""
     args = parse_args(argv)
+    use_batch_scheduling()  # before any thread or fork: engines and their threads inherit it
     path = os.path.abspath(args.file)
     log_file = os.path.abspath(args.log_file) if args.log_file else None
 

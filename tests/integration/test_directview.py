@@ -332,3 +332,11 @@ def test_display_outputs_grouping(rc, capsys):
     assert capsys.readouterr().out.count("[stdout:") == 2
     with pytest.raises(ValueError, match="groupby"):
         ar.display_outputs(groupby="colour")
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
+def test_controller_and_engines_run_under_sched_batch(rc):
+    """They hand small messages to each other: batch scheduling spares them a preemption per message."""
+    assert rc[:].apply_sync(lambda: __import__("os").sched_getscheduler(0)) == [os.SCHED_BATCH] * 2
+    assert os.sched_getscheduler(rc.connection_info.controller_pid) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the client is the user's process: left alone

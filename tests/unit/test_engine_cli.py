@@ -55,14 +55,14 @@ def _imports(path: pathlib.Path) -> set[str]:
     return names
 
 
-def test_engines_import_only_protocol_errors_and_gctune_from_ipcluster():
+def test_engines_import_only_protocol_errors_gctune_and_schedpolicy_from_ipcluster():
     for path in ENGINES_DIR.glob("*.py"):
         for name in _imports(path):
             top = name.split(".")[0]
             assert top != "controller", (path.name, name)
             if top == "ipcluster" and name != "ipcluster":
-                # gctune imports nothing but gc
-                assert name.startswith(("ipcluster.protocol", "ipcluster.errors", "ipcluster.gctune")), (path.name, name)
+                # gctune and schedpolicy import nothing but gc and os
+                assert name.startswith(("ipcluster.protocol", "ipcluster.errors", "ipcluster.gctune", "ipcluster.schedpolicy")), (path.name, name)
 
 
 def test_ipython_is_imported_only_by_the_shell_module():
