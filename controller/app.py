@@ -300,7 +300,7 @@ class IPController(Application):
                     fl.cancel()
         finally:
             log.info("controller shutting down")
-            guard.save()
+            guard.remove()  # a clean stop: nothing is restored from this state (the store goes too)
             hub.notify_clients("controller_shutdown_notification", {})
             hub.shutdown_engines()
             try:

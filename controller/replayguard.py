@@ -8,6 +8,7 @@ key.  A controller that starts with the same key adopts it: anything a sender da
 that point is refused as stale, while what senders sent later (also while the controller was down)
 passes.  Replays of messages accepted in the last interval before a crash are the remaining window.
 A file written under another key is ignored (its dates mean nothing for this cluster's messages).
+A clean stop removes the file, as it removes the task store: nothing is restored after one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ class ReplayGuardFile:
             self.log.warning("cannot save the replay guard to %s: %s", self.path, e)
             return
         self._saved = state
+
+    def remove(self) -> None:
+        """A clean stop: no successor will restore from this state."""
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
 
 
 async def save_periodically(guard: ReplayGuardFile, interval: float = SAVE_INTERVAL) -> None:
