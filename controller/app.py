@@ -46,7 +46,6 @@ from ipcluster.protocol.connection import (
 )
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, DEFAULT_MAX_MESSAGE_SIZE, HEARTBEAT, REQUEST, set_limit
-from ipcluster.schedpolicy import use_batch_scheduling
 from ipcluster.protocol.session import MAX_MESSAGE_AGE, Session, new_key
 
 #: Requests from one client queued in the controller's receive buffer at most (see serve()).
@@ -375,7 +374,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ipcluster-controller: {e}", file=sys.stderr)
         sys.exit(2)
     tune_gc()
-    use_batch_scheduling()  # before the zmq and event-loop threads exist: they inherit it
     try:
         app.start()
     except StoreError as e:

@@ -145,7 +145,6 @@ def wait_for_file(path: str, timeout: float = CONNECTION_FILE_TIMEOUT,
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (``sys.exit(main())``)."""
     args = parse_args(argv)
-    use_batch_scheduling()  # before any thread or fork: engines and their threads inherit it
     path = os.path.abspath(args.file)
     log_file = os.path.abspath(args.log_file) if args.log_file else None
 
@@ -202,5 +201,13 @@ def main(argv: list[str] | None = None) -> int:
                       restart_engines=args.restart_engines, interrupt_grace=grace).run()
 
 
+def run() -> int:
+    """The process's entry point: batch scheduling (see :mod:`ipcluster.schedpolicy`) before any
+    thread or fork, so engines and their threads inherit it; then :func:`main`.  (``main`` alone
+    leaves the calling process's policy: tests call it in-process.)"""
+    use_batch_scheduling()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -129,10 +129,12 @@ def test_example_notebook_runs_in_a_jupyter_kernel(kernel_env):
     assert outputs_of("cluster.stop_cluster_sync()") == []  # stopped cleanly
 
 
-def _run(kc, code: str, until=None, timeout: float = 60) -> tuple[dict, str]:
+def _run(kc, code: str, until=None, timeout: float = 60, stop_on_error: bool = True) -> tuple[dict, str]:
     """Execute *code* in the kernel; return its execute_reply content and the stream text it
-    printed.  With *until*, return (None, text) as soon as ``until(text)`` holds instead."""
-    msg_id = kc.execute(code)
+    printed.  With *until*, return (None, text) as soon as ``until(text)`` holds instead.
+    ``stop_on_error=False``: if the cell fails, the kernel does not abort the requests that follow
+    (it otherwise aborts those that arrive just after the error reply, as a notebook's queue)."""
+    msg_id = kc.execute(code, stop_on_error=stop_on_error)
     text = ""
     while True:
         msg = kc.get_iopub_msg(timeout=timeout)
@@ -162,7 +164,7 @@ def test_kernel_interrupt_stops_the_engines_running_a_cell(kernel_env):
         assert reply["status"] == "ok"
         # returns once both engines said they started (the cell is still running)
         _run(kc, "%%px\nimport time\nprint('sleeping', flush=True)\ntime.sleep(60)",
-             until=lambda t: "[stdout:0] sleeping" in t and "[stdout:1] sleeping" in t)
+             until=lambda t: "[stdout:0] sleeping" in t and "[stdout:1] sleeping" in t, stop_on_error=False)
         km.interrupt_kernel()  # what the notebook's stop button does
         reply = kc.get_shell_msg(timeout=20)["content"]
         assert reply["status"] == "error" and reply["ename"] == "EnginesInterrupted"

@@ -12,14 +12,17 @@ from ipcluster.schedpolicy import ENV, use_batch_scheduling
 
 linux = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux-only")
 
-PROBE = ("import os, threading, ipcluster.schedpolicy as s; done = s.use_batch_scheduling(); "
+# starts from the default policy whatever the test process runs under (unless chrt chose one)
+PROBE = ("import os, threading, ipcluster.schedpolicy as s; "
+         "os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0)) if os.environ.get('PROBE_RESET') else None; "
+         "done = s.use_batch_scheduling(); "
          "t = threading.Thread(target=lambda: print(os.sched_getscheduler(0))); "
          "print(done, os.sched_getscheduler(0)); t.start(); t.join()")
 
 
 def run_probe(env: dict[str, str], prefix: list[str] = ()) -> list[str]:
     out = subprocess.run([*prefix, sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=30, check=True)
+                         env={**os.environ, "PROBE_RESET": "" if prefix else "1", **env}, timeout=30, check=True)
     return out.stdout.split()
 
 
