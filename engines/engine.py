@@ -550,7 +550,9 @@ class Engine:
 
     def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
         try:
-            msg = (self.direct_session if self._route is self.direct else self.session).deserialize(frames)
+            route = self._route  # straight from a client (direct socket, a thread's raw link): check staleness
+            fresh = route is not self.mux and route not in self._controller_links
+            msg = (self.direct_session if fresh else self.session).deserialize(frames)
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
             return

@@ -164,6 +164,30 @@ def test_canary_never_runs_in_any_bad_form_on_any_role(cluster, tmp_path):
                 break
             assert time.monotonic() < deadline, "the engine stopped answering on its direct socket"
 
+        # the same-host raw links (Unix stream sockets in the controller's private directory)
+        if info.local_ipc:
+            from ipcluster.protocol import rawlink
+
+            to_controller = rawlink.connect(os.path.join(info.ipc_dir, rawlink.CONTROLLER_LISTENER))
+            for form in bad_forms(key, canary, [b"scheduler"]).values():
+                try:
+                    to_controller.send(form)
+                except OSError:
+                    break  # the oversized form (last) made the controller close the link
+            to_controller.close()
+            raw_url = rc._raw_urls.get(rc._engines[1])
+            if raw_url:
+                to_engine = rawlink.connect(raw_url)
+                forms = bad_forms(key, canary, [b"me"])
+                forms.pop("oversized")
+                for form in forms.values():
+                    to_engine.send(form)
+                to_engine.send(Session(key).serialize("apply_request", {}, idents=[b"me"],
+                                                      buffers=pack_apply_message(len, ([],), {})))
+                reply = Session(key).deserialize(to_engine.recv())  # after every form sent before it
+                assert reply.content["status"] == "ok"
+                to_engine.close()
+
         # the client's receive path (replies and notifications)
         for form in bad_forms(key, canary, []).values():
             rc._on_engine_message([zmq.Frame(bytes(f)) for f in form])
