@@ -532,7 +532,6 @@ class Engine:
         for frames in held:
             self._dispatch(frames, time.time())
 
-
     def _clear(self) -> None:
         self.state.clear.clear()
         try:
