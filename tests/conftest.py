@@ -89,10 +89,15 @@ def no_leaked_processes():
     """Fail if the test leaves child processes behind (they are killed either way)."""
     before = _children()
     yield
-    deadline = time.monotonic() + 10
+    assert_children_gone(before, "test")
+
+
+def assert_children_gone(before: set[int], who: str, timeout: float = 10) -> None:
+    """Wait up to *timeout* for child processes started since *before* to end; kill and fail if not."""
+    deadline = time.monotonic() + timeout
     leaked = _children() - before
     while leaked and time.monotonic() < deadline:
         time.sleep(0.05)  # polling interval of a deadline-bounded wait
         leaked = _children() - before
     kill_all(leaked)
-    assert not leaked, f"test left processes behind: {sorted(leaked)}"
+    assert not leaked, f"{who} left processes behind: {sorted(leaked)}"

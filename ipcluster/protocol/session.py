@@ -282,16 +282,8 @@ class Session:
         """
         if self.freshness:
             return self.verify_header(msg_frames, route)[0]
-        if len(msg_frames) < 5:
-            self.rejected["malformed"] += 1
-            raise MalformedMessage(f"message has {len(msg_frames)} frames after the delimiter, need >= 5")
-        signature = _frame_bytes(msg_frames[0])
-        parts = [_frame_bytes(f) for f in msg_frames[1:5]]
+        signature, parts = self._signed_parts(msg_frames)
         if self._auth is not None:
-            expected = self.sign(parts, msg_frames[5:])
-            if not hmac.compare_digest(signature, expected):
-                self.rejected["signature"] += 1
-                raise InvalidSignature("message signature does not match (wrong key or altered frames)")
             with self._seen_lock:
                 digest = hash(signature)
                 if digest in self._seen:
@@ -300,22 +292,25 @@ class Session:
                 self._remember(digest)
         return parts
 
+    def _signed_parts(self, msg_frames: Sequence[Any]) -> tuple[bytes, list[bytes]]:
+        """The signature and the four JSON parts, once the signature checks out (with a key)."""
+        if len(msg_frames) < 5:
+            self.rejected["malformed"] += 1
+            raise MalformedMessage(f"message has {len(msg_frames)} frames after the delimiter, need >= 5")
+        signature = _frame_bytes(msg_frames[0])
+        parts = [_frame_bytes(f) for f in msg_frames[1:5]]
+        if self._auth is not None and not hmac.compare_digest(signature, self.sign(parts, msg_frames[5:])):
+            self.rejected["signature"] += 1
+            raise InvalidSignature("message signature does not match (wrong key or altered frames)")
+        return signature, parts
+
     def verify_header(self, msg_frames: Sequence[Any], route: str = "") -> tuple[list[bytes], dict[str, Any]]:
         """:meth:`verify`, and the decoded header (decoded once, after the signature check).
 
         *route* names where the message came from (e.g. ``"mux"``): freshness is judged per route
         and sender, since messages keep their order only within one connection.
         """
-        if len(msg_frames) < 5:
-            self.rejected["malformed"] += 1
-            raise MalformedMessage(f"message has {len(msg_frames)} frames after the delimiter, need >= 5")
-        signature = _frame_bytes(msg_frames[0])
-        parts = [_frame_bytes(f) for f in msg_frames[1:5]]
-        if self._auth is not None:
-            expected = self.sign(parts, msg_frames[5:])
-            if not hmac.compare_digest(signature, expected):
-                self.rejected["signature"] += 1
-                raise InvalidSignature("message signature does not match (wrong key or altered frames)")
+        signature, parts = self._signed_parts(msg_frames)
         try:
             header = json_loads(parts[0])
         except (ValueError, UnicodeDecodeError, RecursionError) as e:

@@ -9,15 +9,13 @@ started is left behind.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import psutil
 from traitlets.config import Config
 
 import ipcluster
-from tests.conftest import kill_all, wait_for
+from tests.conftest import _children, assert_children_gone, wait_for
 
 #: Heartbeat period (s) and misses: a stopped engine is unregistered within (3 + 1) x 0.2 s.
 HEARTBEAT_PERIOD = 0.2
@@ -60,17 +58,7 @@ def engine_cluster(tmp_path: Path, n: int = 2, restart_engines: bool = False, st
         if rc is not None:
             rc.close()
         cluster.stop_cluster_sync()
-        deadline = time.monotonic() + 10
-        leaked = _children() - before
-        while leaked and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling interval of a deadline-bounded wait
-            leaked = _children() - before
-        kill_all(leaked)
-        assert not leaked, f"engine-failure cluster left processes behind: {sorted(leaked)}"
-
-
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+        assert_children_gone(before, "engine-failure cluster")
 
 
 def engine_pids(rc: ipcluster.Client) -> dict[int, int]:
