@@ -357,7 +357,7 @@ class Cluster(LoggingConfigurable):
                     f"a controller for {self.key!r} is already running (connection file {conn})"
                 )
             self.log.info("removing stale connection file %s", conn)
-            state.remove_file(conn)
+            state.remove_connection_file(conn)
 
     def _launcher_options(self, cls: type[BaseLauncher], **opts: Any) -> dict[str, Any]:
         """*opts* limited to the traits *cls* has (plugins need not know every option)."""
@@ -573,7 +573,7 @@ class Cluster(LoggingConfigurable):
 
     def _remove_stale_connection_file(self) -> None:
         if self.connection_file.exists() and not state.controller_alive(self.connection_file):
-            state.remove_file(self.connection_file)
+            state.remove_connection_file(self.connection_file)
 
     async def stop_cluster(self) -> None:
         """Stop engines and controller; leave no process or file behind.

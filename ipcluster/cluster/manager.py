@@ -66,7 +66,7 @@ class ClusterManager:
             for conn in state.connection_files(d):
                 if str(conn) in live_clusters or state.controller_alive(conn):
                     continue
-                if state.remove_file(conn):
+                if state.remove_connection_file(conn):
                     removed.append(conn)
         return removed
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import string
 import time
 from pathlib import Path
@@ -105,6 +106,21 @@ def remove_file(path: str | os.PathLike[str]) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def remove_connection_file(path: str | os.PathLike[str]) -> bool:
+    """Remove a dead controller's connection file and its Unix-socket directory; ``True`` if the
+    file was there.  (A controller that exits cleanly removes both itself; a killed one cannot.)"""
+    try:
+        ipc_dir = str(read_json(path).get("ipc_dir") or "")
+    except ConnectionFileError:
+        ipc_dir = ""
+    removed = remove_file(path)
+    # only a directory that is ours: private, named as make_ipc_dir names them
+    if ipc_dir and os.path.basename(ipc_dir).startswith("ipcluster-") and os.path.isdir(ipc_dir) \
+            and os.stat(ipc_dir).st_uid == os.getuid():
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+    return removed
 
 
 def profile_dirs(ipython_dir_: str | os.PathLike[str] | None = None, profile: str | None = None) -> list[Path]:

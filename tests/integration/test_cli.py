@@ -179,7 +179,11 @@ def test_clean_after_a_crash(cli, ipdir):
     wait_for(lambda: not any(alive(pid) for pid in pids), what="the killed processes to go")
     [summary] = cli.clusters()
     assert summary["state"] == "stopped"
+    [conn] = (ipdir / "profile_default" / "security").glob("ipcluster-crash-connection.json")
+    ipc_dir = json.loads(conn.read_text())["ipc_dir"]
+    assert ipc_dir and os.path.isdir(ipc_dir)  # the killed controller could not remove it
     out = cli.run("clean")
     assert out.returncode == 0
     assert "ipcluster-crash.json" in out.stdout and "ipcluster-crash-connection.json" in out.stdout
     assert cli.clusters() == []
+    assert not os.path.exists(ipc_dir)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -196,3 +198,25 @@ def test_cluster_file_named_like_a_connection_file(ipdir):
     # cluster id "connection" gives ipcluster-connection.json, the connection file name of id ""
     recorded_cluster(os.getpid(), cluster_id="connection")
     assert ClusterManager().list_clusters() == ["default:connection"]
+
+
+def test_removing_a_dead_controllers_connection_file_removes_its_socket_directory(tmp_path):
+    from ipcluster.protocol.connection import make_ipc_dir
+
+    ipc_dir = make_ipc_dir()
+    (Path(ipc_dir) / "hub").write_text("")
+    conn = tmp_path / "ipcluster-connection.json"
+    conn.write_text(json.dumps({"key": "k", "ports": {}, "ipc_dir": ipc_dir}))
+    assert state.remove_connection_file(conn)
+    assert not conn.exists() and not os.path.exists(ipc_dir)
+
+
+@pytest.mark.parametrize("named", ["not-ours", ""])
+def test_only_socket_directories_named_as_ours_are_removed(tmp_path, named):
+    other = tmp_path / "somedir"
+    other.mkdir()
+    conn = tmp_path / "ipcluster-connection.json"
+    conn.write_text(json.dumps({"key": "k", "ports": {}, "ipc_dir": str(other) if named else ""}))
+    assert state.remove_connection_file(conn)
+    assert other.is_dir()
+    assert not state.remove_connection_file(conn)  # already gone: False, no error
