@@ -672,10 +672,7 @@ class Engine:
                     self._trackers.append(sock.send(frame, flags, copy=False, track=True))
         finally:
             self._sending = False
-        if self._interrupt_pending:
-            self._interrupt_pending = False
-            if self.executor.running:
-                signal.default_int_handler(signal.SIGINT, None)
+        self._deliver_deferred_interrupt()
 
     def _send_link(self, link: rawlink.RawLink, frames: list[Any]) -> None:
         self._sending = True
@@ -689,6 +686,10 @@ class Engine:
                 send_frames(self.mux, frames)
         finally:
             self._sending = False
+        self._deliver_deferred_interrupt()
+
+    def _deliver_deferred_interrupt(self) -> None:
+        """Raise the SIGINT that arrived while a message was being sent (see ``_on_sigint``)."""
         if self._interrupt_pending:
             self._interrupt_pending = False
             if self.executor.running:

@@ -284,13 +284,17 @@ class Session:
             return self.verify_header(msg_frames, route)[0]
         signature, parts = self._signed_parts(msg_frames)
         if self._auth is not None:
-            with self._seen_lock:
-                digest = hash(signature)
-                if digest in self._seen:
-                    self.rejected["replay"] += 1
-                    raise ReplayedMessage("message signature seen before (replay)")
-                self._remember(digest)
+            self._check_replay(signature)
         return parts
+
+    def _check_replay(self, signature: bytes) -> None:
+        """Refuse a signature seen before; remember this one."""
+        with self._seen_lock:
+            digest = hash(signature)
+            if digest in self._seen:
+                self.rejected["replay"] += 1
+                raise ReplayedMessage("message signature seen before (replay)")
+            self._remember(digest)
 
     def _signed_parts(self, msg_frames: Sequence[Any]) -> tuple[bytes, list[bytes]]:
         """The signature and the four JSON parts, once the signature checks out (with a key)."""
@@ -322,12 +326,7 @@ class Session:
         if self._auth is None:
             return parts, header
         if not self.freshness:
-            with self._seen_lock:
-                digest = hash(signature)
-                if digest in self._seen:
-                    self.rejected["replay"] += 1
-                    raise ReplayedMessage("message signature seen before (replay)")
-                self._remember(digest)
+            self._check_replay(signature)
             return parts, header
         date = header.get("date")
         if date.__class__ is not float and (date.__class__ is not int or date is True or date is False):
