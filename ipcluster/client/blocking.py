@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import zmq
 
+from ipcluster.client.spin import SpinWait, spin_budget_from_env
 from ipcluster.errors import MalformedMessage
 from ipcluster.protocol import rawlink
 from ipcluster.protocol.frames import recv_frames, send_frames
@@ -109,6 +110,7 @@ class BlockingCalls:
         self._lock = threading.Lock()
         self._sockets: list[Any] = []  # every socket and raw link made, to close them with the client
         self._reply_ids = itertools.count(1)
+        self._spin_budget = spin_budget_from_env()
 
     def _socket(self, uuid: bytes, url: str) -> zmq.Socket:
         socks: dict[bytes, zmq.Socket] | None = getattr(self._local, "sockets", None)
@@ -236,10 +238,13 @@ class BlockingCalls:
         poller = self._poller(socks if reply is None else [*socks, reply[0], *reply_links])
         links = {s.fileno(): s for s in [*socks, *reply_links] if s.__class__ is rawlink.RawLink}
         pending = len(futures)
+        spin: SpinWait | None = getattr(self._local, "spin", None)
+        if spin is None:
+            spin = self._local.spin = SpinWait(self._spin_budget)
         try:
             with _SigintGuard() as guard:
                 while pending:
-                    for sock, _ in poller.poll(POLL_SLICE_MS):
+                    for sock, _ in spin.poll(poller, POLL_SLICE_MS):
                         if sock.__class__ is int:  # a raw link's file descriptor
                             self._read_link(links[sock], uuids, socks, poller, guard, handle)
                         else:
