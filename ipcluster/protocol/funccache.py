@@ -5,8 +5,8 @@ globals it names, its defaults and closure.  That costs ~90 µs for even a trivi
 dominates ``apply_async`` loops of small tasks.  This cache keeps the pickle of such a function
 and hands it out again only while a recorded list of identity checks still holds:
 
-* the function's ``__code__``, ``__defaults__``, ``__kwdefaults__`` entries, names and closure
-  cell contents are the very objects they were;
+* the function's ``__code__``, ``__defaults__``, ``__kwdefaults__`` and ``__annotations__``
+  entries, names and closure cell contents are the very objects they were;
 * every name its code could load from its module's globals maps to the same object (or is still
   missing), for it and for every by-value function it reaches through them.
 
@@ -106,10 +106,11 @@ class _Recorder:
             for key, value in f.__kwdefaults__.items():
                 self.dict_checks.append((f.__kwdefaults__, key, value))
                 self.value(value, depth)
-        annotations = f.__annotations__
-        if annotations:
-            raise _Unstable  # a mutable dict that cloudpickle ships; rare in shipped functions
-        self.len_checks.append((annotations, 0))
+        annotations = f.__annotations__  # a mutable dict that cloudpickle ships: checked like kwdefaults
+        self.len_checks.append((annotations, len(annotations)))
+        for key, value in annotations.items():
+            self.dict_checks.append((annotations, key, value))
+            self.value(value, depth)
         for cell in f.__closure__ or ():
             try:
                 value = cell.cell_contents
@@ -227,6 +228,8 @@ def _copy_function(f: types.FunctionType) -> types.FunctionType:
         closure = tuple(types.CellType(c.cell_contents) for c in f.__closure__)
     g = types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, closure)
     g.__kwdefaults__ = dict(f.__kwdefaults__) if f.__kwdefaults__ else None
+    if f.__annotations__:
+        g.__annotations__ = dict(f.__annotations__)
     g.__qualname__ = f.__qualname__
     g.__module__ = f.__module__
     g.__doc__ = f.__doc__

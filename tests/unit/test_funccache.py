@@ -113,3 +113,26 @@ def test_loaded_functions_are_fresh_copies():
     a.__kwdefaults__["step"] = 10
     assert b() == 2 and load_function(payload)() == 1
     assert (a.__module__, a.__qualname__, a.__name__) == ("__main__", "make.<locals>.f", "f")
+
+
+def _make_evaluated(src: str) -> types.FunctionType:
+    """:func:`_make`, with annotations evaluated (not inheriting this module's future import)."""
+    g: dict = {"__name__": "__main__"}
+    exec(compile(src, "<main>", "exec", dont_inherit=True), g)
+    return g["f"]
+
+
+def test_annotated_functions_are_cached_while_their_annotations_stay_put():
+    f = _make_evaluated("def f(x: int, y: 'float' = 1.0) -> None:\n    return None\n")
+    cache = FunctionPickleCache()
+    assert _run(cache, f, 1) is None
+    p1 = cache.payload(f)
+    assert p1 is not None and cache.payload(f) is p1
+    copy = load_function(p1)
+    assert copy.__annotations__ == {"x": int, "y": "float", "return": None}
+    assert copy.__annotations__ is not load_function(p1).__annotations__  # each copy has its own
+    f.__annotations__["z"] = str  # changed in place: pickled afresh, with the new entry
+    p2 = cache.payload(f)
+    assert p2 is not p1 and load_function(p2).__annotations__["z"] is str
+    g = _make_evaluated("class C: pass\ndef f(x: C) -> None:\n    return None\n")  # a class of __main__: may change
+    assert FunctionPickleCache().payload(g) is None
