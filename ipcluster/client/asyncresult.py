@@ -75,6 +75,15 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
     # --- completion ---------------------------------------------------------------------------
 
     def _child_done(self, child: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+        if self._single and len(self._children) == 1 and self.__class__ is AsyncResult:
+            # one request (every load-balanced apply): its outcome is ours as it is
+            if not self.done():
+                exc = child.exception()
+                if exc is not None:
+                    self.set_exception(exc)
+                else:
+                    self.set_result(child.result())
+            return
         with self._lock:
             self._remaining -= 1
             last = self._remaining == 0

@@ -191,9 +191,10 @@ class Client:
         direct.setsockopt(zmq.RCVHWM, 0)
         set_limit(direct, DATA, info.max_message_size)
         self._io.add("hub", socks["hub"], self._on_hub)
-        self._io.add("mux", socks["mux"], self._on_engine_message)
-        self._io.add("direct", direct, self._on_engine_message)
-        self._io.add("control", socks["control"], self._on_engine_message)
+        # replies read in one pass complete their futures together (RequestTracker.batch)
+        self._io.add("mux", socks["mux"], self._on_engine_message, batch=self._tracker.batch)
+        self._io.add("direct", direct, self._on_engine_message, batch=self._tracker.batch)
+        self._io.add("control", socks["control"], self._on_engine_message, batch=self._tracker.batch)
         self._io.add("monitor", monitor, self._on_monitor)
         try:
             reply = self._hub_request(M.CONNECTION_REQUEST, {}, timeout)
@@ -462,13 +463,16 @@ class Client:
         header = self.session.header(msg_type)
         msg_id = header["msg_id"]
         fut = self._tracker.register(msg_id, M.SCHEDULER, None)
-        pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
-        md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
+        pending: dict[str, concurrent.futures.Future[Any]] = {}
+        md = metadata
+        if depends_on:  # (the scheduler reads absent "known" / "pending" as empty)
+            pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
+            md = dict(metadata, known=self._known_outcomes(depends_on - set(pending)), pending=sorted(pending))
         block_here = wait and not pending and self._can_block_task_here()
         if block_here and self._direct:
             reply_to = self._blocking.reply_route(list(self._direct_urls.values()), dict(self._raw_urls))
             if reply_to is not None:
-                md["reply_to"] = reply_to.decode("ascii")
+                md = dict(md, reply_to=reply_to.decode("ascii"))
         frames = self.session.serialize(msg_type, content or {}, header=header, metadata=md, buffers=buffers,
                                         idents=[M.SCHEDULER])
         if block_here:
@@ -538,7 +542,7 @@ class Client:
         if isinstance(sock, rawlink.RawLink):
             self._io.add_raw(name, sock, self._on_engine_message)
         else:
-            self._io.add(name, sock, self._on_engine_message)
+            self._io.add(name, sock, self._on_engine_message, batch=self._tracker.batch)
         self._routes.pending(uuid, name, futures)
 
     def _control(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],

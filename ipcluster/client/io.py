@@ -70,11 +70,13 @@ class IOThread:
         self.loop.call_soon_threadsafe(run)
         return fut.result(timeout)
 
-    def add(self, name: str, sock: zmq.Socket, on_message: Callable[[list[zmq.Frame]], None] | None) -> Channel:
-        """Adopt *sock* (created by the caller, not yet used) and start reading it in the loop."""
+    def add(self, name: str, sock: zmq.Socket, on_message: Callable[[list[zmq.Frame]], None] | None,
+            batch: Any = None) -> Channel:
+        """Adopt *sock* (created by the caller, not yet used) and start reading it in the loop
+        (*batch*: see :class:`~ipcluster.protocol.channel.Channel`)."""
 
         def install() -> Channel:
-            ch = Channel(self.loop, sock, on_message, name, log, threadsafe=True)
+            ch = Channel(self.loop, sock, on_message, name, log, threadsafe=True, batch=batch)
             self.channels[name] = ch
             return ch
 

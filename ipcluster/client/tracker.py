@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from threading import get_ident
 from collections import OrderedDict, deque
 from typing import Any, Callable
 
@@ -24,6 +25,8 @@ log = logging.getLogger("ipcluster.client")
 #: Default bounds of what a client remembers about finished requests (see :class:`RequestTracker`).
 RESULTS_MAX_BYTES = 64 * 1024 * 1024
 HISTORY_MAX = 100_000
+#: A burst of replies completes its futures at least every this many replies.
+MAX_DEFERRED = 256
 
 
 class RequestTracker:
@@ -52,6 +55,14 @@ class RequestTracker:
         # called with every output message after it is recorded (e.g. the %px magics' streaming);
         # replaced, never mutated, so the IO thread iterates without a lock
         self._output_hooks: tuple[Callable[[Message], None], ...] = ()
+        # Replies handled inside a `with tracker.batch:` (the IO thread reading a burst of them)
+        # complete their futures when the block ends: a caller waiting on each result in turn
+        # is then woken once per burst instead of once per reply (each wake-up is a system call
+        # and a GIL hand-over).  Only the thread that opened the batch defers; everything else
+        # that completes a future on that thread first completes what is deferred, in order.
+        self.batch = _Batch(self)
+        self._deferred: list[tuple[str, Future[Any], bool, Any, int]] | None = None
+        self._deferring_thread = 0
 
     def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True) -> Future[Any]:
         fut: Future[Any] = Future()
@@ -119,9 +130,27 @@ class RequestTracker:
             ok, value = reply_value(msg)
         except Exception as e:  # the result did not unpickle here
             ok, value = False, e
-        self._complete(msg_id, fut, ok, value, sum(_nbytes(b) for b in msg.buffers))
+        nbytes = sum(_nbytes(b) for b in msg.buffers)
+        deferred = self._deferred
+        if deferred is not None and get_ident() == self._deferring_thread:
+            deferred.append((msg_id, fut, ok, value, nbytes))
+            if len(deferred) >= MAX_DEFERRED:
+                self.complete_deferred()
+            return
+        self._complete(msg_id, fut, ok, value, nbytes)
+
+    def complete_deferred(self) -> None:
+        """Complete the futures of the replies deferred by :attr:`batch` (on its thread), in order."""
+        deferred = self._deferred
+        if not deferred or get_ident() != self._deferring_thread:
+            return
+        self._deferred = []
+        for msg_id, fut, ok, value, nbytes in deferred:
+            if not fut.done():  # (a second reply to the same request in one burst: the first counts)
+                self._complete(msg_id, fut, ok, value, nbytes)
 
     def fail(self, msg_id: str, exc: BaseException) -> None:
+        self.complete_deferred()  # a reply that came before the failure is the outcome
         fut = self.futures.get(msg_id)
         if fut is not None and not fut.done():
             md = self.metadata.get(msg_id)
@@ -196,6 +225,35 @@ class RequestTracker:
                 self.results.pop(m, None)
                 self.metadata.pop(m, None)
                 self._total_bytes -= self._result_bytes.pop(m, 0)
+
+
+class _Batch:
+    """``with tracker.batch:`` defers completing futures of replies until the block ends (see
+    :class:`RequestTracker`); nests, and only the outermost block completes."""
+
+    __slots__ = ("_tracker", "_depth")
+
+    def __init__(self, tracker: RequestTracker) -> None:
+        self._tracker = tracker
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        t = self._tracker
+        if self._depth == 0:
+            t._deferring_thread = get_ident()
+            t._deferred = []
+        self._depth += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            t = self._tracker
+            # stop deferring first: callbacks of the futures completed below may handle replies
+            # on this thread (they complete at once then)
+            deferred, t._deferred, t._deferring_thread = t._deferred, None, 0
+            for msg_id, fut, ok, value, nbytes in deferred or ():
+                if not fut.done():
+                    t._complete(msg_id, fut, ok, value, nbytes)
 
 
 def _nbytes(buf: Any) -> int:

@@ -49,8 +49,11 @@ class Channel:
         name: str,
         log: logging.Logger,
         threadsafe: bool = False,
+        batch: Any = None,
     ):
         self.loop = loop
+        # entered around each drain pass (e.g. a client's futures completed together at its end)
+        self.batch = batch
         # With threadsafe=True other threads may send through send_threadsafe(); every socket
         # operation then happens under this lock (a full memory barrier, as zmq requires for
         # moving a socket between threads).
@@ -94,7 +97,17 @@ class Channel:
         lock = self.lock
         self._draining = True
         try:
-            self._drain(sock, handler, lock)
+            if self.batch is None:
+                self._drain(sock, handler, lock)
+            else:
+                while True:
+                    with self.batch:
+                        self._drain(sock, handler, lock)
+                    # leaving the batch ran callbacks that may have sent on this socket after the
+                    # drain's last look at EVENTS (a send can consume the readiness edge): look again
+                    with lock:
+                        if self._closed or not _readable(sock):
+                            break
         finally:
             self._draining = False
 

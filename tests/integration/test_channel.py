@@ -64,3 +64,47 @@ def test_send_soon_on_a_closed_channel_raises():
         ch.send_soon([b"x"])
     loop.close()
     ctx.term()
+
+
+def test_a_drain_pass_runs_inside_the_batch_context():
+    """Messages already queued are handled in one pass, inside one ``with batch:``."""
+
+    class Batch:
+        def __init__(self) -> None:
+            self.depth = 0
+            self.passes: list[list[bytes]] = []
+
+        def __enter__(self) -> None:
+            self.depth += 1
+            self.passes.append([])
+
+        def __exit__(self, *exc: object) -> None:
+            self.depth -= 1
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind("inproc://batched")
+    push = ctx.socket(zmq.PUSH)
+    push.connect("inproc://batched")
+    for i in range(5):
+        push.send(b"%d" % i)
+    loop = asyncio.new_event_loop()
+    batch = Batch()
+    seen: list[bytes] = []
+
+    def on_message(frames: list[zmq.Frame]) -> None:
+        assert batch.depth == 1
+        batch.passes[-1].append(frames[0].bytes)
+        seen.append(frames[0].bytes)
+        if len(seen) == 5:
+            loop.stop()
+
+    ch = Channel(loop, pull, on_message, "pull", logging.getLogger("test"), batch=batch)
+    loop.call_later(10, loop.stop)  # a bound if the messages never come
+    loop.run_forever()
+    assert seen == [b"%d" % i for i in range(5)]
+    assert batch.passes[0] == seen and batch.depth == 0
+    ch.close(linger=0)
+    push.close(linger=0)
+    loop.close()
+    ctx.term()

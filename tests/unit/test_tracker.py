@@ -172,3 +172,58 @@ def test_async_result_frees_its_value_without_the_cyclic_gc():
         assert value() is None, "the result outlived its AsyncResult (reference cycle)"
     finally:
         gc.enable()
+
+
+def test_replies_in_a_batch_complete_together_at_its_end_in_order():
+    t = RequestTracker()
+    futs = [t.register(f"m{i}", b"e", 0) for i in range(3)]
+    order = []
+    for i, f in enumerate(futs):
+        f.add_done_callback(lambda _, i=i: order.append(i))
+    with t.batch:
+        t.on_reply(reply("m0", value=0))
+        t.on_reply(reply("m2", value=2))
+        assert not any(f.done() for f in futs) and t.outstanding == {"m0", "m1", "m2"}
+    assert order == [0, 2] and [f.result(0) for f in futs[::2]] == [0, 2]
+    assert t.outstanding == {"m1"} and not futs[1].done()
+
+
+def test_a_failure_in_a_batch_comes_after_the_replies_already_read():
+    t = RequestTracker()
+    f1, f2 = t.register("m1", b"e", 0), t.register("m2", b"e", 0)
+    with t.batch:
+        t.on_reply(reply("m1", value=1))
+        assert t.fail_engine(b"e", lambda m: errors.EngineDied(f"{m} lost")) == 2
+        assert f1.done() and f2.done()
+    assert f1.result(0) == 1  # its reply came first: the engine's death does not replace it
+    assert isinstance(f2.exception(0), errors.EngineDied)
+
+
+def test_a_long_batch_completes_every_max_deferred_replies_and_other_threads_do_not_defer():
+    import threading
+
+    from ipcluster.client.tracker import MAX_DEFERRED
+
+    t = RequestTracker()
+    futs = [t.register(f"m{i}", b"e", 0) for i in range(MAX_DEFERRED + 1)]
+    other = t.register("other", b"e", 0)
+    with t.batch:
+        for i in range(MAX_DEFERRED):
+            t.on_reply(reply(f"m{i}", value=i))
+        assert all(f.done() for f in futs[:MAX_DEFERRED])
+        t.on_reply(reply(f"m{MAX_DEFERRED}", value=-1))
+        assert not futs[-1].done()
+        th = threading.Thread(target=t.on_reply, args=(reply("other", value="x"),))
+        th.start()
+        th.join(10)
+        assert other.result(0) == "x"
+    assert futs[-1].result(0) == -1
+
+
+def test_a_reply_handled_by_a_callback_while_a_batch_completes_is_not_lost():
+    t = RequestTracker()
+    first, second = t.register("m1", b"e", 0), t.register("m2", b"e", 0)
+    first.add_done_callback(lambda _: t.on_reply(reply("m2", value=2)))
+    with t.batch:
+        t.on_reply(reply("m1", value=1))
+    assert first.result(0) == 1 and second.result(0) == 2 and not t.outstanding
