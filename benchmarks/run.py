@@ -1,44 +1,59 @@
-"""ipcluster benchmark suite.
+"""ipcluster benchmark suite, with its peers (ipyparallel, Dask distributed) and the floors.
 
-    python benchmarks/run.py [--quick] [--json FILE] [--only NAME,...] [--list]
+    python benchmarks/run.py [--quick] [--peers ipyparallel,dask|all] [--json FILE] [--only NAME,...] [--list]
 
-Prints one JSON object per measurement on stdout, e.g.::
+Runs each workload on ipcluster and then on each chosen peer that is installed (one system after
+another), and prints one JSON object per measurement on stdout, e.g.::
 
     {"system": "ipcluster", "workload": "apply_rtt", "op": "apply_sync", "unit": "ms",
      "median": 0.61, "p10": 0.55, "p90": 0.72, "n": 2000}
 
-and a human-readable table on stderr at the end.  Exits 1 if any workload failed (each failure is
-named on stderr).  See benchmarks/README.md for what each workload measures.
+and a human-readable table on stderr at the end, with each ipcluster figure's ratio to the best peer.
+Exits 1 if any workload failed (each failure is named on stderr); a peer that is not installed, or a
+figure that cannot run here (e.g. too little free memory), is reported as skipped, not as a failure.
+See benchmarks/README.md for what each workload measures on each system.
 
-Every cluster runs under a private, temporary ``$IPYTHONDIR``; every cluster is stopped even when a
-workload fails or times out, and child processes still alive at the end are reported (and killed).
+Every cluster runs under a private, temporary ``$IPYTHONDIR`` (Dask: a temporary local directory);
+every cluster is stopped even when a workload fails, times out or is interrupted, and child
+processes still alive at the end are reported (and killed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
+import functools
+import hashlib
 import json
 import os
-import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-MiB = 1 << 20
-GB = 1e9
+# run as a script, this directory is already on sys.path; imported (e.g. by a test), it may not be
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import measure  # noqa: E402
+import peers  # noqa: E402
+import procs  # noqa: E402
+import report  # noqa: E402
+from measure import (  # noqa: E402
+    BROADCAST_MIB, MAP_ENGINES, MAP_SLEEP, MAP_TASKS, SCATTER_SIZE, MiB, Skipped, Transfer,
+    apply_all_engines, check_free_memory, gbps, ms, rate, record, rtt_repeat, throughput_tasks,
+    timeit, transfers,
+)
 
 # ---------------------------------------------------------------------------------------------
-# Functions executed on the engines.  The engines cannot import this file, so cloudpickle must ship
-# them by value: it does for ``__main__``; when this file is imported as a module, say so explicitly.
+# Functions executed on the engines.  The engines cannot import this file: cloudpickle (ipcluster)
+# ships them by value for ``__main__``, and so does ipyparallel's own function pickling; when this
+# file is imported as a module, ipcluster is told explicitly (ipyparallel needs it to be __main__).
 
 
 if __name__ != "__main__":
@@ -51,64 +66,30 @@ def noop() -> None:
     return None
 
 
-def sleep_10ms(_i: int) -> None:
+def noop_item(_i: int) -> None:
+    return None
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def sleep_10ms(i: int) -> int:
     import time as _time
 
     _time.sleep(0.01)
+    return i
+
+
+def own_rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 # ---------------------------------------------------------------------------------------------
-# Measurement helpers
-
-
-def stats(samples: list[float]) -> dict[str, Any]:
-    """median / p10 / p90 / n of *samples* (already in the reported unit)."""
-    if len(samples) >= 2:
-        deciles = statistics.quantiles(samples, n=10, method="inclusive")
-        p10, p90 = deciles[0], deciles[-1]
-    else:
-        p10 = p90 = samples[0]
-    return {
-        "median": _round(statistics.median(samples)),
-        "p10": _round(p10),
-        "p90": _round(p90),
-        "n": len(samples),
-    }
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.4g}")
-
-
-def timeit(fn: Callable[[], Any], repeat: int, warmup: int) -> list[float]:
-    """Seconds per call of *fn*, *repeat* samples after *warmup* untimed calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    pc = time.perf_counter
-    for _ in range(repeat):
-        t0 = pc()
-        fn()
-        out.append(pc() - t0)
-    return out
-
-
-def record(system: str, workload: str, op: str, unit: str, samples: list[float], **extra: Any) -> dict:
-    rec = {"system": system, "workload": workload, "op": op, "unit": unit, **stats(samples)}
-    rec.update(extra)
-    return rec
-
-
-def ms(samples: list[float]) -> list[float]:
-    return [s * 1e3 for s in samples]
-
-
-def gbps(nbytes: int, samples: list[float]) -> list[float]:
-    return [nbytes / s / GB for s in samples]
-
-
-# ---------------------------------------------------------------------------------------------
-# Clusters
+# Systems with ipyparallel's client API (ipcluster and ipyparallel): the same workload code runs on
+# both; a system supplies its unstarted ``Cluster`` and how to recognise its controller processes.
 
 
 #: The controller's log level.  Not "WARNING": Cluster accepts it, but the controller process rejects
@@ -118,162 +99,268 @@ LOG_LEVEL = "ERROR"
 PERSIST = True
 
 
-@contextlib.contextmanager
-def cluster(n: int) -> Iterator[Any]:
-    """A fresh cluster of *n* engines; stopped on the way out whatever happens."""
+@dataclass(frozen=True)
+class IppSystem:
+    """A system driven through ipyparallel's API."""
+
+    name: str
+    make_cluster: Callable[[int], Any]  # n -> an unstarted Cluster
+    controller_marker: str  # a substring of its controller processes' command lines
+
+
+def _ipcluster_cluster(n: int) -> Any:
     import ipcluster as ipp
 
-    c = ipp.Cluster(n=n, log_level=LOG_LEVEL, persist=PERSIST)
-    try:
-        rc = c.start_and_connect_sync()
-        yield rc
-    finally:
-        with contextlib.suppress(Exception):
-            c.stop_cluster_sync()
+    return ipp.Cluster(n=n, log_level=LOG_LEVEL, persist=PERSIST)
+
+
+IPCLUSTER = IppSystem("ipcluster", _ipcluster_cluster, " -m controller ")
+
+
+def _ipyparallel_system() -> IppSystem:
+    from peers import ipyparallel_bench
+
+    return IppSystem("ipyparallel", ipyparallel_bench.make_cluster, ipyparallel_bench.CONTROLLER_MARKER)
+
+
+@contextlib.contextmanager
+def cluster(system: IppSystem, n: int) -> Iterator[Any]:
+    """A client of a fresh cluster of *n* engines; the cluster is stopped on the way out whatever
+    happens."""
+    with procs.stop_new():
+        c = system.make_cluster(n)
+        rc = None
+        try:
+            rc = c.start_and_connect_sync()
+            yield rc
+        finally:
+            # stop first: ipcluster's shutdown request travels over this client's control socket
+            with contextlib.suppress(Exception):
+                c.stop_cluster_sync()
+            if rc is not None:
+                with contextlib.suppress(Exception):
+                    rc.close()
+
+
+def skipped(system: IppSystem, workload: str, reason: str) -> dict:
+    """A record saying that *workload* did not run on *system* here, and why."""
+    return {"system": system.name, "workload": workload, "skipped": reason}
 
 
 # ---------------------------------------------------------------------------------------------
 # Workloads.  Each is a generator of records; ``quick`` selects smaller sizes / fewer repeats.
+# Each checks its results once, untimed.
 
 
-def wl_cold_start(quick: bool) -> Iterator[dict]:
-    import ipcluster as ipp
-
+def wl_cold_start(system: IppSystem, quick: bool) -> Iterator[dict]:
     repeat = 2 if quick else 5
     start, stop = [], []
+    pc = time.perf_counter
     for i in range(repeat + 1):  # the first round (imports, page cache) is a warm-up
-        pc = time.perf_counter
-        t0 = pc()
-        with ipp.Cluster(n=2, log_level=LOG_LEVEL) as rc:
-            rc[0].apply_sync(noop)
-            t1 = pc()
-        t2 = pc()
+        with procs.stop_new():
+            t0 = pc()
+            with system.make_cluster(2) as rc:
+                if rc[0].apply_sync(noop) is not None:
+                    raise AssertionError("noop returned something")
+                t1 = pc()
+        t2 = pc()  # every process of the cluster has exited
         if i:
             start.append(t1 - t0)
             stop.append(t2 - t1)
-    yield record("ipcluster", "cold_start_2", "start", "s", start)
-    yield record("ipcluster", "cold_start_2", "shutdown", "s", stop)
+    yield record(system.name, "cold_start_2", "start", "s", start)
+    yield record(system.name, "cold_start_2", "shutdown", "s", stop)
 
 
-def wl_apply_rtt(quick: bool) -> Iterator[dict]:
-    repeat = 300 if quick else 2000
-    with cluster(2) as rc:
+def wl_apply_rtt(system: IppSystem, quick: bool) -> Iterator[dict]:
+    with cluster(system, 2) as rc:
         v = rc[0]
-        samples = timeit(lambda: v.apply_sync(noop), repeat, warmup=50)
-    yield record("ipcluster", "apply_rtt", "apply_sync", "ms", ms(samples))
+        if v.apply_sync(identity, 42) != 42:
+            raise AssertionError("apply_sync returned a wrong result")
+        samples = timeit(lambda: v.apply_sync(noop), rtt_repeat(quick), warmup=50)
+    yield record(system.name, "apply_rtt", "apply_sync", "ms", ms(samples))
 
 
-def wl_apply_all(quick: bool) -> Iterator[dict]:
-    for n in (2, 8):
+def wl_apply_all(system: IppSystem, quick: bool) -> Iterator[dict]:
+    for n in apply_all_engines(quick):
         repeat = 100 if quick else 1000
-        with cluster(n) as rc:
-            assert len(rc.ids) == n, f"expected {n} engines, got {rc.ids}"
+        with cluster(system, n) as rc:
+            if len(rc.ids) != n:
+                raise AssertionError(f"expected {n} engines, got {rc.ids}")
             dv = rc[:]
+            if dv.apply_sync(identity, 1) != [1] * n:
+                raise AssertionError("apply_sync on all engines returned wrong results")
             samples = timeit(lambda: dv.apply_sync(noop), repeat, warmup=20)
-        yield record("ipcluster", f"apply_all_{n}", "apply_sync", "ms", ms(samples), engines=n)
+        yield record(system.name, f"apply_all_{n}", "apply_sync", "ms", ms(samples), engines=n)
+    if quick:
+        yield skipped(system, "apply_all_32", "not in --quick")
 
 
-def wl_push_pull(quick: bool) -> Iterator[dict]:
-    sizes = [(1, 30, 3), (32, 5, 1)] if quick else [(1, 100, 5), (100, 7, 2)]
-    with cluster(2) as rc:
+def wl_push_pull(system: IppSystem, quick: bool) -> Iterator[dict]:
+    with cluster(system, 2) as rc:
         v = rc[0]
-        for mib, repeat, warmup in sizes:
-            arr = np.random.default_rng(0).random(mib * MiB // 8)
-            nbytes = arr.nbytes
-            push = timeit(lambda: v.push({"a": arr}, block=True), repeat, warmup)
-            pull = timeit(lambda: v.pull("a", block=True), repeat, warmup)
-            back = v.pull("a", block=True)
-            if not (isinstance(back, np.ndarray) and back.dtype == arr.dtype and np.array_equal(back, arr)):
-                raise AssertionError(f"pulled {mib} MiB array differs from the pushed one")
-            # the dict-style spelling goes the same way; check it once, untimed
-            v["b"] = arr[:16]
-            if not np.array_equal(v["b"], arr[:16]):
-                raise AssertionError("rc[0]['b'] differs from what was assigned")
-            wl = f"push_pull_{mib}MiB"
-            yield record("ipcluster", wl, "push", "GB/s", gbps(nbytes, push), bytes=nbytes)
-            yield record("ipcluster", wl, "pull", "GB/s", gbps(nbytes, pull), bytes=nbytes)
-            del arr, back
+        for size in transfers(quick):
+            wl = f"push_pull_{size.label}"
+            try:
+                check_free_memory(size.mib * MiB)
+            except Skipped as e:
+                yield skipped(system, wl, str(e))
+                continue
+            yield from _push_pull_one(system, v, size, wl)
             v.execute("a = b = None", block=True)  # free the engine's copy before the next size
 
 
-def wl_scatter_gather(quick: bool) -> Iterator[dict]:
-    size, exp = (10**6, 6) if quick else (10**7, 7)
-    repeat = 5
-    with cluster(2) as rc:
+def _push_pull_one(system: IppSystem, v: Any, size: Transfer, wl: str) -> Iterator[dict]:
+    """push, pull and echo (apply of a function returning its argument) of one array size."""
+    arr = np.random.default_rng(0).random(size.mib * MiB // 8)
+    nbytes = arr.nbytes
+    push = timeit(lambda: v.push({"a": arr}, block=True), size.repeat, size.warmup)
+    pull = timeit(lambda: v.pull("a", block=True), size.repeat, size.warmup)
+    back = v.pull("a", block=True)
+    if not (isinstance(back, np.ndarray) and back.dtype == arr.dtype and np.array_equal(back, arr)):
+        raise AssertionError(f"pulled {size.label} array differs from the pushed one")
+    del back
+    echo = timeit(lambda: v.apply_sync(identity, arr), size.repeat, size.warmup)
+    if not np.array_equal(v.apply_sync(identity, arr), arr):
+        raise AssertionError(f"echoed {size.label} array differs from the sent one")
+    # the dict-style spelling goes the same way; check it once, untimed
+    v["b"] = arr[:16]
+    if not np.array_equal(v["b"], arr[:16]):
+        raise AssertionError("rc[0]['b'] differs from what was assigned")
+    for op, samples in (("push", push), ("pull", pull), ("echo", echo)):
+        yield record(system.name, wl, op, "GB/s", gbps(nbytes, samples), bytes=nbytes)
+
+
+def wl_broadcast(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """``rc[:].push`` of a 100 MiB array to both engines of a 2-engine cluster."""
+    arr = np.random.default_rng(0).random(BROADCAST_MIB * MiB // 8)
+    repeat = 3 if quick else 7
+    with cluster(system, 2) as rc:
+        dv = rc[:]
+        samples = timeit(lambda: dv.push({"a": arr}, block=True), repeat, warmup=1)
+        dv.execute("import hashlib; _d = hashlib.blake2b(memoryview(a).cast('B')).hexdigest()", block=True)
+        if dv.pull("_d", block=True) != [hashlib.blake2b(memoryview(arr).cast("B")).hexdigest()] * 2:
+            raise AssertionError("an engine's copy of the broadcast array differs")
+    yield record(system.name, f"broadcast_{BROADCAST_MIB}MiB", "push_all", "ms", ms(samples),
+                 bytes=arr.nbytes, engines=2)
+
+
+def wl_scatter_gather(system: IppSystem, quick: bool) -> Iterator[dict]:
+    size = SCATTER_SIZE[quick]
+    with cluster(system, 2) as rc:
         dv = rc[:]
         arr = np.arange(size, dtype=np.float64)
-        scatter = timeit(lambda: dv.scatter("x", arr, block=True), repeat, warmup=1)
-        gather = timeit(lambda: dv.gather("x", block=True), repeat, warmup=1)
+        scatter = timeit(lambda: dv.scatter("x", arr, block=True), 5, warmup=1)
+        gather = timeit(lambda: dv.gather("x", block=True), 5, warmup=1)
         back = np.asarray(dv.gather("x", block=True))
         if not np.array_equal(back, arr):
             raise AssertionError("gathered array differs from the scattered one")
-    wl = f"scatter_gather_1e{exp}"
-    yield record("ipcluster", wl, "scatter", "ms", ms(scatter), bytes=arr.nbytes, engines=2)
-    yield record("ipcluster", wl, "gather", "ms", ms(gather), bytes=arr.nbytes, engines=2)
+    wl = f"scatter_gather_1e{len(str(size)) - 1}"
+    yield record(system.name, wl, "scatter", "ms", ms(scatter), bytes=arr.nbytes, engines=2)
+    yield record(system.name, wl, "gather", "ms", ms(gather), bytes=arr.nbytes, engines=2)
 
 
-def wl_map(quick: bool) -> Iterator[dict]:
-    repeat = 1 if quick else 3
-    ntasks, engines = 200, 2
-    ideal = ntasks * 0.01 / engines
-    with cluster(engines) as rc:
+def _efficiency_records(system: IppSystem, wl: str, samples: list[float], wall: bool) -> Iterator[dict]:
+    ideal = MAP_TASKS * MAP_SLEEP / MAP_ENGINES
+    if wall:
+        yield record(system.name, wl, "wall", "s", samples, engines=MAP_ENGINES)
+    yield record(system.name, wl, "efficiency", "ratio", [ideal / s for s in samples],
+                 engines=MAP_ENGINES, ideal_s=ideal)
+
+
+def wl_map(system: IppSystem, quick: bool) -> Iterator[dict]:
+    with cluster(system, MAP_ENGINES) as rc:
         dv = rc[:]
-        dv.map_sync(sleep_10ms, range(4))  # warm-up
-        samples = timeit(lambda: dv.map_sync(sleep_10ms, range(ntasks)), repeat, warmup=0)
-    yield record("ipcluster", "map_200x10ms", "wall", "s", samples, engines=engines)
-    yield record("ipcluster", "map_200x10ms", "efficiency", "ratio", [ideal / s for s in samples],
-                 engines=engines, ideal_s=ideal)
+        if dv.map_sync(sleep_10ms, range(MAP_TASKS)) != list(range(MAP_TASKS)):
+            raise AssertionError("map returned wrong results")
+        samples = timeit(lambda: dv.map_sync(sleep_10ms, range(MAP_TASKS)), 1 if quick else 3, warmup=0)
+    yield from _efficiency_records(system, "map_200x10ms", samples, wall=True)
 
 
 # --- load-balanced tasks ----------------------------------------------------------------------
 
 
-def noop_item(_i: int) -> None:
-    return None
-
-
-def wl_lb_rtt(quick: bool) -> Iterator[dict]:
-    repeat = 300 if quick else 2000
-    with cluster(2) as rc:
+def wl_lb_rtt(system: IppSystem, quick: bool) -> Iterator[dict]:
+    with cluster(system, 2) as rc:
         lv = rc.load_balanced_view()
-        samples = timeit(lambda: lv.apply_sync(noop), repeat, warmup=50)
-    yield record("ipcluster", "lb_rtt", "apply_sync", "ms", ms(samples))
+        if lv.apply_sync(identity, 42) != 42:
+            raise AssertionError("apply_sync returned a wrong result")
+        samples = timeit(lambda: lv.apply_sync(noop), rtt_repeat(quick), warmup=50)
+    yield record(system.name, "lb_rtt", "apply_sync", "ms", ms(samples))
 
 
-def wl_lb_throughput(quick: bool) -> Iterator[dict]:
+def wl_lb_throughput(system: IppSystem, quick: bool) -> Iterator[dict]:
     """Tasks per second: ``map_sync`` of 10,000 no-ops (default chunking), and 10,000
     ``apply_async`` calls then waiting for all of them."""
-    ntasks = 2_000 if quick else 10_000
-    repeat = 2 if quick else 5
-    with cluster(2) as rc:
+    ntasks = throughput_tasks(quick)
+    # peers run at a few hundred tasks/s here: fewer repeats keep the run within minutes
+    repeat = 2 if quick else (5 if system is IPCLUSTER else 3)
+    with cluster(system, 2) as rc:
         lv = rc.load_balanced_view()
-        lv.map_sync(noop_item, range(100))  # warm-up
 
-        def run_map() -> None:
-            lv.map_sync(noop_item, range(ntasks))
+        def run_map() -> list[Any]:
+            return lv.map_sync(noop_item, range(ntasks))
 
-        def run_apply() -> None:
+        def run_apply() -> list[Any]:
             ars = [lv.apply_async(noop) for _ in range(ntasks)]
-            for ar in ars:
-                ar.get()
+            return [ar.get() for ar in ars]
 
-        map_s = timeit(run_map, repeat, warmup=1)
-        apply_s = timeit(run_apply, repeat, warmup=1)
-    yield record("ipcluster", "lb_map_10k", "map_sync", "tasks/s", [ntasks / s for s in map_s], tasks=ntasks)
-    yield record("ipcluster", "lb_apply_async_10k", "apply_async", "tasks/s", [ntasks / s for s in apply_s],
+        # the first (untimed) runs are the warm-up and the check
+        if list(run_map()) != [None] * ntasks or run_apply() != [None] * ntasks:
+            raise AssertionError("wrong results from map / apply_async")
+        map_s = timeit(run_map, repeat, warmup=0)
+        apply_s = timeit(run_apply, repeat, warmup=0)
+    yield record(system.name, "lb_map_10k", "map_sync", "tasks/s", rate(ntasks, map_s), tasks=ntasks)
+    yield record(system.name, "lb_apply_async_10k", "apply_async", "tasks/s", rate(ntasks, apply_s),
                  tasks=ntasks)
 
 
-def wl_lb_map_efficiency(quick: bool) -> Iterator[dict]:
-    repeat = 1 if quick else 3
-    ntasks, engines = 200, 2
-    ideal = ntasks * 0.01 / engines
-    with cluster(engines) as rc:
+def wl_lb_map_efficiency(system: IppSystem, quick: bool) -> Iterator[dict]:
+    with cluster(system, MAP_ENGINES) as rc:
         lv = rc.load_balanced_view()
-        lv.map_sync(sleep_10ms, range(4))  # warm-up
-        samples = timeit(lambda: lv.map_sync(sleep_10ms, range(ntasks)), repeat, warmup=0)
-    yield record("ipcluster", "lb_map_200x10ms", "efficiency", "ratio", [ideal / s for s in samples],
-                 engines=engines, ideal_s=ideal)
+        if lv.map_sync(sleep_10ms, range(MAP_TASKS)) != list(range(MAP_TASKS)):
+            raise AssertionError("map returned wrong results")
+        samples = timeit(lambda: lv.map_sync(sleep_10ms, range(MAP_TASKS)), 1 if quick else 3, warmup=0)
+    yield from _efficiency_records(system, "lb_map_200x10ms", samples, wall=False)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def wl_memory(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """RSS of the controller (its processes summed) and of one engine after a fixed mix: round
+    trips, a load-balanced map, 1 MiB pushes and pulls."""
+    with cluster(system, 2) as rc:
+        v, lv = rc[0], rc.load_balanced_view()
+        for _ in range(rtt_repeat(quick)):
+            lv.apply_sync(noop)
+        lv.map_sync(noop_item, range(throughput_tasks(quick)))
+        arr = np.ones(MiB // 8)
+        for _ in range(10):
+            v.push({"a": arr}, block=True)
+            v.pull("a", block=True)
+        engine_rss = v.apply_sync(own_rss)
+        rss, uss, nproc = _controller_memory(system)
+    yield record(system.name, "memory", "controller", "MiB", [rss / MiB], processes=nproc,
+                 uss_mib=round(uss / MiB, 2))
+    yield record(system.name, "memory", "engine", "MiB", [engine_rss / MiB])
+
+
+def _controller_memory(system: IppSystem) -> tuple[int, int, int]:
+    """Summed RSS, summed USS (pages no other process shares) and count of this process's
+    descendants that are the system's controller (ipyparallel's is several processes)."""
+    import psutil
+
+    rss, uss, count = 0, 0, 0
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if system.controller_marker in " ".join(p.cmdline()) + " ":
+                mem = p.memory_full_info()
+                rss += mem.rss
+                uss += mem.uss
+                count += 1
+    if not count:
+        raise AssertionError(f"no process matching {system.controller_marker!r} found")
+    return rss, uss, count
 
 
 # --- the transport floor ----------------------------------------------------------------------
@@ -375,33 +462,82 @@ def wl_floor_memcpy(quick: bool) -> Iterator[dict]:
     yield record("numpy", "memcpy_100MiB", "copyto", "GB/s", gbps(src.nbytes, samples), bytes=src.nbytes)
 
 
-#: name -> (function, timeout in seconds for the full run; --quick uses a third of it)
-WORKLOADS: dict[str, tuple[Callable[[bool], Iterator[dict]], float]] = {
-    "floor_memcpy": (wl_floor_memcpy, 60),
-    "floor_zmq": (wl_floor_zmq, 120),
-    "cold_start_2": (wl_cold_start, 180),
-    "apply_rtt": (wl_apply_rtt, 180),
-    "apply_all": (wl_apply_all, 240),
-    "push_pull": (wl_push_pull, 300),
-    "scatter_gather": (wl_scatter_gather, 180),
-    "map_200x10ms": (wl_map, 180),
-    "lb_rtt": (wl_lb_rtt, 180),
-    "lb_throughput": (wl_lb_throughput, 300),
-    "lb_map_200x10ms": (wl_lb_map_efficiency, 180),
+@dataclass(frozen=True)
+class Workload:
+    """A workload: its ipyparallel-API implementation (ipcluster, ipyparallel) or its floor
+    function, and its time limit per system in a full run (--quick: a third of it)."""
+
+    timeout: float
+    ipp: Callable[[IppSystem, bool], Iterator[dict]] | None = None
+    floor: Callable[[bool], Iterator[dict]] | None = None
+
+
+WORKLOADS: dict[str, Workload] = {
+    "floor_memcpy": Workload(60, floor=wl_floor_memcpy),
+    "floor_zmq": Workload(120, floor=wl_floor_zmq),
+    "cold_start_2": Workload(240, wl_cold_start),
+    "apply_rtt": Workload(180, wl_apply_rtt),
+    "apply_all": Workload(600, wl_apply_all),
+    "push_pull": Workload(600, wl_push_pull),
+    "broadcast": Workload(180, wl_broadcast),
+    "scatter_gather": Workload(180, wl_scatter_gather),
+    "map_200x10ms": Workload(180, wl_map),
+    "lb_rtt": Workload(180, wl_lb_rtt),
+    "lb_throughput": Workload(600, wl_lb_throughput),
+    "lb_map_200x10ms": Workload(180, wl_lb_map_efficiency),
+    "memory": Workload(180, wl_memory),
 }
 
-#: Targets from the project's performance issue: (workload, op) -> (comparison, value)
-TARGETS = {
-    ("apply_rtt", "apply_sync"): ("<=", 0.5),
-    ("cold_start_2", "start"): ("<=", 0.6),
-    ("push_pull_100MiB", "push"): (">=", 1.0),
-    ("push_pull_100MiB", "pull"): (">=", 1.0),
-    ("apply_all_8", "apply_sync"): ("<=", 3.0),
-    ("lb_rtt", "apply_sync"): ("<=", 0.5),
-    ("lb_map_10k", "map_sync"): (">=", 10_000),
-    ("lb_apply_async_10k", "apply_async"): (">=", 5_000),
-    ("lb_map_200x10ms", "efficiency"): (">=", 0.97),
-}
+
+@dataclass(frozen=True)
+class Run:
+    """One workload on one system."""
+
+    name: str
+    system: str
+    fn: Callable[[bool], Iterator[dict]]
+    timeout: float
+
+    @property
+    def label(self) -> str:
+        """How failures name it: the workload alone for ipcluster and the floors."""
+        return self.name if self.system in ("ipcluster", "floor") else f"{self.name}[{self.system}]"
+
+
+def plan(names: list[str], chosen_peers: list[str], workdir: str) -> tuple[list[Run], list[dict]]:
+    """Runs in order (each workload on ipcluster, then on each peer) and the skips known up front
+    (a peer without an equivalent of a workload)."""
+    runs: list[Run] = []
+    skips: list[dict] = []
+    for name in names:
+        wl = WORKLOADS[name]
+        if wl.floor is not None:
+            runs.append(Run(name, "floor", wl.floor, wl.timeout))
+            continue
+        assert wl.ipp is not None
+        runs.append(Run(name, "ipcluster", functools.partial(wl.ipp, IPCLUSTER), wl.timeout))
+        for peer in chosen_peers:
+            run = _peer_run(name, peer, wl, workdir)
+            if run is None:
+                skips.append({"system": peer, "workload": name, "skipped": "no equivalent"})
+            else:
+                runs.append(run)
+    return runs, skips
+
+
+def _peer_run(name: str, peer: str, wl: Workload, workdir: str) -> Run | None:
+    # peers are slower than ipcluster on most workloads: twice the time limit
+    if peer == "ipyparallel":
+        assert wl.ipp is not None
+        return Run(name, peer, functools.partial(wl.ipp, _ipyparallel_system()), 2 * wl.timeout)
+    from peers import dask_bench
+
+    fn = dask_bench.WORKLOADS.get(name)
+    if fn is None:
+        return None
+    dask_dir = os.path.join(workdir, "dask")
+    os.makedirs(dask_dir, exist_ok=True)
+    return Run(name, peer, functools.partial(fn, workdir=dask_dir), 2 * wl.timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +557,7 @@ def _on_term(signum: int, frame: Any) -> None:
 
 
 def select(only: str | None) -> list[str]:
+    """Workload names chosen by ``--only`` (names or prefixes), in the suite's order."""
     if not only:
         return list(WORKLOADS)
     chosen = []
@@ -434,7 +571,29 @@ def select(only: str | None) -> list[str]:
     return [w for w in WORKLOADS if w in chosen]
 
 
-def machine_info() -> dict[str, Any]:
+def select_peers(arg: str | None) -> tuple[list[str], list[dict]]:
+    """Peers chosen by ``--peers`` (names, ``all`` = every known peer, default: none) that are
+    installed, and a skip for each chosen one that is not."""
+    if not arg or arg == "none":
+        return [], []
+    names = list(peers.PEERS) if arg == "all" else [x.strip() for x in arg.split(",") if x.strip()]
+    unknown = [n for n in names if n not in peers.PEERS]
+    if unknown:
+        raise SystemExit(f"unknown peer {unknown[0]!r}; known: {', '.join(peers.PEERS)}, all, none")
+    chosen, skips = [], []
+    for name in names:
+        if peers.installed(name):
+            chosen.append(name)
+        else:
+            skips.append({"system": name, "workload": "*",
+                          "skipped": f"not installed (pip install '{peers.PEERS[name][1]}')"})
+    return chosen, skips
+
+
+def machine_info(chosen_peers: list[str]) -> dict[str, Any]:
+    """Date, CPU, load and the versions of everything measured."""
+    import platform
+
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
@@ -445,68 +604,58 @@ def machine_info() -> dict[str, Any]:
 
     import ipcluster
 
-    return {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    info = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "ipcluster": ipcluster.__version__,
     }
+    for peer in chosen_peers:
+        info[peer] = peers.version(peer)
+    return info
 
 
-def _children() -> list[Any]:
-    import psutil
-
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-
-
-def reap_children(timeout: float = 10) -> list[str]:
-    """Wait for our child processes to exit; kill and describe those that do not."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    left = _children()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.1)
-        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    described = []
-    for p in left:
-        with contextlib.suppress(psutil.Error):
-            described.append(f"pid {p.pid}: {' '.join(p.cmdline())[:200]}")
-            p.kill()
-    return described
-
-
-def print_table(records: list[dict], failed: dict[str, str], file: Any) -> None:
-    rows = [("system", "workload", "op", "median", "p10", "p90", "unit", "n", "target")]
-    for r in records:
-        tgt = TARGETS.get((r["workload"], r["op"]))
-        mark = ""
-        if tgt:
-            cmp, val = tgt
-            ok = r["median"] <= val if cmp == "<=" else r["median"] >= val
-            mark = f"{cmp} {val} {'ok' if ok else 'MISSED'}"
-        rows.append((r["system"], r["workload"], r["op"], f"{r['median']:g}", f"{r['p10']:g}",
-                     f"{r['p90']:g}", r["unit"], str(r["n"]), mark))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    print(file=file)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=file)
-    for name, why in failed.items():
-        print(f"FAILED {name}: {why}", file=file)
+def execute(run: Run, quick: bool, records: list[dict], skips: list[dict], failed: dict[str, str]) -> None:
+    """Run one workload on one system under its time limit; its records go to stdout and
+    *records*, its skips to *skips*, a failure to *failed*."""
+    print(f"# {run.name} on {run.system} ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    signal.alarm(max(1, int(run.timeout / 3 if quick else run.timeout)))
+    gen = run.fn(quick)
+    try:
+        for rec in gen:
+            if "skipped" in rec:
+                skips.append(rec)
+                print(f"# skipped {rec['system']} {rec['workload']}: {rec['skipped']}", file=sys.stderr)
+                continue
+            records.append(rec)
+            print(json.dumps(rec), flush=True)
+    except (Exception, WorkloadTimeout) as e:
+        failed[run.label] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        print(f"# {run.label} FAILED:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        signal.alarm(0)
+        gen.close()  # a workload stopped mid-way stops its cluster now, not at GC
+    print(f"# {run.name} on {run.system} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes")
     ap.add_argument("--json", metavar="FILE", help="also write machine info and all records to FILE")
     ap.add_argument("--only", metavar="NAME,...", help="run only these workloads (prefixes allowed)")
+    ap.add_argument("--peers", metavar="NAME,...",
+                    help="also run each workload on these peers: ipyparallel, dask, all (every "
+                         "installed one) or none (the default)")
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     ap.add_argument("--no-persist", action="store_true", help="controllers without the persistent task store")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown on stderr")
     args = ap.parse_args(argv)
     global PERSIST
     PERSIST = not args.no_persist
@@ -514,48 +663,42 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(WORKLOADS))
         return 0
     names = select(args.only)
+    chosen_peers, skips = select_peers(args.peers)
 
+    procs.become_subreaper()
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)  # even when started with SIGINT ignored (e.g. in the background)
     signal.signal(signal.SIGALRM, _on_alarm)
     records: list[dict] = []
     failed: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="ipcluster-bench-") as ipdir:
-        os.environ["IPYTHONDIR"] = ipdir
-        info = machine_info()
-        print(f"# {info['date']}  nproc={info['nproc']}  cpu={info['cpu']}  python {info['python']}"
-              f"  pyzmq {info['pyzmq']} (libzmq {info['libzmq']})  quick={args.quick}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="ipcluster-bench-") as workdir:
+        ipdir = os.path.join(workdir, "ipython")
+        os.mkdir(ipdir)
+        os.environ["IPYTHONDIR"] = ipdir  # ipcluster and ipyparallel profiles: private and temporary
+        info = machine_info(chosen_peers)
+        print("# " + "  ".join(f"{k}={v}" for k, v in info.items()) + f"  quick={args.quick}", file=sys.stderr)
+        for s in skips:
+            print(f"# skipped {s['system']}: {s['skipped']}", file=sys.stderr)
         try:
-            for name in names:
-                fn, timeout = WORKLOADS[name]
-                print(f"# {name} ...", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                signal.alarm(int(timeout / 3 if args.quick else timeout))
-                gen = fn(args.quick)
-                try:
-                    for rec in gen:
-                        records.append(rec)
-                        print(json.dumps(rec), flush=True)
-                except (Exception, WorkloadTimeout) as e:
-                    failed[name] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                    print(f"# {name} FAILED:", file=sys.stderr)
-                    traceback.print_exc(file=sys.stderr)
-                finally:
-                    signal.alarm(0)
-                    gen.close()  # a workload stopped mid-way stops its cluster now, not at GC
-                print(f"# {name} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            runs, more_skips = plan(names, chosen_peers, workdir)
+            skips += more_skips
+            for run in runs:
+                execute(run, args.quick, records, skips, failed)
         except KeyboardInterrupt as e:
             failed["interrupted"] = str(e) or "KeyboardInterrupt"
         finally:
             signal.alarm(0)
-            leaked = reap_children()
+            leaked = procs.reap(set(), timeout=10)
             if leaked:
                 failed["leaked_processes"] = "; ".join(leaked)
 
-    print_table(records, failed, sys.stderr)
+    report.print_table(records, skips, failed, sys.stderr)
+    if args.markdown:
+        print("\n" + report.markdown(records), file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "quick": args.quick, "results": records,
-                       "failed": failed}, f, indent=1)
+            json.dump({"machine": info, "quick": args.quick, "peers": chosen_peers, "results": records,
+                       "skipped": skips, "failed": failed, **report.summary(records)}, f, indent=1)
     return 1 if failed else 0
 
 
