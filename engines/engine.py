@@ -50,7 +50,7 @@ from ipcluster.errors import ProtocolError
 from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
-from ipcluster.protocol import rawlink
+from ipcluster.protocol import bufpool, rawlink
 from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, REQUEST, set_limit
@@ -389,6 +389,8 @@ class Engine:
                 if self.state.clear.is_set():
                     self._clear()
                 events = dict(poller.poll(timeout_ms))
+                if not events:  # idle: let go of large receive buffers unused for a while
+                    bufpool.POOL.trim()
                 if self.wake in events:
                     self._drain_wake()
                 if self._signal_fds is not None and self._signal_fds[0] in events:

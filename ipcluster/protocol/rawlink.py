@@ -12,7 +12,9 @@ only the framing differs::
 Sockets live in the controller's private (0700) Unix-socket directory.  Reads are bounded: at most
 :data:`MAX_FRAMES` frames and ``max_size`` bytes per message, and a message whose start arrived must
 be complete within the link's timeout; a peer that breaks these rules is disconnected.  Received
-frames are ``bytearray``: writable, so arrays built on them need no copy to be changed.
+frames are writable (``bytearray``, or for frames of :data:`~ipcluster.protocol.bufpool.MIN_SIZE`
+bytes and more a ``memoryview`` of a reused, already faulted-in buffer of the process's
+:data:`~ipcluster.protocol.bufpool.POOL`), so arrays built on them need no copy to be changed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from ipcluster.errors import MalformedMessage
+from ipcluster.protocol import bufpool
 
 #: Most frames one message may have (also below the usual IOV_MAX of 1024 for one sendmsg).
 MAX_FRAMES = 1000
@@ -98,7 +101,7 @@ class RawLink:
 
     # --- receiving --------------------------------------------------------------------------
 
-    def recv(self) -> list[bytearray] | None:
+    def recv(self) -> list[Any] | None:
         """The next message, or ``None`` if the peer closed the connection between messages.
 
         Raises :class:`~ipcluster.errors.MalformedMessage` for a message beyond the limits and
@@ -116,17 +119,24 @@ class RawLink:
             raise MalformedMessage(f"raw message of {sum(lengths)} bytes (at most {self.max_size})")
         return [self._frame(size) for size in lengths]
 
-    def _frame(self, size: int) -> bytearray:
+    def _frame(self, size: int) -> Any:
         have = self._end - self._start
         if size <= have:
-            frame = self._buf[self._start:self._start + size]
+            small = self._buf[self._start:self._start + size]
             self._start += size
-            return frame
+            return small
         if size <= CHUNK // 2:  # small: read it (and likely what follows) through the buffer
             self._fill(size)
             return self._frame(size)
-        frame = bytearray(size)  # large: straight into its own buffer, no second copy
-        view = memoryview(frame)
+        # large: straight into its own buffer, no second copy; a reused one for the largest
+        # (a fresh buffer costs a page fault and zeroing per page, more than the copy itself)
+        frame: Any
+        view: memoryview
+        if size >= bufpool.MIN_SIZE:
+            frame = view = bufpool.POOL.take(size)
+        else:
+            frame = bytearray(size)
+            view = memoryview(frame)
         view[:have] = self._view[self._start:self._end]
         self._start = self._end = 0
         got = have

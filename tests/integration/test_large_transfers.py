@@ -1,0 +1,59 @@
+"""Large arrays between the client and same-host engines: received into reused warm buffers
+(ipcluster/protocol/bufpool.py) without ever overwriting an array someone still holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipcluster.protocol import bufpool
+
+pytestmark = pytest.mark.timeout(120)
+
+N = 3 * bufpool.MIN_SIZE // 8  # float64 items: 3 MiB, above the pool's threshold
+
+
+def test_pulled_arrays_are_intact_while_held_and_their_buffers_reused_once_dropped(rc) -> None:
+    dv = rc[0]
+    dv.push({"a": np.full(N, 1.0)}, block=True)
+    first = dv.pull("a", block=True)
+    dv.push({"a": np.full(N, 2.0)}, block=True)
+    second = dv.pull("a", block=True)  # first is held: its buffer must not be reused
+    assert np.all(first == 1.0) and np.all(second == 2.0)
+    assert first.flags.writeable
+    del first, second
+    before = bufpool.POOL.reused
+    for k in range(3):
+        dv.push({"a": np.full(N, float(k))}, block=True)
+        got = dv.pull("a", block=True)
+        assert got.shape == (N,) and np.all(got == k)
+        del got
+        rc.purge_results()  # the client keeps recent results for lookup by msg_id (up to 64 MiB)
+    assert bufpool.POOL.reused >= before + 2
+
+
+def test_engine_keeps_each_pushed_array_intact_when_the_next_arrives(rc) -> None:
+    dv = rc[0]
+    dv.push({"x": np.full(N, 5.0)}, block=True)
+    dv.execute("kept = x", block=True)  # the engine holds the first array under another name
+    dv.push({"x": np.full(N, 6.0)}, block=True)
+    dv.execute("sums = (float(kept.sum()), float(x.sum()))\ndel kept, x", block=True)
+    assert dv.pull("sums", block=True) == (5.0 * N, 6.0 * N)
+
+
+def test_scatter_and_gather_of_a_large_array_round_trip(rc) -> None:
+    view = rc[:]
+    data = np.arange(4 * N, dtype=np.float64)
+    view.scatter("part", data, block=True)
+    view.execute("size = len(part)", block=True)
+    sizes = view.pull("size", block=True)
+    assert sum(sizes) == data.size and all(s > 0 for s in sizes)
+    first = view.gather("part", block=True)
+    view.scatter("part", data * 2, block=True)
+    second = view.gather("part", block=True)
+    assert np.array_equal(first, data) and np.array_equal(second, data * 2)
+    first[0] = -1.0  # a gathered array is the caller's to change
+    assert second[0] == 0.0
+    ar = view.scatter("part", data, block=False)
+    ar.get(timeout=60)
+    assert np.array_equal(view.gather("part", block=False).get(timeout=60), data)
