@@ -346,12 +346,30 @@ def _show(output: dict[str, Any], display: Callable[..., Any] | None, eid: Any, 
         print(f"{prefix}{data.get('text/plain', '')}" if prefix else f"[output:{eid}] {data.get('text/plain', '')}")
 
 
+def _concatenate(chunks: list[Any]) -> Any:
+    """``numpy.concatenate(chunks)``; a large result goes into a reused buffer of the process's
+    pool (:mod:`ipcluster.protocol.bufpool`: fresh memory costs more than the copy)."""
+    import numpy
+
+    from ipcluster.protocol import bufpool
+
+    first = chunks[0]
+    dtype = first.dtype
+    if (first.ndim == 0 or dtype.hasobject
+            or any(c.dtype != dtype or c.ndim != first.ndim or c.shape[1:] != first.shape[1:] for c in chunks)):
+        return numpy.concatenate(chunks)  # numpy's own rules (and errors) for mixed chunks
+    shape = (sum(c.shape[0] for c in chunks), *first.shape[1:])
+    nbytes = dtype.itemsize * int(numpy.prod(shape))
+    if nbytes < bufpool.MIN_SIZE:
+        return numpy.concatenate(chunks)
+    out = numpy.frombuffer(bufpool.POOL.take(nbytes), dtype=dtype).reshape(shape)
+    return numpy.concatenate(chunks, out=out)
+
+
 def _join_chunks(chunks: list[Any]) -> Any:
     """Concatenate per-engine chunks in order: lists flatten; NumPy arrays concatenate."""
     if chunks and all(type(c).__module__ == "numpy" and hasattr(c, "shape") for c in chunks):
-        import numpy
-
-        return numpy.concatenate(chunks)
+        return _concatenate(chunks)
     out: list[Any] = []
     for c in chunks:
         if isinstance(c, list):

@@ -408,6 +408,17 @@ class Client:
         buffers = pack_apply_message(f, args, kwargs or {})
         return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata)
 
+    def send_apply_each(self, calls: Sequence[tuple[int, Any, Sequence[Any]]], wait: bool = False,
+                        metadata: dict[str, Any] | None = None,
+                        ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
+        """Send ``f(*args)`` to engine ``eid`` for each ``(eid, f, args)`` of *calls* (one call each,
+        e.g. scatter's parts); returns msg_ids and futures in order.  With ``wait=True`` as
+        :meth:`send_apply`: every request goes out before the first reply is waited for."""
+        self._check_open()
+        packed = [pack_apply_message(f, args, {}) for _, f, args in calls]
+        return self._send_each([eid for eid, _, _ in calls], M.APPLY_REQUEST, {}, (), wait=wait,
+                               metadata=metadata, per_engine_buffers=packed)
+
     def send_execute(self, engine_ids: Sequence[int], code: str, silent: bool = False, wait: bool = False,
                      metadata: dict[str, Any] | None = None,
                      ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
@@ -418,9 +429,12 @@ class Client:
     def _send_each(self, engine_ids: Sequence[int], msg_type: str, content: dict[str, Any],
                    buffers: Sequence[Any], channel: str = "mux", record: bool = True, wait: bool = False,
                    metadata: dict[str, Any] | None = None,
+                   per_engine_buffers: Sequence[Sequence[Any]] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         msg_ids, futures, uuids, requests = [], [], [], []
-        for eid in engine_ids:
+        for i, eid in enumerate(engine_ids):
+            if per_engine_buffers is not None:
+                buffers = per_engine_buffers[i]
             uuid = self._uuid(eid)
             header = self.session.header(msg_type)
             msg_id = header["msg_id"]

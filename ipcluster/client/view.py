@@ -231,22 +231,21 @@ class DirectView(View):
         """
         _check_dist(dist)
         ids, _ = self._targets(targets)
-        msg_ids, futures = [], []
-        for eid, part in zip(ids, partition(seq, len(ids))):
-            value = part[0] if flatten and len(part) == 1 else part
-            m, f = self.client.send_apply([eid], rf._push, ({key: value},))
-            msg_ids += m
-            futures += f
+        block = self._block(block)
+        calls = [(eid, rf._push, ({key: part[0] if flatten and len(part) == 1 else part},))
+                 for eid, part in zip(ids, partition(seq, len(ids)))]
+        msg_ids, futures = self.client.send_apply_each(calls, wait=block)
         ar = AsyncResult(self.client, msg_ids, futures, fname="scatter")
-        return self._finish(ar, self._block(block))
+        return self._finish(ar, block)
 
     def gather(self, key: str, dist: str = "b", targets: "Targets" = None, block: bool | None = None) -> Any:
         """Join the blocks stored as *key* on each target, in target order (inverse of scatter)."""
         _check_dist(dist)
         ids, _ = self._targets(targets)
-        msg_ids, futures = self.client.send_apply(ids, rf._pull, (key,))
+        block = self._block(block)
+        msg_ids, futures = self.client.send_apply(ids, rf._pull, (key,), wait=block)
         ar = AsyncMapResult(self.client, msg_ids, futures, fname="gather")
-        return self._finish(ar, self._block(block))
+        return self._finish(ar, block)
 
     def map(self, f: Callable[..., Any], *sequences: Any, block: bool | None = None) -> Any:
         """``map(f, *sequences)`` with the sequences split in contiguous blocks over the targets.
