@@ -14,8 +14,8 @@ size is received into the same, already faulted-in pages.  The pool notices this
 reference count when it looks for a buffer: there is no callback, no lock held across a receive
 and nothing to return explicitly.
 
-Free maps are bounded: at most :attr:`BufferPool.max_free_bytes` of them are kept (2 GiB or an
-eighth of the machine's memory; the least recently used go first), and a map unused for
+Free maps are bounded: at most :attr:`BufferPool.max_free_bytes` of them are kept (1 GiB or a
+sixteenth of the machine's memory; the least recently used go first), and a map unused for
 :data:`IDLE_SECONDS` is released at the next :meth:`~BufferPool.trim` (engines trim when idle) or
 take.  Maps in use are the caller's data and are never counted.
 """
@@ -37,14 +37,14 @@ GRANULE = 1 << 20
 #: a 1 MiB frame).
 MIN_FILL = 0.5
 #: Free maps unused this long are released.
-IDLE_SECONDS = 30.0
+IDLE_SECONDS = 10.0
 def _default_max_free_bytes() -> int:
-    """2 GiB, or an eighth of the machine's memory if that is less."""
+    """1 GiB, or a sixteenth of the machine's memory if that is less (every engine has a pool)."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return 2 << 30
-    return min(2 << 30, total // 8)
+        return 1 << 30
+    return min(1 << 30, total // 16)
 
 
 #: Default bound on the bytes of free maps a pool keeps.
