@@ -237,7 +237,7 @@ class BlockingCalls:
         reply_links: list[rawlink.RawLink] = list(getattr(self._local, "links", {}).values()) if reply else []
         poller = self._poller(socks if reply is None else [*socks, reply[0], *reply_links])
         links = {s.fileno(): s for s in [*socks, *reply_links] if s.__class__ is rawlink.RawLink}
-        pending = len(futures)
+        pending = list(futures)  # not done yet (shrinks: a call on 32 engines looks at 32, then fewer)
         spin: SpinWait | None = getattr(self._local, "spin", None)
         if spin is None:
             spin = self._local.spin = SpinWait(self._spin_budget)
@@ -251,7 +251,7 @@ class BlockingCalls:
                             # one message per ready socket and pass: no zmq.Again (an exception) per wait
                             while sock.get(_EVENTS) & _POLLIN:
                                 guard.run(handle, recv_frames(sock))
-                    pending = sum(not f.done() for f in futures)
+                    pending = [f for f in pending if not f.done()]
         except BaseException:
             self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None, reply_links)
             raise
