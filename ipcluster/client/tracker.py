@@ -11,8 +11,8 @@ import concurrent.futures
 import logging
 import threading
 import time
-from threading import get_ident
 from collections import OrderedDict, deque
+from threading import get_ident
 from typing import Any, Callable
 
 from ipcluster.client.metadata import Metadata, reply_value
