@@ -309,7 +309,13 @@ def wl_lb_throughput(system: IppSystem, quick: bool) -> Iterator[dict]:
             raise AssertionError("wrong results from map / apply_async")
         map_s = timeit(run_map, repeat, warmup=0)
         apply_s = timeit(run_apply, repeat, warmup=0)
+        if system is IPCLUSTER:
+            # one message per item, as the peers' default map sends (ipyparallel's default chunksize is 1)
+            chunk1_s = timeit(lambda: lv.map_sync(noop_item, range(ntasks), chunksize=1), repeat, warmup=1)
     yield record(system.name, "lb_map_10k", "map_sync", "tasks/s", rate(ntasks, map_s), tasks=ntasks)
+    if system is IPCLUSTER:
+        yield record(system.name, "lb_map_10k", "map_sync_chunksize1", "tasks/s", rate(ntasks, chunk1_s),
+                     tasks=ntasks)
     yield record(system.name, "lb_apply_async_10k", "apply_async", "tasks/s", rate(ntasks, apply_s),
                  tasks=ntasks)
 
@@ -606,6 +612,7 @@ def machine_info(chosen_peers: list[str]) -> dict[str, Any]:
 
     info = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ipcluster_source": _source_of(ipcluster.__file__),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -618,6 +625,18 @@ def machine_info(chosen_peers: list[str]) -> dict[str, Any]:
     for peer in chosen_peers:
         info[peer] = peers.version(peer)
     return info
+
+
+def _source_of(package_file: str) -> str:
+    """Where the measured ipcluster comes from: its directory, and its git commit (``+dirty`` if
+    the tree has uncommitted changes to it) when it is a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(package_file)))
+    try:
+        out = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty=+dirty", "--exclude", "*"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return root
+    return f"{root} @ {out.stdout.strip()}" if out.returncode == 0 else root
 
 
 def execute(run: Run, quick: bool, records: list[dict], skips: list[dict], failed: dict[str, str]) -> None:
