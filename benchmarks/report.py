@@ -95,8 +95,8 @@ def ordered(records: list[dict]) -> list[dict]:
 def table_rows(records: list[dict]) -> list[tuple[str, ...]]:
     """Header and one row per record (see :func:`print_table`)."""
     cmps = {(c["workload"], c["op"]): describe(c) for c in compare(records)}
-    rows = [("system", "workload", "op", "median", "p10", "p90", "unit", "better", "n",
-             "ipcluster vs best peer", "target")]
+    rows: list[tuple[str, ...]] = [("system", "workload", "op", "median", "p10", "p90", "unit", "better",
+                                     "n", "ipcluster vs best peer", "target")]
     for r in ordered(records):
         vs = cmps.get((r["workload"], r["op"]), "") if r["system"] == "ipcluster" else ""
         rows.append((r["system"], r["workload"], r["op"], f"{r['median']:g}", f"{r['p10']:g}",

@@ -238,7 +238,7 @@ def wl_broadcast(system: IppSystem, quick: bool) -> Iterator[dict]:
         dv = rc[:]
         samples = timeit(lambda: dv.push({"a": arr}, block=True), repeat, warmup=1)
         dv.execute("import hashlib; _d = hashlib.blake2b(memoryview(a).cast('B')).hexdigest()", block=True)
-        if dv.pull("_d", block=True) != [hashlib.blake2b(memoryview(arr).cast("B")).hexdigest()] * 2:
+        if dv.pull("_d", block=True) != [hashlib.blake2b(arr.data.cast("B")).hexdigest()] * 2:
             raise AssertionError("an engine's copy of the broadcast array differs")
     yield record(system.name, f"broadcast_{BROADCAST_MIB}MiB", "push_all", "ms", ms(samples),
                  bytes=arr.nbytes, engines=2)
@@ -442,7 +442,7 @@ def wl_floor_zmq(quick: bool) -> Iterator[dict]:
 
                     def put() -> None:
                         s.send(b"put", zmq.SNDMORE)
-                        s.send(payload, copy=False)
+                        s.send(payload.data, copy=False)
                         s.recv()
 
                     def get() -> None:
@@ -660,7 +660,9 @@ def execute(run: Run, quick: bool, records: list[dict], skips: list[dict], faile
         traceback.print_exc(file=sys.stderr)
     finally:
         signal.alarm(0)
-        gen.close()  # a workload stopped mid-way stops its cluster now, not at GC
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()  # a workload stopped mid-way stops its cluster now, not at GC
     print(f"# {run.name} on {run.system} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
