@@ -221,3 +221,17 @@ def test_table_groups_each_figure_and_marks_targets():
     assert rows[1][-2] == "5.00x better than dask" and rows[1][-1] == "<= 0.3 ok"
     assert rows[2][-2:] == ("", "")
     assert report.markdown(recs).splitlines()[0].startswith("| system | workload |")
+
+
+def test_a_size_that_does_not_fit_in_memory_is_skipped():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import measure
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    avail = psutil.virtual_memory().available
+    measure.check_free_memory(avail // 8)  # fits four times over: no exception
+    with pytest.raises(measure.Skipped, match="GiB available"):
+        measure.check_free_memory(avail)
+    assert [t.label for t in measure.transfers(quick=False)] == ["1MiB", "100MiB", "1GiB"]
+    assert [t.label for t in measure.transfers(quick=True)] == ["1MiB", "32MiB"]
