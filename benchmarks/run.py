@@ -153,6 +153,7 @@ def skipped(system: IppSystem, workload: str, reason: str) -> dict:
 
 
 def wl_cold_start(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """From ``Cluster(n=2)`` to the first result, and from there until every process has exited."""
     repeat = 2 if quick else 5
     start, stop = [], []
     pc = time.perf_counter
@@ -172,6 +173,7 @@ def wl_cold_start(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_apply_rtt(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """``rc[0].apply_sync(noop)`` round trips on a 2-engine cluster."""
     with cluster(system, 2) as rc:
         v = rc[0]
         if v.apply_sync(identity, 42) != 42:
@@ -181,6 +183,7 @@ def wl_apply_rtt(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_apply_all(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """``rc[:].apply_sync(noop)`` on 2, 8 and (full run) 32 engines, a fresh cluster each."""
     for n in apply_all_engines(quick):
         repeat = 100 if quick else 1000
         with cluster(system, n) as rc:
@@ -196,6 +199,7 @@ def wl_apply_all(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_push_pull(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """push / pull / echo of each array size to engine 0; a size that does not fit is skipped."""
     with cluster(system, 2) as rc:
         v = rc[0]
         for size in transfers(quick):
@@ -245,6 +249,7 @@ def wl_broadcast(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_scatter_gather(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """``rc[:].scatter`` then ``rc[:].gather`` of a 10^7 (quick 10^6) float64 array over 2 engines."""
     size = SCATTER_SIZE[quick]
     with cluster(system, 2) as rc:
         dv = rc[:]
@@ -268,6 +273,7 @@ def _efficiency_records(system: IppSystem, wl: str, samples: list[float], wall: 
 
 
 def wl_map(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """``rc[:].map_sync`` of 200 x 10 ms sleeps on 2 engines: wall time and efficiency."""
     with cluster(system, MAP_ENGINES) as rc:
         dv = rc[:]
         if dv.map_sync(sleep_10ms, range(MAP_TASKS)) != list(range(MAP_TASKS)):
@@ -280,6 +286,7 @@ def wl_map(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_lb_rtt(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """Load-balanced ``apply_sync(noop)`` round trips on a 2-engine cluster."""
     with cluster(system, 2) as rc:
         lv = rc.load_balanced_view()
         if lv.apply_sync(identity, 42) != 42:
@@ -321,6 +328,7 @@ def wl_lb_throughput(system: IppSystem, quick: bool) -> Iterator[dict]:
 
 
 def wl_lb_map_efficiency(system: IppSystem, quick: bool) -> Iterator[dict]:
+    """Load-balanced ``map_sync`` of 200 x 10 ms sleeps on 2 engines: efficiency."""
     with cluster(system, MAP_ENGINES) as rc:
         lv = rc.load_balanced_view()
         if lv.map_sync(sleep_10ms, range(MAP_TASKS)) != list(range(MAP_TASKS)):
@@ -462,6 +470,7 @@ def wl_floor_zmq(quick: bool) -> Iterator[dict]:
 
 
 def wl_floor_memcpy(quick: bool) -> Iterator[dict]:
+    """``np.copyto`` of 100 MiB: the memory-bandwidth ceiling for anything that copies."""
     src = np.random.default_rng(0).random(100 * MiB // 8)
     dst = np.empty_like(src)
     samples = timeit(lambda: np.copyto(dst, src), 10 if quick else 20, warmup=2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,6 +156,31 @@ def test_missing_peer_is_skipped_not_failed(tmp_path):
     assert {r["system"] for r in records} == {"numpy"}
     skips = [line for line in proc.stderr.splitlines() if "skipped dask" in line]
     assert len(skips) == 1 and "not installed" in skips[0], proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_interrupted_run_stops_its_cluster_and_fails(tmp_path):
+    """SIGINT while a workload starts its cluster: exit status 1, "interrupted", nothing left."""
+    ipdir, tmp = tmp_path / "ipython", tmp_path / "tmp"
+    ipdir.mkdir()
+    tmp.mkdir()
+    env = dict(os.environ, IPYTHONDIR=str(ipdir), TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, str(RUN), "--only", "apply_rtt"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # ends when the process closes stderr
+            lines.append(line)
+            if line.startswith("# apply_rtt on ipcluster ..."):
+                proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 1, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert any("FAILED interrupted" in line for line in lines), "".join(lines)
+    _assert_clean(tmp_path)
 
 
 def test_unknown_peer_is_rejected(tmp_path):
