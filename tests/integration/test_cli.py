@@ -187,3 +187,23 @@ def test_clean_after_a_crash(cli, ipdir):
     assert "ipcluster-crash.json" in out.stdout and "ipcluster-crash-connection.json" in out.stdout
     assert cli.clusters() == []
     assert not os.path.exists(ipc_dir)
+
+
+def test_the_installed_ipcluster_command_is_this_one(tmp_path):
+    """ipyparallel (a benchmark peer) installs a command of the same name: ours must be the one
+    installed beside this Python (pip installs a package's dependencies first, so ours wins)."""
+    import shutil
+
+    exe = Path(sys.executable).parent / "ipcluster"
+    if not exe.exists():
+        found = shutil.which("ipcluster")
+        if found is None:
+            pytest.skip("no ipcluster command installed (the package is used from a source tree)")
+        exe = Path(found)
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, IPYTHONDIR=str(tmp_path)))
+    import ipcluster
+
+    assert out.returncode == 0, out.stderr
+    assert ipcluster.__version__ in out.stdout + out.stderr, (exe, out.stdout, out.stderr)
+    assert "ipyparallel" not in exe.read_text(errors="replace")
