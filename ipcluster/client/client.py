@@ -26,7 +26,7 @@ from ipcluster.client.routes import RouteTable
 from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
-from ipcluster.protocol import rawlink
+from ipcluster.protocol import bufpool, rawlink
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.frames import split_parts
 from ipcluster.protocol.hostkey import host_key
@@ -51,6 +51,9 @@ def _engine_gone_error(eid: int, reason: str, killed: dict[str, Any], msg_id: st
     return errors.EngineDied(f"engine {eid} stopped before replying to {msg_id} ({reason})",
                              engine_id=eid, msg_id=msg_id)
 
+
+#: Seconds between two looks at the buffer pool for maps to release (see ``Client._trim_buffers``).
+BUFFER_TRIM_INTERVAL = 5.0
 
 class Client:
     """A connection to a running cluster.
@@ -153,7 +156,16 @@ class Client:
         except BaseException:
             self.close()
             raise
+        self._io.loop.call_soon_threadsafe(self._trim_buffers)
         _activate_magics(self)
+
+    def _trim_buffers(self) -> None:
+        """(IO thread, every few seconds) Let go of large receive buffers unused for a while, so a
+        big result that was dropped does not keep its memory (see :mod:`ipcluster.protocol.bufpool`)."""
+        if self._closed:
+            return
+        bufpool.POOL.trim()
+        self._io.loop.call_later(BUFFER_TRIM_INTERVAL, self._trim_buffers)
 
     # --- connection ---------------------------------------------------------------------------
 

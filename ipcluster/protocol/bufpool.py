@@ -16,8 +16,8 @@ and nothing to return explicitly.
 
 Free maps are bounded: at most :attr:`BufferPool.max_free_bytes` of them are kept (1 GiB or a
 sixteenth of the machine's memory; the least recently used go first), and a map unused for
-:data:`IDLE_SECONDS` is released at the next :meth:`~BufferPool.trim` (engines trim when idle) or
-take.  Maps in use are the caller's data and are never counted.
+:data:`IDLE_SECONDS` is released at the next :meth:`~BufferPool.trim` (engines trim when idle,
+clients every few seconds) or take.  Maps in use are the caller's data and are never counted.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ipcluster.protocol import bufpool
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,3 +58,15 @@ def test_scatter_and_gather_of_a_large_array_round_trip(rc) -> None:
     ar = view.scatter("part", data, block=False)
     ar.get(timeout=60)
     assert np.array_equal(view.gather("part", block=False).get(timeout=60), data)
+
+
+def test_the_client_releases_buffers_left_unused(rc, monkeypatch) -> None:
+    monkeypatch.setattr(bufpool.POOL, "idle_seconds", 0.2)
+    rc[0].push({"big": np.ones(N)}, block=True)
+    got = rc[0].pull("big", block=True)
+    assert got.sum() == N
+    del got
+    rc.purge_results()
+    rc[0].execute("del big", block=True)
+    # the client's IO thread trims the pool every few seconds: the free map goes
+    wait_for(lambda: bufpool.POOL.sizes()["free"] == 0, 20, what="the pool to release its free maps")
