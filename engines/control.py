@@ -41,7 +41,7 @@ import os
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -173,6 +173,10 @@ class ControlThread(threading.Thread):
         #: the content of our registration request (set by the engine), sent again by register_again
         self.registration: dict[str, Any] | None = None
         self._registered_again_at = -math.inf
+        # msg_ids of our latest registration requests: only a reply to one of them counts (the
+        # controller forwards what clients send, so a registration_reply may come from anyone
+        # holding the key, at any time)
+        self._registrations_sent: deque[str] = deque(maxlen=8)
         self.returns: dict[str, Callable[[Message], None]] = {
             M.REGISTRATION_REPLY: self.on_registration_reply,
             M.REREGISTRATION_NOTIFICATION: lambda msg: self.register_again("the controller asked"),
@@ -276,9 +280,15 @@ class ControlThread(threading.Thread):
         log.info("registering again with the controller at %s (%s)", self.controller_url, why)
         content = dict(self.registration, id=self.engine_id, reconnect=True)
         content.pop("restart_of", None)  # that was about our first registration
-        self.socket.send_multipart(self.session.serialize(M.REGISTRATION_REQUEST, content))
+        header = self.session.header(M.REGISTRATION_REQUEST)
+        self._registrations_sent.append(header["msg_id"])
+        self.socket.send_multipart(self.session.serialize(M.REGISTRATION_REQUEST, content, header=header))
 
     def on_registration_reply(self, msg: Message) -> None:
+        if msg.parent_id not in self._registrations_sent:
+            log.warning("ignored a registration_reply to no registration request of this engine")
+            return
+        self._registrations_sent.clear()
         if msg.content.get("status") != "ok":
             log.error("the controller refused this engine's registration: %s", msg.content.get("evalue"))
             self._begin_shutdown()

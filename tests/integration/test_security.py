@@ -242,6 +242,30 @@ def test_replays_run_once_and_the_cluster_goes_on(cluster, tmp_path):
     assert counter.read_text() == "ran\n" * 2  # once through the controller, once directly
 
 
+
+def test_an_unsolicited_registration_reply_does_not_stop_an_engine(cluster):
+    """The controller forwards what key holders send to an engine's control socket; a registration
+    reply that answers no registration request of the engine's (here a refusal) is ignored."""
+    rc = cluster.rc
+    info = rc.connection_info
+    engines = sorted(rc.ids)
+    uuid = rc._engines[engines[0]]
+    ctx = zmq.Context()
+    try:
+        control = dealer(ctx, info.url("control_front"), os.urandom(8).hex().encode())
+        signer = Session(info.key_bytes)
+        for content in ({"status": "error", "evalue": "refused"}, {"status": "ok", "id": 99}):
+            control.send_multipart(signer.serialize("registration_reply", content, idents=[uuid]))
+        # a request after them on the same route is answered after they were handled
+        control.send_multipart(signer.serialize("abort_request", {"msg_ids": []}, idents=[uuid]))
+        assert control.poll(10_000), "the engine stopped answering on its control route"
+        assert signer.deserialize(control.recv_multipart()).msg_type == "abort_reply"
+        assert rc[engines].apply_sync(lambda: 1) == [1] * len(engines)
+        assert sorted(rc.ids) == engines
+    finally:
+        ctx.destroy(linger=0)
+
+
 ROLES = ("hub", "mux_front", "control_front", "mux_back", "control_back", "hb_pong", "direct")
 # every message type but those that would stop the cluster (correctly signed ones are obeyed)
 _STOPPERS = {"controller_shutdown_request", "shutdown_request", "signal_request"}
