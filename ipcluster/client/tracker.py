@@ -145,6 +145,9 @@ class RequestTracker:
         if not deferred or get_ident() != self._deferring_thread:
             return
         self._deferred = []
+        self._complete_each(deferred)
+
+    def _complete_each(self, deferred: list[tuple[str, Future[Any], bool, Any, int]]) -> None:
         for msg_id, fut, ok, value, nbytes in deferred:
             if not fut.done():  # (a second reply to the same request in one burst: the first counts)
                 self._complete(msg_id, fut, ok, value, nbytes)
@@ -251,9 +254,7 @@ class _Batch:
             # stop deferring first: callbacks of the futures completed below may handle replies
             # on this thread (they complete at once then)
             deferred, t._deferred, t._deferring_thread = t._deferred, None, 0
-            for msg_id, fut, ok, value, nbytes in deferred or ():
-                if not fut.done():
-                    t._complete(msg_id, fut, ok, value, nbytes)
+            t._complete_each(deferred or [])
 
 
 def _nbytes(buf: Any) -> int:

@@ -63,8 +63,10 @@ def test_scatter_and_gather_of_a_large_array_round_trip(rc) -> None:
 def test_the_client_releases_buffers_left_unused(rc, monkeypatch) -> None:
     monkeypatch.setattr(bufpool.POOL, "idle_seconds", 0.2)
     rc[0].push({"big": np.ones(N)}, block=True)
+    handed_out = bufpool.POOL.created + bufpool.POOL.reused
     got = rc[0].pull("big", block=True)
     assert got.sum() == N
+    assert bufpool.POOL.created + bufpool.POOL.reused > handed_out  # received into a pooled map
     del got
     rc.purge_results()
     rc[0].execute("del big", block=True)
