@@ -301,9 +301,14 @@ class Router:
                                   engine_id=info["engine_id"], reply=frames[2:])
 
     def fail_pending(self, rec: EngineRecord, reason: str) -> int:
-        """Answer every request *rec* still owed with an EngineError; returns how many."""
+        """Answer every request *rec* still owed with ``EngineDied``; returns how many.
+
+        The error names the request, in the same words a client uses when it fails a request it sent
+        straight to the engine: a DirectView request goes through here whenever the client's direct
+        connection to the engine was not up yet, and the client may then get this error before the
+        unregistration notice it would otherwise build its own from."""
         pending, rec.pending = rec.pending, {}
-        for p in pending.values():
+        for msg_id, p in pending.items():
             self.reply_error(p.client, rec.uuid, p.header, "EngineDied",
-                             f"engine {rec.id} stopped before replying ({reason})", rec)
+                             f"engine {rec.id} stopped before replying to {msg_id} ({reason})", rec)
         return len(pending)

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import ipcluster
 from ipcluster import errors
 from tests.conftest import wait_for
 from tests.integration.enginefaults import HEARTBEAT_MISSES, HEARTBEAT_PERIOD, engine_cluster, engine_pids
@@ -202,6 +203,28 @@ def test_work_of_a_dead_engine_fails_fast_with_retries_0(tmp_path, how, route):
         survivors = [eid for eid in pids if eid != dead[0]]
         wait_for(lambda: rc.ids == survivors, timeout=10, what="the dead engine to be unregistered")
         assert rc[survivors[0]].apply_sync(lambda: "alive") == "alive"
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["os_exit", "pickling_result"])
+def test_a_direct_request_through_the_controller_is_named_when_its_engine_dies(tmp_path, how):
+    """A DirectView request goes through the controller when the client has no direct connection to
+    the engine (``direct=False``, another host, or that connection not up yet, as under load): the
+    controller's EngineDied answer names the request too, not only the client's own one built from
+    the unregistration notice (which of the two reaches the client first is a race)."""
+    with engine_cluster(tmp_path) as (cluster, rc):
+        engine_pids(rc)
+        with ipcluster.Client(url_file=cluster.connection_file, direct=False) as via:
+            ar, _, _ = _submit(via[0], how, tmp_path)
+            with pytest.raises(errors.EngineDied) as ei:
+                ar.get(timeout=15)
+            msg_id = ar.msg_ids[0]
+            assert ei.value.engine_id == 0 and msg_id in str(ei.value), str(ei.value)
+        # the controller's own answer, as it keeps it for get_result: this one every time
+        with pytest.raises(errors.EngineDied) as kept:
+            rc.get_result(msg_id).get(timeout=10)
+        assert kept.value.engine_id == 0
+        assert f"engine 0 stopped before replying to {msg_id} (process exited with code 7)" in str(kept.value)
 
 
 @pytest.mark.timeout(90)
