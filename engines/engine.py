@@ -50,7 +50,7 @@ from ipcluster.errors import ProtocolError
 from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
-from ipcluster.protocol import bufpool, rawlink
+from ipcluster.protocol import rawlink, segments
 from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, REQUEST, set_limit
@@ -389,8 +389,8 @@ class Engine:
                 if self.state.clear.is_set():
                     self._clear()
                 events = dict(poller.poll(timeout_ms))
-                if not events:  # idle: let go of large receive buffers unused for a while
-                    bufpool.POOL.trim()
+                if not events:  # idle: let go of large buffers unused for a while
+                    segments.trim()
                 if self.wake in events:
                     self._drain_wake()
                 if self._signal_fds is not None and self._signal_fds[0] in events:
@@ -448,8 +448,13 @@ class Engine:
                 if frames is None:  # the client thread went away
                     self._drop_link(link)
                     return
+                if not frames:  # a control message of the link (a buffer grant), answered
+                    if not link.buffered():
+                        return
+                    continue
                 if len(frames) == 1 and frames[0].startswith(rawlink.HELLO):
                     self._reply_links[bytes(frames[0][len(rawlink.HELLO):])] = link
+                    link.use_segments()  # a client thread: it grants buffers for large replies
                     if not link.buffered():
                         return
                     continue

@@ -182,6 +182,7 @@ class BlockingCalls:
                 link = rawlink.connect(path, self._client.connection_info.max_message_size)
                 if hello:  # an engine: replies to our load-balanced tasks may come here
                     link.send([rawlink.HELLO + self._reply_ident()])
+                    link.use_segments()  # large frames go straight into the engine's buffers
             except OSError:
                 return None
             links[uuid] = link
@@ -265,7 +266,8 @@ class BlockingCalls:
                 frames = link.recv()
                 if frames is None:
                     raise ConnectionError("the engine closed the connection")
-                guard.run(handle, frames)
+                if frames:  # else a control message of the link, answered
+                    guard.run(handle, frames)
                 if not link.buffered():
                     return True
         except (OSError, MalformedMessage):

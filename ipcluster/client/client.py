@@ -26,7 +26,7 @@ from ipcluster.client.routes import RouteTable
 from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
-from ipcluster.protocol import bufpool, rawlink
+from ipcluster.protocol import rawlink, segments
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.frames import split_parts
 from ipcluster.protocol.hostkey import host_key
@@ -164,7 +164,7 @@ class Client:
         big result that was dropped does not keep its memory (see :mod:`ipcluster.protocol.bufpool`)."""
         if self._closed:
             return
-        bufpool.POOL.trim()
+        segments.trim()
         self._io.loop.call_later(BUFFER_TRIM_INTERVAL, self._trim_buffers)
 
     # --- connection ---------------------------------------------------------------------------

@@ -18,10 +18,16 @@ Free maps are bounded: at most :attr:`BufferPool.max_free_bytes` of them are kep
 sixteenth of the machine's memory; the least recently used go first), and a map unused for
 :data:`IDLE_SECONDS` is released at the next :meth:`~BufferPool.trim` (engines trim when idle,
 clients every few seconds) or take.  Maps in use are the caller's data and are never counted.
+
+*Shared* buffers (:meth:`BufferPool.take_shared`) are the same, backed by an anonymous memory file
+(``memfd_create``) instead of anonymous memory: a same-host sender can map the file and write a
+large frame straight into the receiver's buffer (see :mod:`ipcluster.protocol.segments`).  The
+file has no name, so nothing outlives the processes that map it, whatever way they end.
 """
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import sys
@@ -56,13 +62,39 @@ MAX_FREE_BYTES = _default_max_free_bytes()
 _MAP_FLAGS = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
 
 
-class _Slot:
-    __slots__ = ("map", "capacity", "last_used")
+#: Shared buffers: a memory file mapped shared, faulted in the same way.
+_SHARED_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+#: Whether this platform has anonymous memory files (Linux).
+HAVE_SHARED = hasattr(os, "memfd_create")
 
-    def __init__(self, capacity: int, now: float) -> None:
-        self.map = mmap.mmap(-1, capacity, flags=_MAP_FLAGS)
+_slot_ids = itertools.count(1)
+
+
+class _Slot:
+    __slots__ = ("map", "capacity", "last_used", "fd", "id")
+
+    def __init__(self, capacity: int, now: float, shared: bool = False) -> None:
+        self.fd = -1
+        if shared:
+            fd = os.memfd_create("ipcluster-buffer", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(fd, capacity)
+                self.map = mmap.mmap(fd, capacity, flags=_SHARED_FLAGS)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+        else:
+            self.map = mmap.mmap(-1, capacity, flags=_MAP_FLAGS)
         self.capacity = capacity
         self.last_used = now
+        self.id = next(_slot_ids)  # never reused in this process: a peer may still know an old one
+
+    def close(self) -> None:
+        self.map.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class BufferPool:
@@ -80,22 +112,42 @@ class BufferPool:
 
     def take(self, size: int) -> memoryview:
         """A writable buffer of exactly *size* bytes (``size >= MIN_SIZE``), reused when possible."""
-        now = self._clock()
         with self._lock:
-            best: _Slot | None = None
-            for slot in self._slots:
-                if (size <= slot.capacity and size >= slot.capacity * MIN_FILL and _free(slot)
-                        and (best is None or slot.capacity < best.capacity)):
-                    best = slot
-            if best is not None:
-                self.reused += 1
-            else:
-                self._trim(now, extra=_round_up(size))
-                best = _Slot(_round_up(size), now)
-                self._slots.append(best)
-                self.created += 1
-            best.last_used = now
-            return memoryview(best.map)[:size]
+            return memoryview(self._take(size, False).map)[:size]
+
+    def take_shared(self, size: int) -> tuple[int, int, int, memoryview]:
+        """A shared buffer of *size* bytes: ``(id, file descriptor, capacity, buffer)``.
+
+        The descriptor stays the pool's (a caller passing it to another process sends a copy);
+        the id names the buffer for as long as the pool keeps it.  Raises OSError if the memory
+        file cannot be made.
+        """
+        with self._lock:
+            slot = self._take(size, True)
+            return slot.id, slot.fd, slot.capacity, memoryview(slot.map)[:size]
+
+    def shared_ids(self) -> set[int]:
+        """Ids of the shared buffers the pool still has (in use or free)."""
+        with self._lock:
+            return {s.id for s in self._slots if s.fd >= 0}
+
+    def _take(self, size: int, shared: bool) -> _Slot:
+        """(lock held) The smallest free fitting map of the kind, or a new one."""
+        now = self._clock()
+        best: _Slot | None = None
+        for slot in self._slots:
+            if (size <= slot.capacity and size >= slot.capacity * MIN_FILL and (slot.fd >= 0) == shared
+                    and _free(slot) and (best is None or slot.capacity < best.capacity)):
+                best = slot
+        if best is not None:
+            self.reused += 1
+        else:
+            self._trim(now, extra=_round_up(size))
+            best = _Slot(_round_up(size), now, shared)
+            self._slots.append(best)
+            self.created += 1
+        best.last_used = now
+        return best
 
     def trim(self) -> int:
         """Release free maps idle too long or beyond the bound; returns how many went."""
@@ -114,7 +166,7 @@ class BufferPool:
                 free_bytes -= slot.capacity
         for slot in dropped:
             self._slots.remove(slot)
-            slot.map.close()
+            slot.close()
         return len(dropped)
 
     def sizes(self) -> dict[str, int]:
@@ -122,7 +174,8 @@ class BufferPool:
         with self._lock:
             free = [s for s in self._slots if _free(s)]
             return {"maps": len(self._slots), "free": len(free), "free_bytes": sum(s.capacity for s in free),
-                    "bytes": sum(s.capacity for s in self._slots)}
+                    "bytes": sum(s.capacity for s in self._slots),
+                    "shared": sum(1 for s in self._slots if s.fd >= 0)}
 
 
 #: References to a map that is not in use: the slot's attribute and getrefcount's argument.

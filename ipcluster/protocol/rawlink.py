@@ -9,6 +9,11 @@ only the framing differs::
 
     u32 frame count n, n x u64 frame length, then the frames back to back   (little-endian)
 
+A frame may instead travel through the receiver's shared memory (:mod:`ipcluster.protocol.segments`):
+its length then has the top bit set and the stream carries, in its place, the u64 id of the buffer
+the receiver granted for it.  Control messages of the link itself (those buffer grants) are answered
+inside :meth:`RawLink.recv`, which returns an empty list when that was all there was.
+
 Sockets live in the controller's private (0700) Unix-socket directory.  Reads are bounded: at most
 :data:`MAX_FRAMES` frames and ``max_size`` bytes per message, and a message whose start arrived must
 be complete within the link's timeout; a peer that breaks these rules is disconnected.  Received
@@ -19,6 +24,7 @@ bytes and more a ``memoryview`` of a reused, already faulted-in buffer of the pr
 
 from __future__ import annotations
 
+import array
 import asyncio
 import itertools
 import logging
@@ -30,7 +36,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from ipcluster.errors import MalformedMessage
-from ipcluster.protocol import bufpool
+from ipcluster.protocol import bufpool, segments
 
 #: Most frames one message may have (also below the usual IOV_MAX of 1024 for one sendmsg).
 MAX_FRAMES = 1000
@@ -40,6 +46,12 @@ TIMEOUT = 10.0
 CHUNK = 65536
 
 _COUNT = struct.Struct("<I")
+_ID = struct.Struct("<Q")
+#: Top bit of a frame length: the frame is in the receiver's shared buffer named by the u64 that
+#: stands in for it in the stream.
+IN_BUFFER = 1 << 63
+#: Ancillary space for the file descriptors of one buffer grant.
+_ANCILLARY = socket.CMSG_SPACE(segments.MAX_GRANTS * array.array("i").itemsize)
 
 #: A one-frame message a client thread sends first on each link: this prefix and its reply
 #: routing id, under which engines send it the replies of its blocking load-balanced tasks.
@@ -68,24 +80,46 @@ class RawLink:
         self._start = 0  # unread bytes are self._buf[self._start:self._end]
         self._end = 0
         self.closed = False
+        #: buffers of ours granted to the peer (made on its first request)
+        self.grants: segments.Grants | None = None
+        #: our maps of the peer's buffers; ``None``: large frames go through the socket
+        self.peer: segments.PeerMaps | None = None
+        self._early: deque[list[Any]] = deque()  # messages read while waiting for a grant
+        self._fds: list[int] | None = None  # while waiting for a grant: descriptors received
+        #: held while answering a grant request, if others send on this link from other threads
+        self.send_lock: threading.Lock | None = None
+
+    def use_segments(self) -> None:
+        """Send large frames through the peer's shared buffers (the peer must answer grant requests:
+        an engine's raw listener, or a client thread's link to one)."""
+        if self.peer is None and bufpool.HAVE_SHARED:
+            self.peer = segments.PeerMaps()
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def buffered(self) -> bool:
         """Whether bytes of a next message were already read (poll would not report them)."""
-        return self._end > self._start
+        return self._end > self._start or bool(self._early)
 
     # --- sending ----------------------------------------------------------------------------
 
     def send(self, frames: Sequence[Any]) -> None:
-        """Send one message; blocks until the kernel took it all (raises OSError if the peer is gone)."""
+        """Send one message; blocks until the kernel took it all (raises OSError if the peer is gone).
+
+        With :meth:`use_segments`, frames of :data:`~ipcluster.protocol.segments.MIN_SIZE` bytes
+        and more are first copied into buffers the peer grants (a round trip), and only their ids
+        are sent.
+        """
         n = len(frames)
         if n > MAX_FRAMES:
             raise ValueError(f"a message of {n} frames is more than {MAX_FRAMES}")
         lengths = [_nbytes(f) for f in frames]
-        bufs: list[Any] = [struct.pack(f"<I{n}Q", n, *lengths), *frames]
+        bufs: list[Any] = [b"", *frames]
         remaining = 4 + 8 * n + sum(lengths)
+        if self.peer is not None and lengths and max(lengths) >= segments.MIN_SIZE:
+            remaining -= self._place(bufs, lengths)
+        bufs[0] = struct.pack(f"<I{n}Q", n, *lengths)
         sent = self.sock.sendmsg(bufs)
         while sent < remaining:  # partial: drop what went out, cut the buffer it stopped in
             remaining -= sent
@@ -99,14 +133,102 @@ class RawLink:
                     sent = 0
             sent = self.sock.sendmsg(bufs)
 
+    def _place(self, bufs: list[Any], lengths: list[int]) -> int:
+        """Copy the large frames of a message into buffers the peer grants; in *bufs* (frames
+        after a header slot) and *lengths*, each frame placed becomes its buffer id and flag.
+        Returns how many fewer bytes the stream carries."""
+        assert self.peer is not None
+        big = [i for i, size in enumerate(lengths) if size >= segments.MIN_SIZE][:segments.MAX_GRANTS]
+        try:
+            entries = self._request_grants([lengths[i] for i in big])
+        except MalformedMessage as e:  # the link is out of step now: the caller drops it
+            raise ConnectionError(f"bad buffer grant from the peer: {e}") from e
+        saved = 0
+        for i, (ident, _capacity, _new) in zip(big, entries):
+            if ident and self.peer.write(ident, bufs[i + 1]):
+                bufs[i + 1] = _ID.pack(ident)
+                saved += lengths[i] - _ID.size
+                lengths[i] |= IN_BUFFER
+        return saved
+
+    def _request_grants(self, sizes: list[int]) -> list[tuple[int, int, bool]]:
+        """Ask the peer for buffers of *sizes*; wait for its grant, keeping messages that come
+        first for :meth:`recv` and answering the peer's own requests meanwhile."""
+        assert self.peer is not None
+        self._send_plain(segments.encode_request(sizes, self.peer.have()))
+        self._fds = []
+        try:
+            while True:
+                frames = self._read_message()
+                if frames is None:
+                    raise ConnectionError("the peer closed the connection while granting buffers")
+                if not frames or self._control(frames, awaiting_grant=True):
+                    continue
+                if frames[0] == segments.GRANT_REPLY and len(frames) == 2:
+                    entries, gone = segments.decode_reply(frames[1])
+                    fds, self._fds = self._fds, None
+                    if len(entries) != len(sizes):
+                        for fd in fds:
+                            os.close(fd)
+                        raise MalformedMessage(f"a grant of {len(entries)} buffers for {len(sizes)} frames")
+                    self.peer.update(entries, gone, fds)
+                    return entries
+                self._early.append(frames)
+        finally:
+            if self._fds is not None:  # failed: descriptors of a grant never completed
+                for fd in self._fds:
+                    os.close(fd)
+                self._fds = None
+
+    def _send_plain(self, frames: Sequence[Any], fds: Sequence[int] = ()) -> None:
+        """Send a small message as is (with *fds* attached to its first byte)."""
+        n = len(frames)
+        data = b"".join([struct.pack(f"<I{n}Q", n, *(_nbytes(f) for f in frames)), *frames])
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        sent = self.sock.sendmsg([data], ancillary)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
+
     # --- receiving --------------------------------------------------------------------------
 
     def recv(self) -> list[Any] | None:
-        """The next message, or ``None`` if the peer closed the connection between messages.
+        """The next message, or ``None`` if the peer closed the connection between messages, or
+        ``[]`` if all there was to read was a control message of the link (answered here).
 
         Raises :class:`~ipcluster.errors.MalformedMessage` for a message beyond the limits and
         ``ConnectionError`` / ``TimeoutError`` for one cut short: the link is then unusable.
         """
+        if self._early:
+            return self._early.popleft()
+        while True:
+            frames = self._read_message()
+            if not frames or not self._control(frames):
+                return frames
+            if not self.buffered():
+                return []
+
+    def _control(self, frames: list[Any], awaiting_grant: bool = False) -> bool:
+        """Answer a control message of the link; ``False`` if *frames* is not one (a grant reply
+        is one only for :meth:`_request_grants`, when *awaiting_grant*)."""
+        first = frames[0]
+        if len(first) != len(segments.GRANT_REQUEST):  # the tags are the only frames this long
+            return False
+        if first == segments.GRANT_REQUEST and len(frames) == 2:
+            if self.grants is None:
+                self.grants = segments.Grants(self.max_size)
+            reply, fds = self.grants.serve(frames[1])
+            if self.send_lock is None:
+                self._send_plain(reply, fds)
+            else:
+                with self.send_lock:
+                    self._send_plain(reply, fds)
+            return True
+        if first == segments.GRANT_REPLY and not awaiting_grant:
+            raise MalformedMessage("a buffer grant that was not asked for")
+        return False
+
+    def _read_message(self) -> list[Any] | None:
+        """The next message as framed on the wire (``None``: closed between messages)."""
         if not self._fill(4, eof_ok=True):
             return None
         (n,) = _COUNT.unpack_from(self._buf, self._start)
@@ -115,9 +237,24 @@ class RawLink:
         self._fill(4 + 8 * n)
         lengths = struct.unpack_from(f"<{n}Q", self._buf, self._start + 4)
         self._start += 4 + 8 * n
-        if self.max_size >= 0 and sum(lengths) > self.max_size:
-            raise MalformedMessage(f"raw message of {sum(lengths)} bytes (at most {self.max_size})")
-        return [self._frame(size) for size in lengths]
+        total = sum(lengths)
+        if total < IN_BUFFER:  # no frame in a shared buffer (the usual case)
+            if self.max_size >= 0 and total > self.max_size:
+                raise MalformedMessage(f"raw message of {total} bytes (at most {self.max_size})")
+            return [self._frame(size) for size in lengths]
+        total = sum(size & ~IN_BUFFER for size in lengths)
+        if self.max_size >= 0 and total > self.max_size:
+            raise MalformedMessage(f"raw message of {total} bytes (at most {self.max_size})")
+        return [self._frame(size) if size < IN_BUFFER else self._granted(size & ~IN_BUFFER) for size in lengths]
+
+    def _granted(self, size: int) -> memoryview:
+        """A frame the peer wrote into one of our shared buffers: the stream has the buffer's id."""
+        self._fill(_ID.size)
+        (ident,) = _ID.unpack_from(self._buf, self._start)
+        self._start += _ID.size
+        if self.grants is None:
+            raise MalformedMessage("a frame in a shared buffer that was never granted")
+        return self.grants.claim(ident, size)
 
     def _frame(self, size: int) -> Any:
         have = self._end - self._start
@@ -160,7 +297,7 @@ class RawLink:
             self._buf[:n] = self._buf[self._start:self._end]
             self._start, self._end = 0, n
         while self._end - self._start < need:
-            k = self.sock.recv_into(self._view[self._end:])
+            k = self._recv_into(self._view[self._end:])
             if not k:
                 if eof_ok and self._end == self._start:
                     return False
@@ -168,12 +305,31 @@ class RawLink:
             self._end += k
         return True
 
+    def _recv_into(self, view: memoryview) -> int:
+        """``recv_into``; while a grant is awaited, also collect the file descriptors that come."""
+        if self._fds is None:
+            return self.sock.recv_into(view)
+        k, ancillary, flags, _ = self.sock.recvmsg_into([view], _ANCILLARY)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                self._fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            raise MalformedMessage("more file descriptors than a buffer grant may carry")
+        return k
+
     def close(self, linger: int | None = None) -> None:
         """Close the socket (*linger* is accepted for the zmq socket interface; sends never linger)."""
         if not self.closed:
             self.closed = True
             self._view.release()
             self.sock.close()
+            if self.grants is not None:
+                self.grants.clear()
+            if self.peer is not None:
+                self.peer.close()
+            self._early.clear()
 
 
 def connect(path: str, max_size: int = -1, timeout: float = TIMEOUT) -> RawLink:
@@ -339,6 +495,13 @@ class RawChannel:
         self.name = name
         self.log = log
         self.lock = threading.Lock()
+        # Sends may come from other threads while this loop reads: a send must never read (wait
+        # for a buffer grant), so large frames go through the socket here; and the loop's answers
+        # to the peer's grant requests take the senders' lock.
+        if link.peer is not None:
+            link.peer.close()
+            link.peer = None
+        link.send_lock = self.lock
         loop.add_reader(link.fileno(), self._on_ready)
 
     def _on_ready(self) -> None:
@@ -348,6 +511,10 @@ class RawChannel:
                 if frames is None:
                     self.close()
                     return
+                if not frames:  # a control message of the link, answered
+                    if not self.link.buffered():
+                        return
+                    continue
                 try:
                     self.on_message(frames)
                 except Exception:

@@ -1,7 +1,11 @@
-"""Large arrays between the client and same-host engines: received into reused warm buffers
-(ipcluster/protocol/bufpool.py) without ever overwriting an array someone still holds."""
+"""Large arrays between the client and same-host engines: written into the receiver's shared
+buffers (ipcluster/protocol/segments.py) or received into reused warm ones
+(ipcluster/protocol/bufpool.py), without ever overwriting an array someone still holds."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -72,3 +76,69 @@ def test_the_client_releases_buffers_left_unused(rc, monkeypatch) -> None:
     rc[0].execute("del big", block=True)
     # the client's IO thread trims the pool every few seconds: the free map goes
     wait_for(lambda: bufpool.POOL.sizes()["free"] == 0, 20, what="the pool to release its free maps")
+
+
+def peer_buffer_maps() -> int:
+    """How many maps of other processes' pool memory files this process has."""
+    own = {os.fstat(slot.fd).st_ino for slot in list(bufpool.POOL._slots) if slot.fd >= 0}
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if "memfd:ipcluster-buffer" in line and int(line.split()[4]) not in own)
+
+
+def named_segments() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.skipif(not bufpool.HAVE_SHARED, reason="needs memfd_create (Linux)")
+def test_large_arrays_are_written_once_into_the_receivers_shared_buffers(rc) -> None:
+    dv = rc[0]
+    shm_before = named_segments()
+    dv.push({"a": np.full(N, 3.0)}, block=True)
+    # the engine's array is its own shared buffer, which the client wrote into
+    assert dv.apply_sync(engine_pool_sizes)["shared"] >= 1
+    assert dv.apply_sync(array_in_memory_file, "a")
+    got = dv.pull("a", block=True)  # and the other way: the engine writes into the client's buffer
+    assert np.all(got == 3.0) and got.flags.writeable
+    assert bufpool.POOL.sizes()["shared"] >= 1
+    assert named_segments() == shm_before  # nothing with a name: nothing outlives the processes
+
+
+def engine_pool_sizes() -> dict:
+    from ipcluster.protocol import bufpool
+
+    return bufpool.POOL.sizes()
+
+
+def array_in_memory_file(name: str) -> bool:
+    """Whether the engine's array *name* lives in a map of one of its pool's memory files."""
+    import __main__  # the engine's namespace
+
+    addr = getattr(__main__, name).ctypes.data
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, *rest = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= addr < hi:
+                return "memfd:ipcluster-buffer" in line
+    return False
+
+
+@pytest.mark.skipif(not bufpool.HAVE_SHARED, reason="needs memfd_create (Linux)")
+def test_buffers_of_a_killed_engine_are_let_go(fresh_cluster, monkeypatch) -> None:
+    import ipcluster
+
+    monkeypatch.setattr(bufpool.POOL, "idle_seconds", 0.2)
+    client = ipcluster.Client(url_file=fresh_cluster.connection_file)
+    try:
+        client.wait_for_engines(2, timeout=30)
+        before = peer_buffer_maps()
+        client[0].push({"a": np.ones(N)}, block=True)
+        assert peer_buffer_maps() > before  # the client maps the engine's buffer to write into it
+        pid = client[0].apply_sync(os.getpid)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: 0 not in client.ids, 30, what="the killed engine to be unregistered")
+        # the client's trim (every few seconds) drops maps unused for idle_seconds
+        wait_for(lambda: peer_buffer_maps() <= before, 30, what="the client to unmap the dead engine's buffer")
+        assert client[client.ids[0]].apply_sync(engine_pool_sizes)["maps"] >= 0  # the other engine serves
+    finally:
+        client.close()

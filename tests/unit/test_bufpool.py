@@ -24,7 +24,7 @@ def test_a_buffer_is_exactly_the_size_asked_and_writable() -> None:
     buf = pool.take(MIN_SIZE + 3)
     assert buf.nbytes == MIN_SIZE + 3 and not buf.readonly
     buf[-1] = 7
-    assert pool.sizes() == {"maps": 1, "free": 0, "free_bytes": 0, "bytes": 2 * GRANULE}
+    assert pool.sizes() == {"maps": 1, "free": 0, "free_bytes": 0, "bytes": 2 * GRANULE, "shared": 0}
 
 
 def test_a_map_is_reused_once_nothing_references_it_and_never_before() -> None:
