@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import zmq
 
-from ipcluster.client.spin import SpinWait, spin_budget_from_env
+from ipcluster.client.spin import SpinWait, spin_budget_from_env, worth_spinning
 from ipcluster.errors import MalformedMessage
 from ipcluster.protocol import rawlink
 from ipcluster.protocol.frames import recv_frames, send_frames
@@ -245,7 +245,7 @@ class BlockingCalls:
         try:
             with _SigintGuard() as guard:
                 while pending:
-                    for sock, _ in spin.poll(poller, POLL_SLICE_MS):
+                    for sock, _ in spin.poll(poller, POLL_SLICE_MS, worth_spinning(len(pending))):
                         if sock.__class__ is int:  # a raw link's file descriptor
                             self._read_link(links[sock], uuids, socks, poller, guard, handle)
                         else:

@@ -13,6 +13,9 @@ to sleep, for twice as many waits each time it happens again (up to :data:`MAX_S
 task costs one wasted budget and then a growing number of plain waits, so the CPU spent polling
 stays a small fraction of the budget per call.
 
+A caller waiting for more processes than there are CPUs does not poll at all (see
+:func:`worth_spinning`): those processes need every CPU to answer.
+
 ``IPCLUSTER_SPIN_US`` (environment) sets the budget in microseconds; ``0`` turns polling off.
 """
 
@@ -26,6 +29,23 @@ from typing import Any, Callable
 DEFAULT_SPIN_US = 500
 #: At most this many waits in a row go straight to sleep after unsuccessful spins.
 MAX_SKIP = 64
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: CPUs this process may run on.
+CPUS = _usable_cpus()
+
+
+def worth_spinning(waiting_for: int) -> bool:
+    """Whether polling can pay while *waiting_for* other processes work on the replies: not when
+    they are more than the CPUs (a poller would take a CPU they need)."""
+    return waiting_for <= CPUS
 
 
 def spin_budget_from_env(default_us: int = DEFAULT_SPIN_US) -> float:
@@ -49,9 +69,10 @@ class SpinWait:
         self._skip = 0  # waits left that go straight to sleep
         self._backoff = 1  # how many waits the next unsuccessful spin skips
 
-    def poll(self, poller: Any, timeout_ms: int) -> list[Any]:
-        """``poller.poll(timeout_ms)``, after busy-polling for up to the budget when it pays."""
-        if self.budget <= 0.0:
+    def poll(self, poller: Any, timeout_ms: int, spin: bool = True) -> list[Any]:
+        """``poller.poll(timeout_ms)``, after busy-polling for up to the budget when it pays
+        (never when *spin* is false: the caller knows the CPUs are needed elsewhere)."""
+        if self.budget <= 0.0 or not spin:
             return poller.poll(timeout_ms)
         if self._skip:
             self._skip -= 1

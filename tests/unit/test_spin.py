@@ -88,3 +88,17 @@ def test_replies_within_the_budget_win_spinning_back() -> None:
 def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str, expected: float) -> None:
     monkeypatch.setenv("IPCLUSTER_SPIN_US", raw)
     assert spin_budget_from_env(500) == pytest.approx(expected)
+
+
+def test_no_polling_while_waiting_for_more_processes_than_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipcluster.client import spin as spin_module
+
+    monkeypatch.setattr(spin_module, "CPUS", 2)
+    assert spin_module.worth_spinning(1) and spin_module.worth_spinning(2)
+    assert not spin_module.worth_spinning(3)
+    clock = Clock()
+    waiter = SpinWait(500e-6, clock)
+    poller = ScriptedPoller(clock, ready_after=0.0)  # a reply is there at once
+    assert waiter.poll(poller, 50, spin=False) == [("sock", 1)]
+    assert poller.calls == [50]  # straight to the blocking poll
+    assert waiter.poll(poller, 50) == [("sock", 1)] and poller.calls[1:] == [0]  # the policy is untouched
