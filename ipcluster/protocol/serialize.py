@@ -141,8 +141,15 @@ def _buffer_callback(buffers: list[Any]) -> Callable[[pickle.PickleBuffer], bool
     return callback
 
 
+#: Results this common pickle the same with the standard pickler, at a tenth of the cost of
+#: setting up cloudpickle's (a no-op task's ``None``: 0.6 against 7 µs).
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, str})
+
+
 def serialize_object(obj: Any) -> list[Any]:
     """Pickle *obj*; return ``[pickle_stream, oob_buffer, ...]``."""
+    if type(obj) in _PLAIN_TYPES and (type(obj) is not str or len(obj) < BUFFER_THRESHOLD):
+        return [pickle.dumps(obj, _PROTOCOL)]
     buffers: list[Any] = []
     f = io.BytesIO()
     cls = _BytesPickler if _holds_large_bytes(obj) else _Pickler

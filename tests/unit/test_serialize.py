@@ -42,6 +42,28 @@ def test_plain_values_round_trip():
     assert deserialize_object(frames) == obj
 
 
+@pytest.mark.parametrize("obj", [None, True, 0, -(10**40), 2.5, float("inf"), "", "é" * 100, "x" * 70_000])
+def test_scalars_round_trip_with_their_exact_type(obj):
+    frames = serialize_object(obj)
+    assert len(frames) == 1
+    back = deserialize_object(frames)
+    assert back == obj and type(back) is type(obj)
+
+
+def test_subclasses_of_scalars_keep_their_class():
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    class Tagged(str):
+        pass
+
+    assert deserialize_object(serialize_object(Color.RED)) is Color.RED
+    back = deserialize_object(serialize_object(Tagged("t")))
+    assert type(back).__name__ == "Tagged" and back == "t"
+
+
 def test_importable_function_is_pickled_by_reference():
     frames = serialize_object(os.path.join)
     assert deserialize_object(frames) is os.path.join
