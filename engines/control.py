@@ -11,7 +11,10 @@ it is leaving, and the control thread then says goodbye to the controller
 * ``clear_request`` sets ``SharedState.clear`` and wakes the main thread, which clears the
   namespace at once when idle, or before its next request.
 * ``signal_request`` delivers the signal to the main thread (SIGINT becomes ``KeyboardInterrupt`` in
-  the running task; see the engine's handler).
+  the running task; see the engine's handler).  One with ``msg_ids`` (SIGINT only) is for those
+  requests alone: it is sent only if the engine runs one of them, and recorded in
+  :class:`~engines.interrupts.TargetedInterrupts` so that it is dropped if that request has ended by
+  the time it arrives (it must not interrupt the next one).
 * ``shutdown_request`` replies, unregisters, wakes the main thread to exit, and starts a watchdog:
   if the main thread has not finished within a second, it is interrupted (SIGINT), and a second
   later the process exits regardless.
@@ -19,8 +22,8 @@ it is leaving, and the control thread then says goodbye to the controller
 For an engine without a supervisor (``--mpi``, or started without ``-n``) it also enforces time
 limits and cancels (``task_interrupt_request``), as the supervisor would but interrupting only:
 at the deadline, or on a cancel of the running request, it marks the engine's task slot (see
-:mod:`engines.taskslot`) and interrupts the main thread (the request fails with ``TaskTimeout`` /
-``TaskCancelled``); a request that does not stop is interrupted again every
+:mod:`engines.taskslot`) and interrupts the main thread for that request only (the request fails
+with ``TaskTimeout`` / ``TaskCancelled``); a request that does not stop is interrupted again every
 :data:`LONE_REINTERRUPT` seconds, with a warning: there is no supervisor to kill and restart the
 engine (and a C call holding the GIL cannot be interrupted from this thread at all).
 
@@ -55,8 +58,9 @@ from ipcluster.protocol.session import Message, Session
 from engines.controller_watch import (CONTROLLER_GONE, CONTROLLER_TIMEOUT, EXIT_CONTROLLER_GONE,
                                       MONITORED_EVENTS, ControllerWatch)
 from engines.error_content import engine_info, error_content
+from engines.interrupts import TargetedInterrupts
 from engines.logs import LimitedLog
-from engines.taskslot import STOP_CANCEL, STOP_TIME_LIMIT, TaskSlot
+from engines.taskslot import STOP_CANCEL, STOP_TIME_LIMIT, TaskSlot, slot_id
 
 log = logging.getLogger("engines.control")
 
@@ -123,6 +127,8 @@ class SharedState:
     #: the engine id of a registration made again after a lost connection, until the main thread
     #: has sent its ready notification (see ``Engine._ready_again``)
     reregistered: int | None = None
+    #: which request each SIGINT the control thread sends for one request is for
+    interrupts: TargetedInterrupts = field(default_factory=TargetedInterrupts)
 
 
 class ControlThread(threading.Thread):
@@ -138,15 +144,23 @@ class ControlThread(threading.Thread):
         The controller address the socket is connected to (for the log).
     controller_timeout:
         Seconds the controller may be unreachable before the engine stops; ``<= 0``: never.
+    slot:
+        The engine's task slot: what it runs (read to direct a signal to one request).
+    enforce_limits:
+        Whether this thread enforces time limits and cancels from *slot* (an engine without a
+        supervisor; otherwise the supervisor does).
     """
 
     def __init__(self, ctx: zmq.Context, socket: zmq.Socket, wake_url: str, session: Session,
                  state: SharedState, engine_uuid: str, engine_id: int | None,
                  interrupt: Callable[[int], None] | None = None, controller_url: str = "",
-                 controller_timeout: float = CONTROLLER_TIMEOUT, slot: TaskSlot | None = None):
+                 controller_timeout: float = CONTROLLER_TIMEOUT, slot: TaskSlot | None = None,
+                 enforce_limits: bool = True):
         super().__init__(name="engine-control", daemon=True)
-        #: the task slot of an engine without a supervisor (see the module docstring), else None
+        #: the engine's task slot, if known
         self.slot = slot
+        #: time limits and cancels are enforced here (see the module docstring)
+        self.enforce_limits = slot is not None and enforce_limits
         self._stopping: tuple[int, float] | None = None  # (slot seq, when to interrupt again)
         self._cancels: dict[str, float] = {}  # msg_id -> until when
         self.ctx = ctx
@@ -198,7 +212,7 @@ class ControlThread(threading.Thread):
             while True:
                 now = time.monotonic()
                 remaining = self.watch.remaining(now)
-                if self.slot is not None:
+                if self.enforce_limits:
                     due = self._slot_due(now)
                     if due is not None:
                         remaining = due - now if remaining is None else min(remaining, due - now)
@@ -212,7 +226,7 @@ class ControlThread(threading.Thread):
                     self._controller_gone()
                 if self.socket in events:
                     self._handle(self.socket.recv_multipart())
-                if self.slot is not None:
+                if self.enforce_limits:
                     self._check_slot(time.monotonic())
         except zmq.ContextTerminated:
             pass
@@ -338,17 +352,31 @@ class ControlThread(threading.Thread):
         return {"status": "ok"}
 
     def on_signal(self, msg: Message) -> dict[str, Any]:
+        """Send the signal to the main thread, after the reply (a terminating signal must not
+        cost the client its answer).  With ``msg_ids`` (SIGINT only): only if one of those
+        requests runs, and only to it (see :mod:`engines.interrupts`)."""
         signum = signal.Signals(int(msg.content.get("signum", 0)))
-        # after the reply: a terminating signal must not cost the client its answer
-        self._after_reply = lambda: self.interrupt(signum)
-        return {"status": "ok"}
+        ids = msg.content.get("msg_ids")
+        if ids is None:
+            self._after_reply = lambda: self.interrupt(signum)
+            return {"status": "ok"}
+        if not isinstance(ids, list):
+            raise TypeError("signal_request msg_ids must be a list")
+        if signum != signal.SIGINT:
+            raise ValueError(f"signal_request msg_ids: only SIGINT can be sent to a request, not {signum.name}")
+        run = self.slot.running() if self.slot is not None else None
+        if run is None or run.msg_id not in {slot_id(str(m)) for m in ids[:10_000]}:
+            return {"status": "ok", "interrupting": False}
+        seq = run.seq
+        self._after_reply = lambda: self.state.interrupts.send(seq, self.interrupt)
+        return {"status": "ok", "interrupting": True}
 
     def on_task_interrupt(self, msg: Message) -> dict[str, Any]:
         """Stop the running request if it is one of ``msg_ids`` (engines without a supervisor)."""
         ids = msg.content.get("msg_ids") or []
         if not isinstance(ids, list):
             raise TypeError("task_interrupt_request msg_ids must be a list")
-        if self.slot is None:
+        if not self.enforce_limits:
             return {"status": "ok", "interrupting": False}  # the supervisor does it
         until = time.monotonic() + CANCEL_WINDOW
         for m in ids[:10_000]:
@@ -385,12 +413,12 @@ class ControlThread(threading.Thread):
                 return
             if self.slot.mark(run.seq, stop):
                 self._stopping = (run.seq, now + LONE_REINTERRUPT)
-                self.interrupt(signal.SIGINT)
+                self.state.interrupts.send(run.seq, self.interrupt)
         elif now >= self._stopping[1]:
             log.warning("request %s is still running %g s after being interrupted; this engine has no "
                         "supervisor to kill and restart it: interrupting it again", run.msg_id, LONE_REINTERRUPT)
             self._stopping = (run.seq, now + LONE_REINTERRUPT)
-            self.interrupt(signal.SIGINT)
+            self.state.interrupts.send(run.seq, self.interrupt)
 
     def on_shutdown(self, msg: Message) -> dict[str, Any]:
         self._after_reply = self._begin_shutdown

@@ -17,8 +17,9 @@ namespace or to stop.  The poll times out every :data:`POLL_INTERVAL` so text wr
 background threads is sent even when no request is running.
 
 Signals: SIGINT raises ``KeyboardInterrupt`` only while user code runs (the task then fails with
-that error and the engine keeps serving); SIGTERM stops the engine after the current task (which is
-interrupted) with a clean unregistration and exit code 0.
+that error and the engine keeps serving), and one the control thread sent for one request only
+while that request runs (see :mod:`engines.interrupts`); SIGTERM stops the engine after the
+current task (which is interrupted) with a clean unregistration and exit code 0.
 
 A controller that is gone (its connection lost for ``controller_timeout`` seconds, see
 :mod:`engines.controller_watch`) stops the engine the same way, with exit code
@@ -294,7 +295,7 @@ class Engine:
                                             self.state, self.uuid, self.id,
                                             controller_url=self.info.url("control_back"),
                                             controller_timeout=self.controller_timeout,
-                                            slot=self.slot if self.supervision is None else None)
+                                            slot=self.slot, enforce_limits=self.supervision is None)
         self.control_thread.registration = self._registration
         self.control = None
         self.control_thread.start()
@@ -348,6 +349,9 @@ class Engine:
         if _signal.getsignal(signal.SIGINT) != self._on_sigint or \
                 _signal.getsignal(signal.SIGTERM) != self._on_sigterm:
             log.info("a task replaced the engine's signal handlers; restoring them")
+            # records of targeted SIGINTs that went to the task's handler instead: left behind,
+            # they would have a later SIGINT from elsewhere dropped
+            self.state.interrupts.clear()
             self._install_signal_handlers()
 
     # Both interrupt only user code, and never in the middle of sending a multipart message (a
@@ -356,17 +360,23 @@ class Engine:
     # traceback ends in the user's frame, not in this handler.
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
+        # taken even when idle: a record left behind would decide about a later SIGINT
+        if not self.state.interrupts.wanted(self.slot.seq()):
+            return  # sent for a request that has ended: the one running now is not concerned
+        self._interrupt(signum, frame)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = "terminated"
+        self._interrupt(signum, frame)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
         if not self.executor.running:
             return  # idle: nothing to interrupt
         if self._sending:
             self._interrupt_pending = True
             return
         signal.default_int_handler(signum, frame)
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self.state.stop_reason is None:
-            self.state.stop_reason = "terminated"
-        self._on_sigint(signum, frame)
 
     # --- main loop ----------------------------------------------------------------------------
 

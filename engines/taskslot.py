@@ -59,6 +59,12 @@ class Running(NamedTuple):
     limit: float
 
 
+def slot_id(msg_id: str) -> str:
+    """*msg_id* as a slot holds it (ASCII, at most :data:`MAX_ID` bytes): what to compare with
+    :attr:`Running.msg_id`."""
+    return msg_id.encode("ascii", "replace")[:MAX_ID].decode("ascii", "replace")
+
+
 class TaskSlot:
     """One engine's slot (see the module docstring); the engine writes, the supervisor reads."""
 
@@ -158,4 +164,4 @@ class TaskSlots:
         return self.slots[index]
 
 
-__all__ = ["Running", "Supervision", "TaskSlot", "TaskSlots", "STOP_NONE", "STOP_TIME_LIMIT", "STOP_CANCEL", "SLOT_SIZE"]
+__all__ = ["Running", "Supervision", "TaskSlot", "TaskSlots", "slot_id", "STOP_NONE", "STOP_TIME_LIMIT", "STOP_CANCEL", "SLOT_SIZE"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import signal
 import sys
 import threading
 import time
@@ -665,10 +666,23 @@ class Client:
         engine_ids, _ = self._resolve_targets(targets)
         return self._control(engine_ids, M.CLEAR_REQUEST, {}, block, "clear")
 
-    def send_signal(self, signum: int, targets: Targets = None, block: bool | None = None) -> Any:
-        """Send signal *signum* (e.g. ``signal.SIGINT``) to the target engine processes."""
+    def send_signal(self, signum: int, targets: Targets = None, block: bool | None = None,
+                    msg_ids: str | Iterable[str] | Any = None) -> Any:
+        """Send signal *signum* (e.g. ``signal.SIGINT``) to the target engine processes.
+
+        With *msg_ids* (msg_ids or AsyncResults; SIGINT only) the interrupt is for those requests
+        alone: an engine interrupts the request it runs if it is one of them, and otherwise
+        ignores the signal, also when the request ended while the signal was on its way (its
+        reply content says ``interrupting``).  Without, the engine interrupts whatever it runs.
+        """
+        content: dict[str, Any] = {"signum": int(signum)}
+        if msg_ids is not None:
+            if int(signum) != signal.SIGINT:
+                raise ValueError(f"send_signal(msg_ids=...) sends SIGINT only, not signal {int(signum)}")
+            items = [msg_ids] if isinstance(msg_ids, str) or hasattr(msg_ids, "msg_ids") else list(msg_ids)
+            content["msg_ids"] = [str(m) for j in items for m in getattr(j, "msg_ids", [j])]
         engine_ids, _ = self._resolve_targets(targets)
-        return self._control(engine_ids, M.SIGNAL_REQUEST, {"signum": int(signum)}, block, "signal")
+        return self._control(engine_ids, M.SIGNAL_REQUEST, content, block, "signal")
 
     def shutdown(self, targets: Targets = "all", restart: bool = False, hub: bool = False,
                  block: bool | None = None) -> None:

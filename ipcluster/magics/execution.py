@@ -2,8 +2,9 @@
 
 Waiting happens in the user's thread, on the AsyncResult or on the run's output queue; both
 waits are interruptible, so Ctrl-C (a terminal's SIGINT, a Jupyter kernel interrupt) reaches us
-at once.  Then the engines still running this cell get SIGINT (queued parts are aborted instead),
-we wait a short while for them to reply, show what they sent and raise ``KeyboardInterrupt``.
+at once.  Then the engines still running this cell get SIGINT, for this cell's requests only
+(queued parts are aborted instead), we wait a short while for them to reply, show what they sent
+and raise ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -158,7 +159,9 @@ class PxRun:
                 print(f"[px] could not abort queued parts: {e}", file=sys.stderr)
             if engines:
                 print(f"[px] interrupting engine(s) {', '.join(map(str, engines))}", file=sys.stderr)
-                client.send_signal(signal.SIGINT, targets=engines, block=False)
+                # for this run's parts only: one that has ended (aborted, failed) by the time the
+                # signal arrives must not cost the engine's next request an interrupt
+                client.send_signal(signal.SIGINT, targets=engines, block=False, msg_ids=pending)
         done: Any = set()
         if not again:
             try:
