@@ -41,7 +41,9 @@ def _death_facts(c: dict[str, Any], default: str = "") -> tuple[str, bool, str |
     death report (``engine_died_notification`` content, also repeated in a restarted engine's
     registration)."""
     code = c.get("exit_code")
-    reason = f"process exited with {c.get('how') or f'code {code}'}" if "exit_code" in c else default
+    pid = c.get("pid")
+    process = f"process {pid}" if isinstance(pid, int) and not isinstance(pid, bool) else "process"
+    reason = f"{process} exited with {c.get('how') or f'code {code}'}" if "exit_code" in c else default
     killed: dict[str, tuple[str, str]] = {}
     k = c.get("killed")
     if isinstance(k, dict) and isinstance(k.get("msg_id"), str):

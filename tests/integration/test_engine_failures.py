@@ -213,7 +213,7 @@ def test_a_direct_request_through_the_controller_is_named_when_its_engine_dies(t
     controller's EngineDied answer names the request too, not only the client's own one built from
     the unregistration notice (which of the two reaches the client first is a race)."""
     with engine_cluster(tmp_path) as (cluster, rc):
-        engine_pids(rc)
+        pid = engine_pids(rc)[0]
         with ipcluster.Client(url_file=cluster.connection_file, direct=False) as via:
             ar, _, _ = _submit(via[0], how, tmp_path)
             with pytest.raises(errors.EngineDied) as ei:
@@ -224,7 +224,7 @@ def test_a_direct_request_through_the_controller_is_named_when_its_engine_dies(t
         with pytest.raises(errors.EngineDied) as kept:
             rc.get_result(msg_id).get(timeout=10)
         assert kept.value.engine_id == 0
-        assert f"engine 0 stopped before replying to {msg_id} (process exited with code 7)" in str(kept.value)
+        assert f"engine 0 stopped before replying to {msg_id} (process {pid} exited with code 7)" in str(kept.value)
 
 
 @pytest.mark.timeout(90)
