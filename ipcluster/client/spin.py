@@ -13,7 +13,7 @@ to sleep, for twice as many waits each time it happens again (up to :data:`MAX_S
 task costs one wasted budget and then a growing number of plain waits, so the CPU spent polling
 stays a small fraction of the budget per call.
 
-A caller waiting for more processes than there are CPUs does not poll at all (see
+A caller waiting for many more processes than there are CPUs does not poll at all (see
 :func:`worth_spinning`): those processes need every CPU to answer.
 
 ``IPCLUSTER_SPIN_US`` (environment) sets the budget in microseconds; ``0`` turns polling off.
@@ -42,10 +42,15 @@ def _usable_cpus() -> int:
 CPUS = _usable_cpus()
 
 
+#: Polling stops paying when a caller waits for more processes than this many per CPU.
+PROCESSES_PER_CPU = 4
+
+
 def worth_spinning(waiting_for: int) -> bool:
     """Whether polling can pay while *waiting_for* other processes work on the replies: not when
-    they are more than the CPUs (a poller would take a CPU they need)."""
-    return waiting_for <= CPUS
+    they are many per CPU (a poller would take a CPU they need).  Measured on 2 CPUs: waiting on
+    32 engines, 8.7 ms per call without polling against 10.0 with it; on 8, 1.09 with against 1.18."""
+    return waiting_for <= PROCESSES_PER_CPU * CPUS
 
 
 def spin_budget_from_env(default_us: int = DEFAULT_SPIN_US) -> float:

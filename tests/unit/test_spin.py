@@ -90,12 +90,13 @@ def test_budget_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str, 
     assert spin_budget_from_env(500) == pytest.approx(expected)
 
 
-def test_no_polling_while_waiting_for_more_processes_than_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_polling_while_waiting_for_many_processes_per_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from ipcluster.client import spin as spin_module
 
     monkeypatch.setattr(spin_module, "CPUS", 2)
-    assert spin_module.worth_spinning(1) and spin_module.worth_spinning(2)
-    assert not spin_module.worth_spinning(3)
+    limit = 2 * spin_module.PROCESSES_PER_CPU
+    assert spin_module.worth_spinning(1) and spin_module.worth_spinning(limit)
+    assert not spin_module.worth_spinning(limit + 1)
     clock = Clock()
     waiter = SpinWait(500e-6, clock)
     poller = ScriptedPoller(clock, ready_after=0.0)  # a reply is there at once
