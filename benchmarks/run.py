@@ -87,6 +87,19 @@ def own_rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def own_shared_rss() -> int:
+    """Resident pages of shared memory maps (Linux ``RssShmem``): counted in the RSS of every
+    process that maps them, e.g. an engine's maps of a client's receive buffers; 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssShmem:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Systems with ipyparallel's client API (ipcluster and ipyparallel): the same workload code runs on
 # both; a system supplies its unstarted ``Cluster`` and how to recognise its controller processes.
@@ -353,10 +366,12 @@ def wl_memory(system: IppSystem, quick: bool) -> Iterator[dict]:
             v.push({"a": arr}, block=True)
             v.pull("a", block=True)
         engine_rss = v.apply_sync(own_rss)
+        engine_shared = v.apply_sync(own_shared_rss)
         rss, uss, nproc = _controller_memory(system)
     yield record(system.name, "memory", "controller", "MiB", [rss / MiB], processes=nproc,
                  uss_mib=round(uss / MiB, 2))
-    yield record(system.name, "memory", "engine", "MiB", [engine_rss / MiB])
+    yield record(system.name, "memory", "engine", "MiB", [engine_rss / MiB],
+                 shared_mib=round(engine_shared / MiB, 2))
 
 
 def _controller_memory(system: IppSystem) -> tuple[int, int, int]:
