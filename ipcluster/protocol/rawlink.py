@@ -162,7 +162,7 @@ class RawLink:
                 frames = self._read_message()
                 if frames is None:
                     raise ConnectionError("the peer closed the connection while granting buffers")
-                if not frames or self._control(frames, awaiting_grant=True):
+                if self._control(frames, awaiting_grant=True):
                     continue
                 if frames[0] == segments.GRANT_REPLY and len(frames) == 2:
                     entries, gone = segments.decode_reply(frames[1])

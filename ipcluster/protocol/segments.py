@@ -128,10 +128,10 @@ class Grants:
         fds: list[int] = []
         for size in sizes:
             try:
-                ident, fd, capacity, view = self.pool.take_shared(size) if bufpool.HAVE_SHARED else (0, -1, 0, None)
-            except OSError:  # no memory file now (limits, memory): this frame takes the socket
-                ident, fd, capacity, view = 0, -1, 0, None
-            if view is None:
+                if not bufpool.HAVE_SHARED:
+                    raise OSError("no anonymous memory files on this platform")
+                ident, fd, capacity, view = self.pool.take_shared(size)
+            except OSError:  # no memory file (platform, limits, memory): this frame takes the socket
                 entries.append((0, 0, False))
                 continue
             self._reserved[ident] = view

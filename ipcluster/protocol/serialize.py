@@ -148,7 +148,7 @@ _PLAIN_TYPES = frozenset({type(None), bool, int, float, str})
 
 def serialize_object(obj: Any) -> list[Any]:
     """Pickle *obj*; return ``[pickle_stream, oob_buffer, ...]``."""
-    if type(obj) in _PLAIN_TYPES and (type(obj) is not str or len(obj) < BUFFER_THRESHOLD):
+    if type(obj) in _PLAIN_TYPES:
         return [pickle.dumps(obj, _PROTOCOL)]
     buffers: list[Any] = []
     f = io.BytesIO()
