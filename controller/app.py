@@ -242,6 +242,7 @@ class IPController(Application):
                                          max_engine_deaths=max(self.max_engine_deaths, 0)), registry,
                            send_to_engine, mux.reply_error, log)
         mux.tasks = hub.tasks = tasks
+        tasks.outbox = mux.to_engines
         mux.records = tasks.records = hub.records
         mux.abort_tasks = hub.abort_tasks
         ch["hb_pong"].on_message = hub.on_pong

@@ -12,6 +12,7 @@ Messages an engine sends without a destination identity are for the controller i
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Callable
@@ -19,9 +20,12 @@ from typing import Any, Callable
 import zmq
 
 from controller.coalesce import Coalescer
+from controller.outbox import ClientOutbox, EngineOutbox, Outboxes
+from controller.rawlinks import RAW_CLIENT_PREFIX
 from controller.records import TaskRecords, reply_seen, request_seen
 from controller.registry import EngineRecord, EngineRegistry
 from ipcluster.errors import ProtocolError
+from ipcluster.protocol import batch as batching
 from ipcluster.protocol.channel import Channel
 from ipcluster.protocol.messages import (BROADCAST, OUTPUT_TYPES, REPLY_FOR, SCHEDULER, TASK_ABORT_REPLY,
                                          TASK_ABORT_REQUEST)
@@ -95,20 +99,34 @@ class Router:
         self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
         self.abort_tasks: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # set by the app
         self.records: TaskRecords | None = None  # task records, on the mux route (set by the app)
-        self.coalescer = Coalescer(session, front.send)  # broadcasts answered with one message
+        # what the controller sends on this route while it handles a pass of queued messages is
+        # held and sent per peer, several small messages as one batch (controller/outbox.py)
+        self.to_engines = EngineOutbox(session, back.send, immediate_prefix=RAW_CLIENT_PREFIX)
+        self.to_client = ClientOutbox(session, front)
+        self.outboxes = Outboxes(self.to_engines, self.to_client)
+        self.coalescer = Coalescer(session, self.to_client.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
+        if track:  # (the mux route) replies read in one pass go to each client together
+            back.batch = self.outboxes
 
     # --- client -> engine ---------------------------------------------------------------------
 
-    def from_client(self, frames: list[zmq.Frame]) -> None:
+    def from_client(self, frames: list[Any], presigned: bool = False) -> None:
+        """A client's message (*presigned*: a part of a batch, see ``ipcluster.protocol.batch``)."""
         if len(frames) < 3 or _b(frames[2]) != DELIM:
             self.drops.drop(f"{self.name}_front", "no engine identity before the delimiter",
                             _b(frames[0]) if frames else b"")
             return
         client, target = _b(frames[0]), _b(frames[1])
+        if target == batching.BATCH_TARGET and self.track:
+            if presigned:
+                self.drops.drop(f"{self.name}_front", "a batch inside a batch", client)
+            else:
+                self._client_batch(client, frames)
+            return
         try:
-            parts, header = self.session.verify_header(frames[3:], self.name)
+            parts, header = self.session.verify_header(frames[3:], self.name, presigned)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
@@ -119,7 +137,7 @@ class Router:
                 except ValueError:
                     content = {}
                 answer = self.abort_tasks(content if isinstance(content, dict) else {})
-                self.front.send(self.session.serialize(TASK_ABORT_REPLY, answer, parent=header,
+                self.to_client.send(self.session.serialize(TASK_ABORT_REPLY, answer, parent=header,
                                                        idents=[client, SCHEDULER]))
                 return
             try:
@@ -140,6 +158,12 @@ class Router:
                              "(it may have died or been shut down)")
             return
         frames[0], frames[1] = frames[1], frames[0]
+        if self.track:  # noted as sent now; undone if the engine turns out unreachable
+            self.registry.submitted(rec, client, header)
+            if self.records is not None:
+                request_seen(self.records, header, frames[8:], rec.id, rec.uuid)
+            self.to_engines.send(frames, functools.partial(self._unreachable, client, target, header, rec))
+            return
         try:
             self.back.send(frames)
         except zmq.ZMQError as e:
@@ -147,11 +171,27 @@ class Router:
                 raise
             self.reply_error(client, target, header, "EngineError",
                              f"engine {rec.id} is unreachable (its connection is gone)", rec)
+
+    def _unreachable(self, client: bytes, target: bytes, header: dict[str, Any], rec: EngineRecord) -> None:
+        """A request sent to *rec* could not be (its connection is gone): answer it with an error."""
+        rec.pending.pop(str(header.get("msg_id", "")), None)  # (not a completion)
+        self.reply_error(client, target, header, "EngineError",
+                         f"engine {rec.id} is unreachable (its connection is gone)", rec)
+
+    def _client_batch(self, client: bytes, frames: list[Any]) -> None:
+        """A client's batch: checked once, then each part handled as if it had come alone, in order,
+        with what that sends to engines and clients held until the last part (controller/outbox.py)."""
+        try:
+            msg = self.session.deserialize(frames[2:], route=self.name)
+            parts = batching.unpack(msg)
+        except (ProtocolError, ValueError, UnicodeDecodeError) as e:
+            self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
-        if self.track:
-            self.registry.submitted(rec, client, header)
-            if self.records is not None:
-                request_seen(self.records, header, frames[8:], rec.id, rec.uuid)
+        self.to_client.takes_batches(client)
+        ident = frames[0]
+        with self.outboxes:
+            for part in parts:
+                self.from_client([ident, *part], presigned=True)
 
     def _broadcast(self, client: bytes, header: dict[str, Any], metadata_part: Any, frames: list[zmq.Frame]) -> None:
         """Forward one request to every engine its metadata's ``targets`` names (null: all ready).
@@ -189,15 +229,9 @@ class Router:
                 continue
             if coalesce:
                 self.coalescer.expect(msg_id, rec.uuid)
-            try:
-                self.back.send([rec.uuid, client, *rest])
-            except zmq.ZMQError as e:
-                if e.errno != zmq.EHOSTUNREACH:
-                    raise
-                self.reply_error(client, rec.uuid, header, "EngineError",
-                                 f"engine {rec.id} is unreachable (its connection is gone)", rec)
-                continue
-            self.registry.submitted(rec, client, header)
+            self.registry.submitted(rec, client, header)  # undone if the engine is unreachable
+            self.to_engines.send([rec.uuid, client, *rest],
+                                 functools.partial(self._unreachable, client, rec.uuid, header, rec))
         if coalesce:
             self.coalescer.flush(msg_id)  # sends now if no engine was reachable
 
@@ -235,7 +269,7 @@ class Router:
         msg_type = header.get("msg_type", "")
         if msg_type in OUTPUT_TYPES:
             frames[0], frames[1] = frames[1], frames[0]
-            self.front.send(frames)
+            self.to_client.send(frames)
             self._publish(engine, msg_type, frames[2:])
             return
         deliver = True
@@ -262,7 +296,7 @@ class Router:
             return  # the engine sent it to the waiting client directly; this copy is for the records
         if deliver:
             frames[0], frames[1] = frames[1], frames[0]
-            self.front.send(frames)
+            self.to_client.send(frames)
 
     def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:
         """A copy of an engine's output on iopub, topic ``engine.<id>.<msg_type>`` (frames from the delimiter)."""
@@ -295,7 +329,7 @@ class Router:
                                         idents=[client, engine_uuid])
         msg_id = str(request.get("msg_id", ""))
         if not (self.coalescer and self.coalescer.part(msg_id, engine_uuid, frames[2:])):
-            self.front.send(frames)
+            self.to_client.send(frames)
         if self.records is not None:  # a request that ends here (dead engine, failed task ...)
             self.records.finished(str(request.get("msg_id", "")), "error", now, ename=ename,
                                   engine_id=info["engine_id"], reply=frames[2:])

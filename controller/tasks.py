@@ -11,6 +11,7 @@ attempt that will be retried is not delivered).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Callable, Sequence
@@ -40,6 +41,9 @@ class TaskServer:
         # msg_id -> (client identity, request header, frames from the delimiter on)
         self.tasks: dict[str, tuple[bytes, dict[str, Any], list[Any]]] = {}
         self.records: Any = None  # the controller's TaskRecords (set by the app)
+        # the mux route's EngineOutbox (set by the app): tasks assigned while the controller
+        # handles queued messages go to each engine together; None sends each at once
+        self.outbox: Any = None
 
     # --- events in ----------------------------------------------------------------------------
 
@@ -128,6 +132,13 @@ class TaskServer:
                     # the scheduler learns of deaths through engine_removed; this is a race
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
+                if self.outbox is not None:  # noted as sent now; undone if the engine is unreachable
+                    self.registry.submitted(rec, client, header)
+                    if self.records is not None:
+                        self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
+                    self.outbox.send([ins.engine, client, *msg_frames],
+                                     functools.partial(self._unreachable, rec, ins.msg_id), self.send_to_engine)
+                    continue
                 try:
                     self.send_to_engine([ins.engine, client, *msg_frames])
                 except zmq.ZMQError as e:
@@ -145,6 +156,11 @@ class TaskServer:
                     eid = self.registry.id_of(ins.engine)
                     where = EngineRecord(eid, ins.engine) if eid is not None else None
                 self.reply_error(client, SCHEDULER, header, ins.ename, ins.evalue, where)
+
+    def _unreachable(self, rec: EngineRecord, msg_id: str) -> None:
+        """The task could not be sent to *rec* (its connection is gone): as for a failed send."""
+        rec.pending.pop(msg_id, None)  # (not a completion)
+        self.carry_out(self.scheduler.remove_engine(rec.uuid, time.monotonic()))
 
     # --- helpers ------------------------------------------------------------------------------
 

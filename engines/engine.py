@@ -51,6 +51,7 @@ from ipcluster.errors import ProtocolError
 from ipcluster.gctune import relax_gc
 from ipcluster.protocol import messages as M
 from ipcluster.protocol.connection import ConnectionInfo, ipc_url
+from ipcluster.protocol import batch as batching
 from ipcluster.protocol import rawlink, segments
 from ipcluster.protocol.frames import recv_frames, send_frames
 from ipcluster.protocol.hostkey import host_key
@@ -537,7 +538,7 @@ class Engine:
                 held.append(recv_frames(self.mux))
             except zmq.Again:
                 break
-        queued = [m for m in map(_peek_msg_id, held) if m]
+        queued = [m for frames in held for m in _peek_msg_ids(frames) if m]
         for frames in self._recent.since(time.time() - RECENT_WINDOW):  # a dead controller may not have read them
             again = signed_again(self.session, frames)
             if again is not None:
@@ -564,13 +565,16 @@ class Engine:
         elif self.wake is not None:
             self.wake.send(b"limit")  # the control thread (see engines.control)
 
-    def _dispatch(self, frames: list[zmq.Frame], received: float) -> None:
+    def _dispatch(self, frames: list[Any], received: float, presigned: bool = False) -> None:
         try:
             route = self._route  # straight from a client (direct socket, a thread's raw link): check staleness
             fresh = route is not self.mux and route not in self._controller_links
-            msg = (self.direct_session if fresh else self.session).deserialize(frames)
+            msg = (self.direct_session if fresh else self.session).deserialize(frames, presigned=presigned)
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
+            return
+        if msg.msg_type == batching.BATCH:
+            self._dispatch_batch(msg, received, from_controller=not fresh and not presigned)
             return
         handler = self.handlers.get(msg.msg_type)
         method = msg.msg_type.removesuffix("_request")
@@ -609,6 +613,24 @@ class Engine:
         self.output.flush()
         self._reply(msg, outcome, received, started, time.time())
         self._restore_signal_handlers()
+
+    def _dispatch_batch(self, msg: Message, received: float, from_controller: bool) -> None:
+        """Requests the controller sent together (``ipcluster.protocol.batch``): each one in turn, as
+        if it had arrived alone (its own abort, clear, time limit and reply); the rest are dropped
+        like queued requests if the engine stops in between."""
+        try:
+            if not from_controller:
+                raise ProtocolError("a batch from elsewhere than the controller")
+            parts = batching.unpack(msg)
+        except ProtocolError as e:
+            self.rejected("mux-rejected", f"dropped mux batch: {type(e).__name__}: {e}")
+            return
+        for part in parts:
+            if self.state.stop_reason is not None:
+                return
+            if self.state.clear.is_set():
+                self._clear()
+            self._dispatch(part, received, presigned=True)
 
     def _reply(self, msg: Message, outcome: Outcome, received: float, started: float,
                completed: float) -> None:
@@ -728,15 +750,29 @@ class Engine:
                 tracker.wait()
 
 
-def _peek_msg_id(frames: list[zmq.Frame]) -> str:
+def _peek_msg_id(frames: list[Any]) -> str:
     """The msg_id in a request's header, read without checking the signature (which the request
     still gets before it runs): only reported to the controller as "held"."""
     try:
-        i = next(i for i, f in enumerate(frames) if f.bytes == DELIM)
-        header = json.loads(frames[i + 2].bytes)
+        i = next(i for i, f in enumerate(frames) if bytes(f) == DELIM)
+        header = json.loads(bytes(frames[i + 2]))
         return str(header["msg_id"]) if isinstance(header, dict) else ""
     except (StopIteration, IndexError, KeyError, ValueError):
         return ""
+
+
+def _peek_msg_ids(frames: list[Any]) -> list[str]:
+    """The msg_ids of a held request, or of each request in a held batch (read the same way)."""
+    try:
+        i = next(i for i, f in enumerate(frames) if bytes(f) == DELIM)
+        header = json.loads(bytes(frames[i + 2]))
+        if not (isinstance(header, dict) and header.get("msg_type") == batching.BATCH):
+            return [_peek_msg_id(frames)]
+        content = json.loads(bytes(frames[i + 5]))
+        msg = Message(header, {}, {}, content if isinstance(content, dict) else {}, list(frames[i + 6:]))
+        return [_peek_msg_id(part) for part in batching.unpack(msg)]
+    except (StopIteration, IndexError, ValueError, ProtocolError):
+        return []
 
 
 _EVENTS = int(zmq.EVENTS)

@@ -27,6 +27,7 @@ from ipcluster.client.routes import RouteTable
 from ipcluster.client.targets import Targets, resolve_targets
 from ipcluster.client.tracker import RequestTracker
 from ipcluster.protocol import messages as M
+from ipcluster.protocol import batch as batching
 from ipcluster.protocol import rawlink, segments
 from ipcluster.protocol.connection import ConnectionInfo, connection_file_path, profile_dir, read_connection_file
 from ipcluster.protocol.frames import split_parts
@@ -55,6 +56,12 @@ def _engine_gone_error(eid: int, reason: str, killed: dict[str, Any], msg_id: st
 
 #: Seconds between two looks at the buffer pool for maps to release (see ``Client._trim_buffers``).
 BUFFER_TRIM_INTERVAL = 5.0
+
+#: At most this many requests per batch the client sends: the controller's receive queue holds up
+#: to 100 messages per client, lost with it if it is killed, so its batches are kept smaller than
+#: the controller's own.
+CLIENT_BATCH_PARTS = 16
+
 
 class Client:
     """A connection to a running cluster.
@@ -205,7 +212,10 @@ class Client:
         set_limit(direct, DATA, info.max_message_size)
         self._io.add("hub", socks["hub"], self._on_hub)
         # replies read in one pass complete their futures together (RequestTracker.batch)
-        self._io.add("mux", socks["mux"], self._on_engine_message, batch=self._tracker.batch)
+        mux = self._io.add("mux", socks["mux"], self._on_engine_message, batch=self._tracker.batch)
+        # small messages queued together (tasks submitted in a loop) go as one batch
+        mux.packer = functools.partial(batching.pack_queue, self.session, idents=[batching.BATCH_TARGET],
+                                       max_parts=int(os.environ.get("BPARTS", CLIENT_BATCH_PARTS)))
         self._io.add("direct", direct, self._on_engine_message, batch=self._tracker.batch)
         self._io.add("control", socks["control"], self._on_engine_message, batch=self._tracker.batch)
         self._io.add("monitor", monitor, self._on_monitor)
@@ -306,10 +316,37 @@ class Client:
             except zmq.ZMQError:
                 pass
 
-    def _on_engine_message(self, frames: list[zmq.Frame]) -> None:
+    def _on_engine_message(self, frames: list[Any]) -> None:
+        if len(frames) > 1 and batching.is_batch_target(frames[0]):
+            self._on_batch(frames)
+            return
         msg = self._decode(frames, "mux")
         if msg is None:
             return
+        self._on_engine_msg(msg)
+
+    def _on_batch(self, frames: list[Any]) -> None:
+        """Messages the controller sent together (``ipcluster.protocol.batch``): each part as if alone."""
+        msg = self._decode(frames, "mux")
+        if msg is None:
+            return
+        try:
+            parts = batching.unpack(msg)
+        except errors.ProtocolError as e:
+            log.warning("dropped a batch on mux: %s", e)
+            return
+        for part in parts:
+            if batching.is_batch_target(part[0]):
+                log.warning("dropped a batch inside a batch on mux")
+                continue
+            try:
+                inner = self.session.deserialize(part, presigned=True)
+            except errors.ProtocolError as e:
+                log.warning("dropped a part of a batch on mux: %s", e)
+                continue
+            self._on_engine_msg(inner)
+
+    def _on_engine_msg(self, msg: Message) -> None:
         if msg.msg_type == M.BROADCAST_REPLY:
             self._on_coalesced(msg)
         else:

@@ -68,6 +68,9 @@ class Channel:
         self._outbox: list[Sequence[Any]] = []
         self._outbox_lock = threading.Lock()
         self._flush_scheduled = False
+        # turns the queue send_soon() filled into what is sent (e.g. several small messages as one
+        # batch: ipcluster.protocol.batch); None sends each message as queued
+        self.packer: Callable[[list[Sequence[Any]]], list[Sequence[Any]]] | None = None
         self._closed = False
         self.handler_errors = 0
         self._reading = False
@@ -182,6 +185,11 @@ class Channel:
             self._flush_scheduled = False
         if self._closed:
             return
+        if self.packer is not None and len(batch) > 1:
+            try:
+                batch = self.packer(batch)
+            except Exception:  # never lose messages: send them as they were queued
+                self.log.exception("packing %d queued messages on %s failed", len(batch), self.name)
         try:
             with self.lock:
                 for frames in batch:

@@ -286,15 +286,17 @@ class Session:
         self.rejected["malformed"] += 1
         raise MalformedMessage("no <IDS|MSG> delimiter in message")
 
-    def verify(self, msg_frames: Sequence[Any], route: str = "") -> list[bytes]:
+    def verify(self, msg_frames: Sequence[Any], route: str = "", presigned: bool = False) -> list[bytes]:
         """Check signature and replay guard of the frames after the delimiter.
 
         Returns the four JSON parts as bytes.  Raises before anything is decoded (with
-        ``freshness``, before anything but the header).
+        ``freshness``, before anything but the header).  *presigned*: the frames are a part of a
+        batch whose own signature, already checked, covers their bytes (``ipcluster.protocol.batch``):
+        their signature is not recomputed, but it still enters the replay guard.
         """
         if self.freshness:
-            return self.verify_header(msg_frames, route)[0]
-        signature, parts = self._signed_parts(msg_frames)
+            return self.verify_header(msg_frames, route, presigned)[0]
+        signature, parts = self._signed_parts(msg_frames, presigned)
         if self._auth is not None:
             self._check_replay(signature)
         return parts
@@ -308,25 +310,28 @@ class Session:
                 raise ReplayedMessage("message signature seen before (replay)")
             self._remember(digest)
 
-    def _signed_parts(self, msg_frames: Sequence[Any]) -> tuple[bytes, list[bytes]]:
-        """The signature and the four JSON parts, once the signature checks out (with a key)."""
+    def _signed_parts(self, msg_frames: Sequence[Any], presigned: bool = False) -> tuple[bytes, list[bytes]]:
+        """The signature and the four JSON parts, once the signature checks out (with a key;
+        *presigned*: see :meth:`verify`)."""
         if len(msg_frames) < 5:
             self.rejected["malformed"] += 1
             raise MalformedMessage(f"message has {len(msg_frames)} frames after the delimiter, need >= 5")
         signature = _frame_bytes(msg_frames[0])
         parts = [_frame_bytes(f) for f in msg_frames[1:5]]
-        if self._auth is not None and not hmac.compare_digest(signature, self.sign(parts, msg_frames[5:])):
+        if self._auth is not None and not presigned and \
+                not hmac.compare_digest(signature, self.sign(parts, msg_frames[5:])):
             self.rejected["signature"] += 1
             raise InvalidSignature("message signature does not match (wrong key or altered frames)")
         return signature, parts
 
-    def verify_header(self, msg_frames: Sequence[Any], route: str = "") -> tuple[list[bytes], dict[str, Any]]:
+    def verify_header(self, msg_frames: Sequence[Any], route: str = "",
+                      presigned: bool = False) -> tuple[list[bytes], dict[str, Any]]:
         """:meth:`verify`, and the decoded header (decoded once, after the signature check).
 
         *route* names where the message came from (e.g. ``"mux"``): freshness is judged per route
         and sender, since messages keep their order only within one connection.
         """
-        signature, parts = self._signed_parts(msg_frames)
+        signature, parts = self._signed_parts(msg_frames, presigned)
         try:
             header = json_loads(parts[0])
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -394,8 +399,10 @@ class Session:
         """How much the replay guard holds (all bounded: see ``digest_history`` and MAX_SENDERS)."""
         return {"digests": len(self._seen), "horizons": len(self._horizon), "senders": len(self._latest)}
 
-    def deserialize(self, frames: Sequence[Any], has_idents: bool = True, route: str = "") -> Message:
-        """Authenticate and decode *frames* (as received) into a :class:`Message`."""
+    def deserialize(self, frames: Sequence[Any], has_idents: bool = True, route: str = "",
+                    presigned: bool = False) -> Message:
+        """Authenticate and decode *frames* (as received) into a :class:`Message` (*presigned*: see
+        :meth:`verify`)."""
         if has_idents:
             idents, rest = self.split(frames)
         else:
@@ -404,10 +411,10 @@ class Session:
                 raise MalformedMessage("message does not start with the <IDS|MSG> delimiter")
             idents, rest = [], list(frames[1:])
         if self.freshness:
-            parts, header = self.verify_header(rest, route)
+            parts, header = self.verify_header(rest, route, presigned)
             first = 1
         else:
-            parts, first = self.verify(rest), 0
+            parts, first = self.verify(rest, presigned=presigned), 0
         try:
             decoded = [json_loads(p) for p in parts[first:]]
             if first:

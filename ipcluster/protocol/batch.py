@@ -1,0 +1,196 @@
+"""Several small messages sent as one: what each hop does with messages that are already queued.
+
+A stream of small tasks costs mostly per message, not per byte: a zmq send and receive per frame,
+a signature, a wake-up and a Python dispatch at each hop.  When a sender finds several small
+messages for the same peer queued at once (a client's IO thread with tasks a user thread submitted
+in a loop; the controller with the tasks it assigned to one engine while handling a client's batch;
+the controller with replies for one client read in one pass), it sends them as one *batch*::
+
+    [ident, ..., b"<IDS|MSG>", signature, header, parent_header, metadata, content, blob]
+
+an ordinary signed message of type ``batch``, content ``{"parts": [[k, len, len, ...], ...]}``:
+one list per part, ``k`` its routing identities, then the length of each of its frames (those
+identities, then every frame after its delimiter: signature, the four JSON frames, buffers).
+``blob`` is those frames, part after part, joined.  The batch's signature covers the blob's bytes
+whole (it is the message's first buffer), so a receiver checks one signature for all the parts;
+each part keeps its own signature, which the receiver enters in its replay guard (and, with
+freshness, checks its date) without recomputing it, then handles the part exactly as if it had
+arrived alone, in order.  Nothing waits for a batch to fill: a message alone in the queue goes
+alone, unchanged.
+
+Only small messages are packed (every frame a bytes-like object, :data:`PART_LIMIT` bytes in all):
+large buffers keep their zero-copy sends.  A batch holds at most :data:`MAX_PARTS` parts and
+:data:`MAX_BYTES` bytes of blob.  Batches never nest.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ipcluster.errors import MalformedMessage
+from ipcluster.protocol.session import DELIM, Message, Session
+
+#: Message type of a batch.
+BATCH = "batch"
+#: Routing id of a batch a client sends on its mux socket (the controller unpacks it).
+BATCH_TARGET = b"batch"
+#: A message is packed only if all its frames together are at most this many bytes.
+PART_LIMIT = 16 * 1024
+#: At most this many parts per batch.
+MAX_PARTS = 128
+#: At most this many bytes of frames per batch.
+MAX_BYTES = 1 << 20
+
+_bytes = bytes
+
+
+def _size(frame: Any) -> int:
+    """Bytes of a frame, or ``-1`` for anything that is not a bytes-like object."""
+    cls = frame.__class__
+    if cls is _bytes or cls is bytearray:
+        return len(frame)
+    try:
+        return memoryview(frame).nbytes
+    except TypeError:
+        return -1
+
+
+def part_size(frames: Sequence[Any]) -> int:
+    """Bytes of a message's frames if it may go in a batch (small, one delimiter), else ``-1``."""
+    total = 0
+    for f in frames:
+        n = len(f) if f.__class__ is _bytes else _size(f)
+        if n < 0:
+            return -1
+        total += n
+        if total > PART_LIMIT:
+            return -1
+    return total
+
+
+def pack(session: Session, messages: Sequence[Sequence[Any]], idents: Sequence[bytes] = ()) -> list[Any]:
+    """One signed batch (frames for ``send_multipart``, after *idents*) holding *messages*.
+
+    Each message is a frame list as it would be sent alone: routing identities, the delimiter,
+    then its signed frames.  The caller has checked each with :func:`part_size`.
+    """
+    descr: list[list[int]] = []
+    chunks: list[Any] = []
+    for frames in messages:
+        k = _delim_index(frames)
+        lengths = [k]
+        for i, f in enumerate(frames):
+            if i != k:
+                lengths.append(len(f) if f.__class__ is _bytes else _size(f))
+                chunks.append(f)
+        descr.append(lengths)
+    blob = b"".join(chunks)
+    return session.serialize(BATCH, {"parts": descr}, buffers=[blob], idents=idents)
+
+
+def unpack(msg: Message) -> list[list[bytes]]:
+    """The parts of a verified batch, each as the frames it would have arrived with alone
+    (its routing identities, the delimiter, its signed frames).
+
+    Raises :class:`~ipcluster.errors.MalformedMessage` for a descriptor that does not describe the
+    blob exactly (before any part is handled).
+    """
+    if msg.msg_type != BATCH:
+        raise MalformedMessage(f"a {msg.msg_type!r} message where a batch was expected")
+    descr = msg.content.get("parts")
+    if len(msg.buffers) != 1 or not isinstance(descr, list) or not descr or len(descr) > MAX_PARTS:
+        raise MalformedMessage(f"a batch needs one buffer and 1 to {MAX_PARTS} parts")
+    buf = msg.buffers[0]
+    blob = buf if buf.__class__ is _bytes else (buf.bytes if hasattr(buf, "bytes") else _bytes(buf))
+    out: list[list[bytes]] = []
+    pos, end = 0, len(blob)
+    for lengths in descr:
+        if not isinstance(lengths, list) or len(lengths) < 7:
+            raise MalformedMessage("a batch part needs its identity count and at least 6 frame lengths")
+        k = lengths[0]
+        if type(k) is not int or not 0 <= k <= len(lengths) - 6:
+            raise MalformedMessage("a batch part's identity count is out of range")
+        frames: list[bytes] = []
+        for i, n in enumerate(lengths[1:]):
+            if type(n) is not int or n < 0 or pos + n > end:
+                raise MalformedMessage("a batch part's frame lengths do not fit its blob")
+            if i == k:
+                frames.append(DELIM)
+            frames.append(blob[pos:pos + n])
+            pos += n
+        out.append(frames)
+    if pos != end:
+        raise MalformedMessage(f"a batch's parts cover {pos} of its {end} blob bytes")
+    return out
+
+
+def is_batch_target(frame: Any) -> bool:
+    """Whether a routing-id frame (bytes or ``zmq.Frame``) is :data:`BATCH_TARGET`."""
+    return len(frame) == len(BATCH_TARGET) and (frame if frame.__class__ is _bytes else _bytes(frame)) == BATCH_TARGET
+
+
+def _delim_index(frames: Sequence[Any]) -> int:
+    for i, f in enumerate(frames):
+        if f is DELIM or (_size(f) == len(DELIM) and _bytes(f) == DELIM):
+            return i
+    raise ValueError("message to pack has no delimiter")
+
+
+class Packer:
+    """Groups a queue of outgoing messages to one peer into batches, in order.
+
+    :meth:`add` each message (its frame list as it would be sent alone), then :meth:`messages`
+    gives what to send: runs of small messages as batches, a run of one and every large message
+    unchanged.  Sending is the caller's.
+    """
+
+    __slots__ = ("session", "idents", "max_parts", "_out", "_run", "_run_bytes")
+
+    def __init__(self, session: Session, idents: Sequence[bytes] = (), max_parts: int = MAX_PARTS):
+        self.session = session
+        self.idents = list(idents)
+        self.max_parts = min(max_parts, MAX_PARTS)
+        self._out: list[tuple[Sequence[Any], int]] = []  # (frames to send, how many messages they hold)
+        self._run: list[Sequence[Any]] = []
+        self._run_bytes = 0
+
+    def add(self, frames: Sequence[Any]) -> None:
+        n = part_size(frames)
+        if n < 0:
+            self._close_run()
+            self._out.append((frames, 1))
+            return
+        if len(self._run) >= self.max_parts or self._run_bytes + n > MAX_BYTES:
+            self._close_run()
+        self._run.append(frames)
+        self._run_bytes += n
+
+    def _close_run(self) -> None:
+        run = self._run
+        if len(run) == 1:
+            self._out.append((run[0], 1))
+        elif run:
+            self._out.append((pack(self.session, run, self.idents), len(run)))
+        self._run = []
+        self._run_bytes = 0
+
+    def messages(self) -> list[Sequence[Any]]:
+        """What to send, in order (the packer is empty afterwards)."""
+        return [frames for frames, _ in self.counted()]
+
+    def counted(self) -> list[tuple[Sequence[Any], int]]:
+        """What to send, in order, each with the number of added messages it holds."""
+        self._close_run()
+        out, self._out = self._out, []
+        return out
+
+
+def pack_queue(session: Session, queue: Sequence[Sequence[Any]], idents: Sequence[bytes] = (),
+               max_parts: int = MAX_PARTS) -> list[Sequence[Any]]:
+    """:class:`Packer` over a whole queue: runs of small messages as batches, the rest unchanged."""
+    if len(queue) < 2:
+        return list(queue)
+    p = Packer(session, idents, max_parts)
+    for frames in queue:
+        p.add(frames)
+    return p.messages()
