@@ -131,6 +131,14 @@ def dropped(hub: "Hub") -> dict[str, Any]:
     return {"routes": by_route, "session": dict(hub.session.rejected), "handler_errors": errors}
 
 
+def batches(hub: "Hub") -> dict[str, int]:
+    """Batches on the mux route (``ipcluster.protocol.batch``): received from clients (and the parts
+    they held), sent to engines and to clients."""
+    mux = hub.mux
+    return {"received": mux.batches_received, "parts_received": mux.batch_parts_received,
+            "to_engines": mux.to_engines.batches_sent, "to_clients": mux.to_client.batches_sent}
+
+
 def object_counts(top: int = 25) -> dict[str, int]:
     """The most numerous types among the objects the garbage collector tracks (finding leaks)."""
     counts = Counter(type(o).__name__ for o in gc.get_objects())
@@ -145,7 +153,7 @@ def controller_state(hub: "Hub", verbose: bool = False, objects: bool = False) -
     if objects:
         trim_heap()  # so that the process's memory shows what is in use
     state: dict[str, Any] = {"status": "ok", "sizes": sizes(hub), "dropped": dropped(hub),
-                             "violations": violations(hub)}
+                             "violations": violations(hub), "batches": batches(hub)}
     if verbose:
         state["pending"] = {str(rec.id): sorted(rec.pending) for rec in hub.registry}
         if hub.tasks is not None:
@@ -159,4 +167,4 @@ def controller_state(hub: "Hub", verbose: bool = False, objects: bool = False) -
     return state
 
 
-__all__ = ["MAX_VIOLATIONS", "controller_state", "dropped", "object_counts", "sizes", "violations"]
+__all__ = ["MAX_VIOLATIONS", "batches", "controller_state", "dropped", "object_counts", "sizes", "violations"]

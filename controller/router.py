@@ -104,6 +104,7 @@ class Router:
         self.to_engines = EngineOutbox(session, back.send, immediate_prefix=RAW_CLIENT_PREFIX)
         self.to_client = ClientOutbox(session, front)
         self.outboxes = Outboxes(self.to_engines, self.to_client)
+        self.batches_received = self.batch_parts_received = 0
         self.coalescer = Coalescer(session, self.to_client.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
@@ -112,21 +113,21 @@ class Router:
 
     # --- client -> engine ---------------------------------------------------------------------
 
-    def from_client(self, frames: list[Any], presigned: bool = False) -> None:
-        """A client's message (*presigned*: a part of a batch, see ``ipcluster.protocol.batch``)."""
+    def from_client(self, frames: list[Any], in_batch: bool = False) -> None:
+        """A client's message (*in_batch*: a part of a batch, see ``ipcluster.protocol.batch``)."""
         if len(frames) < 3 or _b(frames[2]) != DELIM:
             self.drops.drop(f"{self.name}_front", "no engine identity before the delimiter",
                             _b(frames[0]) if frames else b"")
             return
         client, target = _b(frames[0]), _b(frames[1])
         if target == batching.BATCH_TARGET and self.track:
-            if presigned:
+            if in_batch:
                 self.drops.drop(f"{self.name}_front", "a batch inside a batch", client)
             else:
                 self._client_batch(client, frames)
             return
         try:
-            parts, header = self.session.verify_header(frames[3:], self.name, presigned)
+            parts, header = self.session.verify_header(frames[3:], self.name)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
@@ -179,8 +180,12 @@ class Router:
                          f"engine {rec.id} is unreachable (its connection is gone)", rec)
 
     def _client_batch(self, client: bytes, frames: list[Any]) -> None:
-        """A client's batch: checked once, then each part handled as if it had come alone, in order,
-        with what that sends to engines and clients held until the last part (controller/outbox.py)."""
+        """A client's batch: each part handled as if it had come alone, in order, with what that
+        sends to engines and clients held until the last part (controller/outbox.py).
+
+        Each part's own signature is checked too (unlike engines and clients, which trust the
+        controller's batches): a part may later be forwarded alone, and its receiver checks it.
+        A part that fails is dropped and counted like a message alone; the others go on."""
         try:
             msg = self.session.deserialize(frames[2:], route=self.name)
             parts = batching.unpack(msg)
@@ -188,10 +193,12 @@ class Router:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
         self.to_client.takes_batches(client)
+        self.batches_received += 1
+        self.batch_parts_received += len(parts)
         ident = frames[0]
         with self.outboxes:
             for part in parts:
-                self.from_client([ident, *part], presigned=True)
+                self.from_client([ident, *part], in_batch=True)
 
     def _broadcast(self, client: bytes, header: dict[str, Any], metadata_part: Any, frames: list[zmq.Frame]) -> None:
         """Forward one request to every engine its metadata's ``targets`` names (null: all ready).

@@ -215,7 +215,7 @@ class Client:
         mux = self._io.add("mux", socks["mux"], self._on_engine_message, batch=self._tracker.batch)
         # small messages queued together (tasks submitted in a loop) go as one batch
         mux.packer = functools.partial(batching.pack_queue, self.session, idents=[batching.BATCH_TARGET],
-                                       max_parts=int(os.environ.get("BPARTS", CLIENT_BATCH_PARTS)))
+                                       max_parts=CLIENT_BATCH_PARTS)
         self._io.add("direct", direct, self._on_engine_message, batch=self._tracker.batch)
         self._io.add("control", socks["control"], self._on_engine_message, batch=self._tracker.batch)
         self._io.add("monitor", monitor, self._on_monitor)

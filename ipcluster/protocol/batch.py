@@ -38,8 +38,9 @@ BATCH_TARGET = b"batch"
 PART_LIMIT = 16 * 1024
 #: At most this many parts per batch.
 MAX_PARTS = 128
-#: At most this many bytes of frames per batch.
-MAX_BYTES = 1 << 20
+#: At most this many bytes of frames per batch: below the size from which a frame is sent without
+#: copying (``frames.COPY_THRESHOLD``), whose release costs a wake-up of zmq's garbage-collector thread.
+MAX_BYTES = 60 * 1024
 
 _bytes = bytes
 

@@ -1,0 +1,332 @@
+"""Small tasks batched on the wire (``ipcluster.protocol.batch``): a task inside a batch behaves
+exactly as it would alone — results, order, failures, retries, dependencies, time limits, aborts,
+engine deaths, a controller restart — and a bad batch is refused cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+import zmq
+
+import ipcluster
+from ipcluster import errors
+from ipcluster.protocol import batch as batching
+from ipcluster.protocol.serialize import deserialize_object, pack_apply_message
+from ipcluster.protocol.session import Session
+from tests.conftest import alive, wait_for
+
+
+@contextlib.contextmanager
+def held_io(rc: ipcluster.Client) -> Iterator[None]:
+    """Keep the client's IO thread busy meanwhile: what is submitted is queued, then sent together."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(20)
+
+    rc._io.loop.call_soon_threadsafe(hold)
+    assert entered.wait(10), "the IO thread did not come round"
+    try:
+        yield
+    finally:
+        release.set()
+
+
+def _batches(rc: ipcluster.Client) -> dict[str, int]:
+    return rc.controller_state()["batches"]
+
+
+def square_and_note(i: int) -> int:
+    """Runs on an engine: remembers the order it ran its tasks in."""
+    import builtins
+
+    seen = getattr(builtins, "_batch_test_order", None)
+    if seen is None:
+        seen = builtins._batch_test_order = []  # type: ignore[attr-defined]
+    seen.append(i)
+    if i % 7 == 3:
+        raise ValueError(f"task {i} fails")
+    return i * i
+
+
+def _order() -> list[int]:
+    import builtins
+
+    return list(getattr(builtins, "_batch_test_order", []))
+
+
+def test_batched_tasks_give_the_same_results_in_the_same_order(rc):
+    lview = rc.load_balanced_view()
+    before = _batches(rc)
+    n = 300
+    with held_io(rc):
+        ars = [lview.apply_async(square_and_note, i) for i in range(n)]
+    for i, ar in enumerate(ars):
+        if i % 7 == 3:
+            with pytest.raises(ValueError, match=f"task {i} fails"):
+                ar.get(timeout=30)
+        else:
+            assert ar.get(timeout=30) == i * i
+    after = _batches(rc)
+    # 300 queued tasks went in batches of at most 16, and the controller passed them on in batches
+    assert after["received"] - before["received"] >= n // 16
+    assert after["parts_received"] - before["parts_received"] == n
+    assert after["to_engines"] > before["to_engines"]
+    # each engine ran its share in the order the tasks were submitted
+    orders = rc[:].apply_sync(_order)
+    assert sorted(i for o in orders for i in o) == list(range(n))
+    for o in orders:
+        assert o == sorted(o)
+    # the controller's records: one per task, in submission order
+    hist = rc.hub_history()
+    ids = [ar.msg_ids[0] for ar in ars]
+    assert [m for m in hist if m in set(ids)] == ids
+
+
+def test_replies_come_back_in_batches(rc):
+    lview = rc.load_balanced_view()
+    before = _batches(rc)
+    ars = [lview.apply_async(pow, i, 2) for i in range(3000)]
+    assert [ar.get(timeout=60) for ar in ars] == [i * i for i in range(3000)]
+    after = _batches(rc)
+    assert after["to_clients"] > before["to_clients"]
+
+
+def _flaky(marker: str) -> str:
+    import pathlib
+
+    p = pathlib.Path(marker)
+    if not p.exists():
+        p.touch()
+        raise RuntimeError("first attempt fails")
+    return "retried"
+
+
+def _sleep(seconds: float) -> str:
+    import time
+
+    time.sleep(seconds)
+    return "slept"
+
+
+def _touch_and_wait(path: str, gate: str) -> str:
+    import os
+    import pathlib
+    import time
+
+    pathlib.Path(path).touch()
+    while not os.path.exists(gate):
+        time.sleep(0.005)
+    return "ran"
+
+
+def test_failures_retries_dependencies_and_time_limits_inside_a_batch(rc, tmp_path):
+    lview = rc.load_balanced_view()
+    with held_io(rc):
+        first = lview.apply_async(lambda: "first")
+        with lview.temp_flags(retries=1):
+            retried = lview.apply_async(_flaky, str(tmp_path / "flaky"))
+        failing = lview.apply_async(lambda: 1 / 0)
+        with lview.temp_flags(after=first):
+            after_ok = lview.apply_async(lambda: "after first")
+        with lview.temp_flags(after=failing):  # only success counts: can never run
+            after_failed = lview.apply_async(lambda: "never")
+        with lview.temp_flags(follow=first):
+            follower = lview.apply_async(lambda: "followed")
+        with lview.temp_flags(time_limit=0.5):
+            limited = lview.apply_async(_sleep, 30)
+        plain = [lview.apply_async(pow, i, 3) for i in range(20)]
+    assert first.get(timeout=30) == "first"
+    assert retried.get(timeout=30) == "retried"
+    with pytest.raises(ZeroDivisionError):
+        failing.get(timeout=30)
+    assert after_ok.get(timeout=30) == "after first"
+    with pytest.raises(errors.ImpossibleDependency):
+        after_failed.get(timeout=30)
+    assert follower.get(timeout=30) == "followed"
+    assert follower.engine_id == first.engine_id
+    with pytest.raises(errors.TaskTimeout):
+        limited.get(timeout=30)
+    assert [ar.get(timeout=30) for ar in plain] == [i ** 3 for i in range(20)]
+    wait_for(lambda: rc.ids == [0, 1], timeout=20, what="both engines registered")
+
+
+def test_abort_of_tasks_that_came_in_a_batch(rc, tmp_path):
+    lview = rc.load_balanced_view(targets=[0])
+    marker, gate = tmp_path / "running", tmp_path / "gate"
+    with held_io(rc):
+        running = lview.apply_async(_touch_and_wait, str(marker), str(gate))
+        queued = [lview.apply_async(lambda i=i: i) for i in range(10)]
+    wait_for(marker.exists, what="the first task to run")
+    rc.abort(queued[3:6])
+    gate.touch()
+    assert running.get(timeout=30) == "ran"
+    for i, ar in enumerate(queued):
+        if 3 <= i < 6:
+            with pytest.raises(errors.TaskAborted):
+                ar.get(timeout=30)
+        else:
+            assert ar.get(timeout=30) == i
+
+
+def test_bad_batches_and_bad_parts_are_refused_cleanly(rc):
+    """A client-built batch: a part with a wrong signature is dropped (the others run), and a batch
+    with a wrong signature, a descriptor that does not fit its blob, or a batch inside it is refused."""
+    info = rc.connection_info
+    session = Session(info.key_bytes)
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(info.url("mux_front"))
+    md = {"targets": None, "retries": 0, "timeout": None, "after": None, "follow": None}
+
+    def task(x: int) -> list[Any]:
+        return session.serialize("apply_request", {}, metadata=md, buffers=pack_apply_message(pow, (x, 2), {}),
+                                 idents=[b"scheduler"])
+
+    def replies(n: int, timeout: float = 20) -> dict[str, Any]:
+        """The next *n* replies, by parent msg_id (unpacking the controller's batches)."""
+        out: dict[str, Any] = {}
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            assert sock.poll(max(1, int((deadline - time.monotonic()) * 1000))), f"only {len(out)} of {n} replies"
+            frames = sock.recv_multipart()
+            msg = session.deserialize(frames)
+            for m in ([session.deserialize(p, presigned=True) for p in batching.unpack(msg)]
+                      if msg.msg_type == batching.BATCH else [msg]):
+                out[m.parent_id] = deserialize_object(m.buffers) if m.content["status"] == "ok" else m.content
+        return out
+
+    def dropped() -> dict[str, int]:
+        d = rc.controller_state()["dropped"]
+        return {**d["session"], **d["routes"].get("mux_front", {})}
+
+    try:
+        before = dropped()
+        good1, bad, good2 = task(3), task(4), task(5)
+        bad[2] = b"0" * len(bad[2])  # a part whose own signature is wrong
+        sock.send_multipart(batching.pack(session, [good1, bad, good2], [batching.BATCH_TARGET]))
+        got = replies(2)
+        ids = [session.deserialize(f).msg_id for f in (good1, good2)]
+        assert got == {ids[0]: 9, ids[1]: 25}
+        wait_for(lambda: dropped().get("signature", 0) == before.get("signature", 0) + 1,
+                 what="the bad part to be counted")
+
+        before = dropped()
+        wrong = batching.pack(session, [task(6), task(7)], [batching.BATCH_TARGET])
+        wrong[2] = b"0" * len(wrong[2])  # the batch's own signature
+        sock.send_multipart(wrong)
+        misfit = batching.pack(session, [task(8), task(9)], [batching.BATCH_TARGET])
+        blob = misfit[-1]
+        misfit = session.serialize(batching.BATCH, {"parts": [[1, 9, 64, 10, 2, 2, 2]]}, buffers=[blob],
+                                   idents=[batching.BATCH_TARGET])
+        sock.send_multipart(misfit)
+        inner = batching.pack(session, [task(10), task(11)], [batching.BATCH_TARGET])
+        nested = batching.pack(session, [inner, task(12)], [batching.BATCH_TARGET])
+        sock.send_multipart(nested)
+        assert replies(1).popitem()[1] == 144  # only task 12 of all these ran
+        wait_for(lambda: dropped().get("signature", 0) == before.get("signature", 0) + 1
+                 and dropped().get("MalformedMessage", 0) == before.get("MalformedMessage", 0) + 1
+                 and dropped().get("a batch inside a batch", 0) == before.get("a batch inside a batch", 0) + 1,
+                 what="the refused batches to be counted")
+        assert not sock.poll(300), "a refused batch was answered"
+        state = rc.controller_state()
+        assert not state["dropped"]["handler_errors"] and not state["violations"]
+        # the cluster goes on as before
+        assert rc.load_balanced_view().apply_sync(pow, 2, 5) == 32
+    finally:
+        sock.close()
+
+
+def _crash_when(gate: str) -> None:
+    import os
+    import time
+
+    while not os.path.exists(gate):
+        time.sleep(0.005)
+    os._exit(3)
+
+
+def test_engine_death_mid_batch_fails_exactly_the_tasks_it_owed(fresh_cluster, tmp_path):
+    rc = fresh_cluster.connect_client_sync()
+    rc.wait_for_engines(2, timeout=30)
+    lview = rc.load_balanced_view(targets=[0])
+    gate = tmp_path / "gate"
+    before = _batches(rc)
+    with held_io(rc):
+        done = [lview.apply_async(pow, i, 2) for i in range(5)]
+        crash = lview.apply_async(_crash_when, str(gate))
+        behind = [lview.apply_async(pow, i, 3) for i in range(5)]
+    # the tasks before the crash have answered before it happens: their replies are out
+    assert [ar.get(timeout=30) for ar in done] == [i * i for i in range(5)]
+    assert _batches(rc)["to_engines"] > before["to_engines"]
+    gate.touch()
+    with pytest.raises(errors.EngineDied):
+        crash.get(timeout=20)
+    for ar in behind:  # sent to engine 0 in the same batch, never run: no retries, so they fail
+        with pytest.raises(errors.EngineDied):
+            ar.get(timeout=20)
+    assert all(ar.successful() for ar in done)
+    assert rc.load_balanced_view().apply_sync(pow, 3, 3) == 27
+    rc.close()
+
+
+def record_call(i: int, where: str) -> int:
+    import os
+
+    with open(os.path.join(where, f"{os.getpid()}.log"), "a") as f:
+        f.write(f"{i}\n")
+    return 2 * i
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_controller_restart_with_batches_gives_each_result_once(tmp_path):
+    pdir = tmp_path / "profile"
+    pdir.mkdir()
+    (pdir / "ipcontroller_config.py").write_text("c.IPController.heartbeat_period = 0.2\n")
+    c = ipcluster.Cluster(n=2, profile_dir=str(pdir), persist=True, log_level="INFO")
+    where = tmp_path / "calls"
+    where.mkdir()
+    try:
+        rc = c.start_and_connect_sync()
+        lview = rc.load_balanced_view()
+        n = 3000
+        with held_io(rc):
+            ars = [lview.apply_async(record_call, i, str(where)) for i in range(n)]
+        wait_for(lambda: sum(a.done() for a in ars) >= n // 4, 60, what="a quarter of the tasks")
+        assert _batches(rc)["received"] >= n // 4 // 16
+        pid = c.controller.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 10, what="the controller to die")
+        wait_for(lambda: c.controller is not None and c.controller.pid != pid and c.controller.running, 20,
+                 what="the controller to be restarted")
+        wait_for(lambda: all(a.done() for a in ars), 60, what="every task to finish or fail")
+        ok = 0
+        for i, a in enumerate(ars):
+            try:
+                assert a.get(0) == 2 * i
+                ok += 1
+            except errors.ControllerRestarted:
+                pass  # failed clearly: never ran, or its reply was lost with the controller
+        assert ok >= n // 2, f"only {ok} of {n} results"
+        runs: dict[int, int] = {}
+        for log in where.iterdir():
+            for line in log.read_text().split():
+                runs[int(line)] = runs.get(int(line), 0) + 1
+        assert max(runs.values()) == 1, "a task ran twice"
+        assert all(runs.get(i) == 1 for i, a in enumerate(ars) if a.successful())
+        # each result once: get_result of a finished task gives the same value again
+        sample = [ars[i].msg_ids[0] for i in range(0, n, 97) if ars[i].successful()]
+        again = rc.get_result(sample).get(timeout=30)
+        assert again == [2 * i for i in range(0, n, 97) if ars[i].successful()]
+        rc.close()
+    finally:
+        c.stop_cluster_sync()
