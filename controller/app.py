@@ -243,6 +243,9 @@ class IPController(Application):
                            send_to_engine, mux.reply_error, log)
         mux.tasks = hub.tasks = tasks
         tasks.outbox = mux.to_engines
+        # what a pass over the queued messages of either side of the mux route sends to one peer goes
+        # together: the tasks of several client batches to an engine, the replies read to a client
+        ch["mux_front"].batch = ch["mux_back"].batch = mux.outboxes
         mux.records = tasks.records = hub.records
         mux.abort_tasks = hub.abort_tasks
         ch["hb_pong"].on_message = hub.on_pong

@@ -43,7 +43,7 @@ class EngineOutbox:
         self.immediate_prefix = immediate_prefix
         self.depth = 0
         self.queued: dict[bytes, list[tuple[list[Any], Unreachable | None, Send | None]]] = {}
-        self.batches_sent = 0
+        self.batches_sent = self.parts_sent = 0
 
     def send(self, frames: list[Any], on_unreachable: Unreachable | None = None, via: Send | None = None) -> None:
         """Send (or, inside a block, queue) *frames*; *on_unreachable* runs if the engine is not
@@ -86,6 +86,7 @@ class EngineOutbox:
                 else:
                     self.send_batch(list(frames))
                     self.batches_sent += 1
+                    self.parts_sent += count
             except zmq.ZMQError as e:
                 if e.errno != zmq.EHOSTUNREACH:
                     raise
@@ -125,7 +126,7 @@ class ClientOutbox:
         self.depth = 0
         self.queued: dict[bytes, list[Sequence[Any]]] = {}
         self.batch_clients: dict[bytes, None] = {}
-        self.batches_sent = 0
+        self.batches_sent = self.parts_sent = 0
 
     def takes_batches(self, client: bytes) -> None:
         bc = self.batch_clients
@@ -168,6 +169,7 @@ class ClientOutbox:
             else:
                 self.front.send(frames)
                 self.batches_sent += 1
+                self.parts_sent += count
 
     def flush(self) -> None:
         while self.queued:

@@ -108,8 +108,6 @@ class Router:
         self.coalescer = Coalescer(session, self.to_client.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
-        if track:  # (the mux route) replies read in one pass go to each client together
-            back.batch = self.outboxes
 
     # --- client -> engine ---------------------------------------------------------------------
 
