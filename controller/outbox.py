@@ -76,15 +76,15 @@ class EngineOutbox:
             self._send_now(*items[0])
             return
         packer = Packer(self.session, [engine])
-        for frames, _, _ in items:
-            packer.add(frames[1:])
+        for queued, _, _ in items:
+            packer.add(queued[1:])
         done = 0
-        for frames, count in packer.counted():
+        for out, count in packer.counted():
             try:
                 if count == 1:
                     (items[done][2] or self.send_single)(items[done][0])
                 else:
-                    self.send_batch(list(frames))
+                    self.send_batch(list(out))
                     self.batches_sent += 1
                     self.parts_sent += count
             except zmq.ZMQError as e:

@@ -12,11 +12,12 @@ an ordinary signed message of type ``batch``, content ``{"parts": [[k, len, len,
 one list per part, ``k`` its routing identities, then the length of each of its frames (those
 identities, then every frame after its delimiter: signature, the four JSON frames, buffers).
 ``blob`` is those frames, part after part, joined.  The batch's signature covers the blob's bytes
-whole (it is the message's first buffer), so a receiver checks one signature for all the parts;
-each part keeps its own signature, which the receiver enters in its replay guard (and, with
-freshness, checks its date) without recomputing it, then handles the part exactly as if it had
-arrived alone, in order.  Nothing waits for a batch to fill: a message alone in the queue goes
-alone, unchanged.
+whole (it is the message's first buffer).  Each part keeps its own signature and the receiver
+handles it exactly as if it had arrived alone, in order.  Engines and clients check one signature
+for a batch the controller sent: a part's own signature is not recomputed (``presigned``) but still
+enters their replay guard.  The controller checks each part of a client's batch in full, since it
+may pass a part on alone, so everything it passes on has been checked.  Nothing waits for a batch
+to fill: a message alone in the queue goes alone, unchanged.
 
 Only small messages are packed (every frame a bytes-like object, :data:`PART_LIMIT` bytes in all):
 large buffers keep their zero-copy sends.  A batch holds at most :data:`MAX_PARTS` parts and

@@ -198,3 +198,22 @@ def test_client_outbox_batches_only_for_clients_that_sent_batches():
     assert len(sock.sent) == 4 and sock.sent[3][:2] == [b"c1", batching.BATCH_TARGET]
     parts = batching.unpack(Session(KEY).deserialize(sock.sent[3][1:]))
     assert [p[0] for p in parts] == [b"engine"] * 3 and all(p[1] == DELIM for p in parts)
+
+
+def test_an_engine_reports_the_requests_of_a_held_batch_by_their_own_ids():
+    """An engine that registers again lists the requests it holds: each part of a held batch."""
+    from engines.engine import _peek_msg_ids
+
+    s = Session(KEY)
+    sock = _Sock()
+    box = EngineOutbox(s, sock.send)
+    msgs = [_to_engine(s, b"e1", i) for i in range(3)]
+    with box:
+        for m in msgs:
+            box.send(list(m))
+    held = [zmq.Frame(bytes(f)) for f in sock.sent[0][1:]]  # as the engine's DEALER receives it
+    alone = [zmq.Frame(bytes(f)) for f in msgs[0][1:]]
+    ids = [s.deserialize(m[1:]).msg_id for m in msgs]
+    assert _peek_msg_ids(held) == ids
+    assert _peek_msg_ids(alone) == ids[:1]
+    assert _peek_msg_ids([zmq.Frame(b"junk")]) == []
