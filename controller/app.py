@@ -48,8 +48,10 @@ from ipcluster.protocol.hostkey import host_key
 from ipcluster.protocol.limits import DATA, DEFAULT_MAX_MESSAGE_SIZE, HEARTBEAT, REQUEST, set_limit
 from ipcluster.protocol.session import MAX_MESSAGE_AGE, Session, new_key
 
-#: Requests from one client queued in the controller's receive buffer at most (see serve()).
-FRONT_RCVHWM = 100
+#: Messages from one client queued in the controller's receive buffer at most (see serve()): what a
+#: killed controller loses.  A message may be a batch of up to 16 requests (CLIENT_BATCH_PARTS in
+#: ipcluster/client/client.py), so this is at most 128 requests, about as many as 100 lone ones.
+FRONT_RCVHWM = 8
 
 _SOCKET_TYPES = {
     "hub": zmq.ROUTER, "mux_front": zmq.ROUTER, "mux_back": zmq.ROUTER,

@@ -132,10 +132,11 @@ def dropped(hub: "Hub") -> dict[str, Any]:
 
 
 def batches(hub: "Hub") -> dict[str, int]:
-    """Batches on the mux route (``ipcluster.protocol.batch``): received from clients, sent to engines
-    and to clients, and the parts (messages) they held."""
+    """Batches on the mux route (``ipcluster.protocol.batch``): received from clients (and the parts
+    they held) and from engines, sent to engines and to clients (and their parts)."""
     mux = hub.mux
     return {"received": mux.batches_received, "parts_received": mux.batch_parts_received,
+            "from_engines": mux.engine_batches_received,
             "to_engines": mux.to_engines.batches_sent, "parts_to_engines": mux.to_engines.parts_sent,
             "to_clients": mux.to_client.batches_sent, "parts_to_clients": mux.to_client.parts_sent}
 

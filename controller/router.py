@@ -104,7 +104,7 @@ class Router:
         self.to_engines = EngineOutbox(session, back.send, immediate_prefix=RAW_CLIENT_PREFIX)
         self.to_client = ClientOutbox(session, front)
         self.outboxes = Outboxes(self.to_engines, self.to_client)
-        self.batches_received = self.batch_parts_received = 0
+        self.batches_received = self.batch_parts_received = self.engine_batches_received = 0
         self.coalescer = Coalescer(session, self.to_client.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
@@ -242,7 +242,8 @@ class Router:
 
     # --- engine -> client ---------------------------------------------------------------------
 
-    def from_engine(self, frames: list[zmq.Frame]) -> None:
+    def from_engine(self, frames: list[Any], in_batch: bool = False) -> None:
+        """An engine's message (*in_batch*: a part of a batch of its replies)."""
         if len(frames) < 2:
             self.drops.drop(f"{self.name}_back", "too few frames", _b(frames[0]) if frames else b"")
             return
@@ -259,6 +260,13 @@ class Router:
                 parts, header = self.session.verify_header(frames[start + 1 :], self.name)
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
+            return
+        if to_controller and (in_batch or msg.msg_type == batching.BATCH):
+            if in_batch or not self.track:
+                self.drops.drop(f"{self.name}_back", "a message for the controller inside a batch" if in_batch
+                                else "a batch where none is expected", engine)
+            else:
+                self._engine_batch(frames[0], engine, msg)
             return
         if to_controller:
             if msg.msg_type in OUTPUT_TYPES:  # output of a request the engine got directly
@@ -302,6 +310,20 @@ class Router:
         if deliver:
             frames[0], frames[1] = frames[1], frames[0]
             self.to_client.send(frames)
+
+    def _engine_batch(self, ident: Any, engine: bytes, msg: Message) -> None:
+        """Replies an engine sent together (``engines/replyhold.py``): each one checked in full and
+        handled in order as if it had come alone (the controller passes them on, alone or in its
+        own batches, so it checks what it passes on)."""
+        try:
+            parts = batching.unpack(msg)
+        except ProtocolError as e:
+            self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
+            return
+        self.engine_batches_received += 1
+        with self.outboxes:
+            for part in parts:
+                self.from_engine([ident, *part], in_batch=True)
 
     def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:
         """A copy of an engine's output on iopub, topic ``engine.<id>.<msg_type>`` (frames from the delimiter)."""

@@ -67,6 +67,7 @@ from engines.heartbeat import Heartbeat
 from engines.logs import LimitedLog
 from engines.output import OutputRouter
 from engines.recent import WINDOW as RECENT_WINDOW, RecentReplies, signed_again
+from engines.replyhold import HeldReplies
 from engines.taskslot import SLOT_SIZE, Supervision, TaskSlot
 
 log = logging.getLogger("engines.engine")
@@ -169,6 +170,10 @@ class Engine:
         self._signal_fds: tuple[int, int] | None = None
         self._sending = False
         self._interrupt_pending = False
+        # replies of a batch's requests, held to go to the controller together (engines/replyhold.py)
+        self._held = HeldReplies(self.session, self._send_held)
+        self._holding = False  # running a batch from the controller: its replies may be held
+        self._more_parts = False  # ... and more of its requests come after the current one
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -625,12 +630,34 @@ class Engine:
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux batch: {type(e).__name__}: {e}")
             return
-        for part in parts:
-            if self.state.stop_reason is not None:
-                return
-            if self.state.clear.is_set():
-                self._clear()
-            self._dispatch(part, received, presigned=True)
+        self._holding = True
+        try:
+            last = len(parts) - 1
+            for i, part in enumerate(parts):
+                if self.state.stop_reason is not None:
+                    return
+                if self.state.clear.is_set():
+                    self._clear()
+                self._more_parts = i < last
+                self._dispatch(part, received, presigned=True)
+                if self._held.due():
+                    self._flush_held()
+        finally:
+            self._holding = self._more_parts = False
+            self._flush_held()
+
+    def _flush_held(self) -> None:
+        self._sending = True  # an interrupt waits until the held replies are out
+        try:
+            self._held.flush()
+        finally:
+            self._sending = False
+        self._deliver_deferred_interrupt()
+
+    def _send_held(self, frames: list[Any]) -> None:
+        """Send held replies on mux (under the held replies' lock, from either thread)."""
+        assert self.mux is not None
+        send_frames(self.mux, frames)
 
     def _reply(self, msg: Message, outcome: Outcome, received: float, started: float,
                completed: float) -> None:
@@ -656,6 +683,8 @@ class Engine:
                                         metadata=metadata, buffers=outcome.buffers, idents=msg.idents)
         if to_controller:
             self._recent.keep(frames, completed)  # sent again if the controller restarts (engines/recent.py)
+            if self._more_parts and self._route is self.mux and self._held.hold(frames):
+                return  # goes with the next replies of this batch
         self._send(frames)
 
     def _reply_direct(self, ident: bytes, frames: list[Any]) -> bool:
@@ -689,6 +718,19 @@ class Engine:
         if isinstance(route, rawlink.RawLink):
             self._send_link(route, frames)
             return
+        if self._holding and route is self.mux:
+            # replies may be held (and sent by their thread): they go first, and every send is locked
+            with self._held.lock:
+                self._sending = True
+                try:
+                    self._held.flush_locked()
+                finally:
+                    self._sending = False
+                self._send_zmq(route, frames)
+            return
+        self._send_zmq(route, frames)
+
+    def _send_zmq(self, route: zmq.Socket, frames: list[Any]) -> None:
         last = len(frames) - 1
         sock = route
         self._sending = True

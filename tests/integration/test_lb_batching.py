@@ -96,7 +96,8 @@ def test_replies_come_back_in_batches(rc):
     ars = [lview.apply_async(pow, i, 2) for i in range(3000)]
     assert [ar.get(timeout=60) for ar in ars] == [i * i for i in range(3000)]
     after = _batches(rc)
-    assert after["to_clients"] > before["to_clients"]
+    assert after["to_clients"] > before["to_clients"]  # the controller's replies to this client
+    assert after["from_engines"] > before["from_engines"]  # the engines' replies to the controller
 
 
 def _flaky(marker: str) -> str:
@@ -156,6 +157,21 @@ def test_failures_retries_dependencies_and_time_limits_inside_a_batch(rc, tmp_pa
         limited.get(timeout=30)
     assert [ar.get(timeout=30) for ar in plain] == [i ** 3 for i in range(20)]
     wait_for(lambda: rc.ids == [0, 1], timeout=20, what="both engines registered")
+
+
+def test_a_long_task_in_a_batch_does_not_hold_back_the_results_before_it(rc, tmp_path):
+    lview = rc.load_balanced_view(targets=[0])
+    gate = tmp_path / "gate"
+    with held_io(rc):
+        quick = [lview.apply_async(pow, i, 2) for i in range(5)]
+        slow = lview.apply_async(_touch_and_wait, str(tmp_path / "started"), str(gate))
+    try:
+        # the engine holds the quick replies to send them together, but not while the slow one runs
+        assert [ar.get(timeout=20) for ar in quick] == [i * i for i in range(5)]
+        assert not slow.done()
+    finally:
+        gate.touch()
+    assert slow.get(timeout=20) == "ran"
 
 
 def test_abort_of_tasks_that_came_in_a_batch(rc, tmp_path):

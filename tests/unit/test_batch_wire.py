@@ -217,3 +217,31 @@ def test_an_engine_reports_the_requests_of_a_held_batch_by_their_own_ids():
     assert _peek_msg_ids(held) == ids
     assert _peek_msg_ids(alone) == ids[:1]
     assert _peek_msg_ids([zmq.Frame(b"junk")]) == []
+
+
+def test_held_replies_go_together_and_never_wait_long():
+    from engines.replyhold import HeldReplies
+
+    s = Session(KEY)
+    sent: list[list[Any]] = []
+    arrived = __import__("threading").Event()
+
+    def send(frames: list[Any]) -> None:
+        sent.append(frames)
+        arrived.set()
+
+    held = HeldReplies(s, send, hold=0.05)
+    replies = [_msg(s, i, ident=b"client") for i in range(3)]
+    for r in replies:
+        assert held.hold(r)
+    assert not held.hold(_msg(s, 9, size=batching.PART_LIMIT, ident=b"client"))  # large: not held
+    assert sent == []
+    # nobody flushes: the holding thread sends them once they are due
+    assert arrived.wait(10)
+    assert len(sent) == 1 and sent[0][0] == DELIM  # one batch, addressed to the controller itself
+    parts = batching.unpack(Session(KEY).deserialize(sent[0], has_idents=False))
+    assert parts == [[bytes(f) for f in r] for r in replies]
+    # a lone held reply goes as it is; flush() sends at once
+    held.hold(replies[0])
+    held.flush()
+    assert sent[-1] is replies[0] and not held.replies
