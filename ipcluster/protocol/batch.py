@@ -3,8 +3,9 @@
 A stream of small tasks costs mostly per message, not per byte: a zmq send and receive per frame,
 a signature, a wake-up and a Python dispatch at each hop.  When a sender finds several small
 messages for the same peer queued at once (a client's IO thread with tasks a user thread submitted
-in a loop; the controller with the tasks it assigned to one engine while handling a client's batch;
-the controller with replies for one client read in one pass), it sends them as one *batch*::
+in a loop; the controller with the tasks it assigned to one engine in one pass over its queued
+messages; an engine with the replies of the requests of such a batch; the controller with the
+replies for one client read in one pass), it sends them as one *batch*::
 
     [ident, ..., b"<IDS|MSG>", signature, header, parent_header, metadata, content, blob]
 
