@@ -90,6 +90,16 @@ def test_batched_tasks_give_the_same_results_in_the_same_order(rc):
     assert [m for m in hist if m in set(ids)] == ids
 
 
+def test_a_lone_task_is_never_batched(rc):
+    """Nothing waits for a batch to fill: one task at a time goes alone on every hop."""
+    lview = rc.load_balanced_view()
+    before = _batches(rc)
+    for i in range(5):
+        assert lview.apply_async(pow, i, 2).get(timeout=10) == i * i
+    after = _batches(rc)
+    assert {k: after[k] - before[k] for k in after} == {k: 0 for k in after}
+
+
 def test_replies_come_back_in_batches(rc):
     lview = rc.load_balanced_view()
     before = _batches(rc)
