@@ -184,6 +184,7 @@ class Hub:
         self.reply(msg, M.CONNECTION_REPLY, {
             "status": "ok", "engines": engines, "heartbeat_period": self.monitor.period,
             "versions": self.versions, "persistent": self.store is not None,
+            "batches": True,  # the client may send batches (ipcluster.protocol.batch)
         })
 
     def on_disconnect(self, msg: Message) -> None:
@@ -392,6 +393,7 @@ class Hub:
         if self.raw_links is not None and rec.raw_url:
             self.raw_links.connect_engine(engine, rec.raw_url)  # its load-balanced tasks go there
         rec.host_key = str(c.get("host_key") or "")
+        rec.batches = c.get("batches") is True
         if self.store is not None:
             self.store.engine(rec.id, uuid, rec.hostname, rec.pid)
         self.send_to_engine_control(engine, M.REGISTRATION_REPLY, {

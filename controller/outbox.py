@@ -35,8 +35,10 @@ class EngineOutbox:
     """Messages ``[engine, client, <IDS|MSG>, ...]`` for the engines' mux sockets."""
 
     def __init__(self, session: Session, send: Send, send_single: Send | None = None,
-                 immediate_prefix: bytes = b""):
+                 immediate_prefix: bytes = b"", takes_batches: Callable[[bytes], bool] | None = None):
         self.session = session
+        # whether an engine said it takes batches (an engine of an older version gets each message alone)
+        self.takes_batches = takes_batches
         self.send_batch = send  # the mux_back socket
         self.send_single = send_single or send  # a message sent alone (may take an engine's raw link)
         # clients whose messages are never held (blocking calls on raw links: latency counts)
@@ -72,8 +74,9 @@ class EngineOutbox:
         items = self.queued.pop(engine, None)
         if not items:
             return
-        if len(items) == 1:
-            self._send_now(*items[0])
+        if len(items) == 1 or (self.takes_batches is not None and not self.takes_batches(engine)):
+            for item in items:
+                self._send_now(*item)
             return
         packer = Packer(self.session, [engine])
         for queued, _, _ in items:

@@ -38,6 +38,8 @@ class EngineRecord:
     direct_url: str = ""
     raw_url: str = ""  # its Unix stream socket for same-host blocking calls (ipcluster.protocol.rawlink)
     host_key: str = ""
+    # the engine takes several requests as one message (ipcluster.protocol.batch); said at registration
+    batches: bool = False
     # requests served on the direct route, as last reported by the engine
     direct_completed: int = 0
     # routing id of the engine-host supervisor's hub socket ("" without a supervisor): where

@@ -101,13 +101,18 @@ class Router:
         self.records: TaskRecords | None = None  # task records, on the mux route (set by the app)
         # what the controller sends on this route while it handles a pass of queued messages is
         # held and sent per peer, several small messages as one batch (controller/outbox.py)
-        self.to_engines = EngineOutbox(session, back.send, immediate_prefix=RAW_CLIENT_PREFIX)
+        self.to_engines = EngineOutbox(session, back.send, immediate_prefix=RAW_CLIENT_PREFIX,
+                                       takes_batches=self._engine_takes_batches)
         self.to_client = ClientOutbox(session, front)
         self.outboxes = Outboxes(self.to_engines, self.to_client)
         self.batches_received = self.batch_parts_received = self.engine_batches_received = 0
         self.coalescer = Coalescer(session, self.to_client.send)  # broadcasts answered with one message
         front.on_message = self.from_client
         back.on_message = self.from_engine
+
+    def _engine_takes_batches(self, uuid: bytes) -> bool:
+        rec = self.registry.by_uuid(uuid)
+        return rec is not None and rec.batches
 
     # --- client -> engine ---------------------------------------------------------------------
 

@@ -252,7 +252,8 @@ class Engine:
         content = {"uuid": self.uuid, "hostname": socket.gethostname(), "pid": os.getpid(),
                    "supervisor_pid": self.supervisor_pid, "versions": versions,
                    "direct_url": self.direct_url, "host_key": host_key(),
-                   "raw_url": self.raw.path if self.raw is not None else ""}
+                   "raw_url": self.raw.path if self.raw is not None else "",
+                   "batches": True}  # several requests in one message (ipcluster.protocol.batch)
         if self.supervision is not None:
             content["supervisor_id"] = self.supervision.supervisor_id
             content["restart_of"] = self.supervision.restart_of

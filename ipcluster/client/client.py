@@ -213,9 +213,6 @@ class Client:
         self._io.add("hub", socks["hub"], self._on_hub)
         # replies read in one pass complete their futures together (RequestTracker.batch)
         mux = self._io.add("mux", socks["mux"], self._on_engine_message, batch=self._tracker.batch)
-        # small messages queued together (tasks submitted in a loop) go as one batch
-        mux.packer = functools.partial(batching.pack_queue, self.session, idents=[batching.BATCH_TARGET],
-                                       max_parts=CLIENT_BATCH_PARTS)
         self._io.add("direct", direct, self._on_engine_message, batch=self._tracker.batch)
         self._io.add("control", socks["control"], self._on_engine_message, batch=self._tracker.batch)
         self._io.add("monitor", monitor, self._on_monitor)
@@ -227,6 +224,10 @@ class Client:
                 f"(connection file {self.url_file}); is the cluster running?") from None
         self._hub_answered = True
         self._persistent = bool(reply.content.get("persistent"))
+        if reply.content.get("batches") is True:  # (a controller of an older version does not say so)
+            # small messages queued together (tasks submitted in a loop) go as one batch
+            mux.packer = functools.partial(batching.pack_queue, self.session, idents=[batching.BATCH_TARGET],
+                                           max_parts=CLIENT_BATCH_PARTS)
         engines = reply.content.get("engines", {})
 
         def add_all() -> None:

@@ -171,6 +171,18 @@ def test_engine_outbox_sends_at_once_outside_a_block_and_per_engine_batches_insi
     assert all(p[0] == b"client" for f in sock.sent[1:] for p in batching.unpack(r.deserialize(f[1:])))
 
 
+def test_engine_outbox_sends_one_by_one_to_an_engine_that_does_not_take_batches():
+    s = Session(KEY)
+    sock = _Sock()
+    box = EngineOutbox(s, sock.send, takes_batches=lambda engine: engine == b"new")
+    msgs = [_to_engine(s, b"old" if i < 3 else b"new", i) for i in range(6)]
+    with box:
+        for m in msgs:
+            box.send(m)
+    assert sock.sent[:3] == msgs[:3]  # each alone, unchanged, in order
+    assert len(sock.sent) == 4 and box.batches_sent == 1 and sock.sent[3][0] == b"new"
+
+
 def test_engine_outbox_reports_each_message_an_unreachable_engine_did_not_get():
     s = Session(KEY)
     sock = _Sock({b"gone"})
