@@ -64,6 +64,7 @@ def _order() -> list[int]:
 
 def test_batched_tasks_give_the_same_results_in_the_same_order(rc):
     lview = rc.load_balanced_view()
+    rc[:].apply_sync(_reset_order)
     before = _batches(rc)
     n = 300
     with held_io(rc):
@@ -98,6 +99,36 @@ def test_a_lone_task_is_never_batched(rc):
         assert lview.apply_async(pow, i, 2).get(timeout=10) == i * i
     after = _batches(rc)
     assert {k: after[k] - before[k] for k in after} == {k: 0 for k in after}
+
+
+def test_requests_to_named_engines_and_broadcasts_in_a_batch(shared_cluster):
+    """A client without the direct route sends DirectView requests through the controller: queued
+    ones go in batches too, and each engine runs its own in the order they were sent."""
+    rc = ipcluster.Client(url_file=shared_cluster.connection_file, direct=False)
+    try:
+        rc.wait_for_engines(2, timeout=30)
+        rc[:].apply_sync(_reset_order)
+        before = _batches(rc)
+        with held_io(rc):
+            ars = [rc[i % 2].apply_async(square_and_note, 7 * i + 1) for i in range(100)]
+            everywhere = rc.broadcast_view().apply_async(_order)
+            more = [rc[i % 2].apply_async(pow, i, 2) for i in range(20)]
+        assert [ar.get(timeout=30) for ar in ars] == [(7 * i + 1) ** 2 for i in range(100)]
+        assert [ar.get(timeout=30) for ar in more] == [i * i for i in range(20)]
+        # the broadcast ran on each engine after the requests sent to it before it, and before the later ones
+        seen = everywhere.get(timeout=30)
+        assert seen == [[7 * i + 1 for i in range(e, 100, 2)] for e in (0, 1)]
+        after = _batches(rc)
+        assert after["parts_received"] - before["parts_received"] == 121
+        assert after["to_engines"] > before["to_engines"]
+    finally:
+        rc.close()
+
+
+def _reset_order() -> None:
+    import builtins
+
+    builtins._batch_test_order = []  # type: ignore[attr-defined]
 
 
 def test_replies_come_back_in_batches(rc):
