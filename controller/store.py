@@ -8,12 +8,14 @@ with ``--restore`` reads it back: every result completed before the kill is serv
 that were in flight are finished or failed (see ``docs/reliability.md``).
 
 Write path: a request or reply does not write by itself.  Record events mark a record *dirty*
-(one dict store); a timer in the controller's loop calls :meth:`TaskStore.flush` every
-:data:`FLUSH_INTERVAL` seconds, which writes every dirty record (its final state only: a task
-submitted and finished within one interval is one row write) and commits once.  While the loop
-drains a long burst of messages its timers wait, so every :data:`CHECK_EVERY` changes the task
-path looks at the clock and flushes itself when a flush is overdue.  A kill therefore loses about
-the last interval's changes.
+(one dict store); a timer in the controller's loop calls :meth:`TaskStore.flush_soon` every
+:data:`FLUSH_INTERVAL` seconds, which takes a row of every dirty record (its final state only: a
+task submitted and finished within one interval is one row write) and hands them to the writer
+thread (:mod:`controller.storewriter`), which writes them and commits once while the loop goes on.
+While that write runs, later changes stay dirty for the next one.  While the loop drains a long
+burst of messages its timers wait, so every :data:`CHECK_EVERY` changes the task path looks at the
+clock and hands over itself when a flush is overdue.  A kill therefore loses about the last
+interval's changes (and the write in flight).
 
 The file is SQLite in WAL mode (readers never block the writer; a commit is one append),
 ``synchronous=NORMAL`` (a commit survives a killed process; only a power loss can drop the last
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from controller.records import TaskRecord
+from controller.storewriter import StoreWriter
 
 #: Schema version (``PRAGMA user_version``); a file of another version is refused, not guessed at.
 SCHEMA_VERSION = 1
@@ -133,7 +136,8 @@ class Restored:
 
 
 class TaskStore:
-    """The SQLite file; every method runs in the controller's loop thread.
+    """The SQLite file; every method runs in the controller's loop thread (the writes themselves
+    in the writer thread: see :meth:`flush_soon`).
 
     Parameters
     ----------
@@ -153,6 +157,7 @@ class TaskStore:
         self._changes = 0
         self._flushed_at = time.monotonic()
         self.db = self._open()
+        self._writer = StoreWriter(self.db, on_written=self._written)
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -191,15 +196,18 @@ class TaskStore:
         try:
             self.flush()
         finally:
+            self._writer.stop()
             self.db.close()
 
     def remove(self) -> None:
         """Close and delete the file (a controller that stops cleanly: nothing to restore after)."""
+        self._writer.stop()
         self.db.close()
         remove_files(self.path)
 
     def clear(self) -> None:
         """Forget everything stored."""
+        self._writer.wait()
         self.db.execute("DELETE FROM tasks")
         self.db.execute("DELETE FROM engines")
 
@@ -220,7 +228,7 @@ class TaskStore:
         if self._changes >= CHECK_EVERY:
             self._changes = 0
             if time.monotonic() - self._flushed_at >= FLUSH_INTERVAL:
-                self.flush()  # the loop is too busy for the timer (see the module docstring)
+                self.flush_soon()  # the loop is too busy for the timer (see the module docstring)
 
     def dropped(self, msg_id: str) -> None:
         """The record of *msg_id* was culled: delete it at the next flush."""
@@ -241,32 +249,50 @@ class TaskStore:
     # --- flushing ----------------------------------------------------------------------------
 
     def flush(self) -> int:
-        """Write every change since the last flush in one transaction; returns the rows written."""
+        """Write every change since the last flush in one transaction and wait for its commit;
+        returns the rows written.  Raises the error of a write that failed since the last look."""
+        self._writer.wait()
+        n = self.flush_soon()
+        self._writer.wait()
+        err = self._writer.take_error()
+        if err is not None:
+            raise err
+        return n
+
+    def flush_soon(self) -> int:
+        """Hand every change since the last flush to the writer thread as one transaction;
+        returns the rows handed over (0, and the changes stay dirty, while a write is in flight)."""
+        if self._writer.busy:
+            return 0
         self._flushed_at = time.monotonic()
         if not (self._dirty or self._deleted or self._engines):
             return 0
         dirty, self._dirty = self._dirty, {}
         deleted, self._deleted = self._deleted, set()
         engines, self._engines = self._engines, {}
-        rows = [self._row(rec) for rec in dirty.values()]
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            if deleted:
-                db.executemany("DELETE FROM tasks WHERE seq = ?", [(q,) for q in deleted])
-            if rows:
-                db.executemany(_UPSERT, rows)
-            if engines:
-                db.executemany("INSERT OR REPLACE INTO engines (id, uuid, hostname, pid, registered) "
-                               "VALUES (?, ?, ?, ?, ?)",
-                               [(e.id, e.uuid, e.hostname, e.pid, int(e.registered)) for e in engines.values()])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        n = len(rows) + len(deleted) + len(engines)
-        self.writes += n
+        write: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if deleted:
+            write.append(("DELETE FROM tasks WHERE seq = ?", [(q,) for q in deleted]))
+        if dirty:  # rows are taken here, where the records change: the writer sees a snapshot
+            write.append((_UPSERT, [self._row(rec) for rec in dirty.values()]))
+        if engines:
+            write.append(("INSERT OR REPLACE INTO engines (id, uuid, hostname, pid, registered) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          [(e.id, e.uuid, e.hostname, e.pid, int(e.registered)) for e in engines.values()]))
+        n = len(dirty) + len(deleted) + len(engines)
+        self._writer.submit(write, n)
         return n
+
+    def wait_written(self, timeout: float | None = None) -> bool:
+        """Until the write handed over last is committed (or failed); ``False`` on timeout."""
+        return self._writer.wait(timeout)
+
+    def take_error(self) -> BaseException | None:
+        """The error of the last write that failed in the writer thread (once), or None."""
+        return self._writer.take_error()
+
+    def _written(self, rows: int) -> None:
+        self.writes += rows  # (the writer thread; only it adds)
 
     def _row(self, rec: TaskRecord) -> tuple[Any, ...]:
         reply = None
@@ -282,6 +308,7 @@ class TaskStore:
 
     def load(self) -> Restored:
         """Everything stored, for a controller restarting with ``--restore``."""
+        self._writer.wait()
         out = Restored()
         cur = self.db.execute(f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks ORDER BY seq")
         for row in cur:
@@ -358,7 +385,10 @@ async def flush_periodically(store: TaskStore, log: Any, interval: float = FLUSH
     while True:
         await asyncio.sleep(interval)  # a timer, not synchronisation
         try:
-            store.flush()
+            store.flush_soon()
+            err = store.take_error()  # of the write handed over before
+            if err is not None:
+                raise err
         except sqlite3.Error as e:  # a full disk must not stop the controller; results stay in memory
             failures += 1
             if failures == 1 or failures % 1000 == 0:

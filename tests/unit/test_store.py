@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import stat
 
 import pytest
@@ -163,7 +164,9 @@ def test_a_busy_task_path_flushes_when_the_timer_is_late(db, monkeypatch):
     now[0] += 2 * S.FLUSH_INTERVAL
     for i in range(S.CHECK_EVERY):
         rec.submitted(f"b{i}", "c", "apply_request", 0.0)
-    assert st.writes == 2 * S.CHECK_EVERY and st.pending_writes == 0
+    assert st.pending_writes == 0  # handed to the writer thread
+    assert st.wait_written(10)
+    assert st.writes == 2 * S.CHECK_EVERY
     st.close()
 
 
@@ -187,3 +190,54 @@ def test_second_reply_is_not_delivered():
     assert reply_seen(rec, "m", frames[4], frames[5], frames, 0, b"u", 1.0)
     assert not reply_seen(rec, "m", frames[4], frames[5], frames, 0, b"u", 2.0)
     assert reply_seen(rec, "unknown", frames[4], frames[5], frames, 0, b"u", 2.0)  # not ours to judge
+
+
+def test_changes_made_while_a_write_runs_go_with_the_next_one(db):
+    rec, st = _records_with_store(db)
+    gate = threading.Event()
+    st._writer.on_written = lambda rows: gate.wait(10)  # the first write stays in flight
+    rec.submitted("m0", "c", "apply_request", 0.0)
+    assert st.flush_soon() == 1
+    rec.finished("m0", "ok", 1.0, reply=_reply(0), buffers=[b"R0"])
+    rec.submitted("m1", "c", "apply_request", 0.0)
+    assert st.flush_soon() == 0 and st.pending_writes == 2  # kept dirty, not queued
+    gate.set()
+    assert st.wait_written(10)
+    st._writer.on_written = st._written
+    assert st.flush() == 2  # m0's final state and m1, in one write
+    st.close()
+    loaded = TaskStore(db).load()
+    assert [(r.msg_id, r.status) for r in loaded.records] == [("m0", "ok"), ("m1", "pending")]
+    assert loaded.replies["m0"] == _reply(0)
+
+
+def test_a_failed_write_is_reported_and_the_writer_goes_on(db):
+    rec, st = _records_with_store(db)
+    rec.submitted("m0", "c", "apply_request", 0.0)
+    st.flush()
+    st.db.execute("DROP TABLE tasks")  # every row write fails now
+    rec.submitted("m1", "c", "apply_request", 0.0)
+    st.flush_soon()
+    assert st.wait_written(10)
+    err = st.take_error()
+    assert isinstance(err, sqlite3.OperationalError) and "tasks" in str(err)
+    assert st.take_error() is None  # reported once
+    rec.submitted("m2", "c", "apply_request", 0.0)
+    with pytest.raises(sqlite3.OperationalError):
+        st.flush()  # a waiting flush raises it itself
+    st.db.executescript(S._SCHEMA)
+    rec.submitted("m3", "c", "apply_request", 0.0)
+    assert st.flush() == 1
+    st.close()
+    assert [r.msg_id for r in TaskStore(db).load().records] == ["m3"]
+
+
+def test_close_waits_for_the_write_in_flight(db):
+    rec, st = _records_with_store(db)
+    for i in range(200):
+        rec.submitted(f"m{i}", "c", "apply_request", float(i))
+    st.flush_soon()
+    st.close()  # no flush needed from the caller: close finishes the write in flight
+    assert len(TaskStore(db).load().records) == 200
+    assert not any(t.name == "ipcluster-store-writer" and t.is_alive() for t in threading.enumerate()
+                   if t is st._writer._thread)
