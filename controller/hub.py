@@ -30,6 +30,8 @@ from ipcluster.protocol.versions import incompatibility, local_versions
 CLIENT_PROBE_DELAY = 1.0
 #: Seconds a cancel waits for the engine to confirm the abort before the running task is stopped.
 ABORT_FIRST = 0.2
+#: Seconds the answer to a client's task abort waits at most for the engines to confirm it.
+ABORT_CONFIRM = 2.0
 #: Notifications sent to clients are capped per client set; a client that vanished without saying
 #: goodbye is forgotten after this many clients connect after it.
 MAX_CLIENTS = 10_000
@@ -83,6 +85,7 @@ class Hub:
         self.watches = ResultWatches()  # clients waiting for results still pending
         # cancels waiting for their engine to confirm the abort: abort msg_id -> (engine, msg_ids)
         self._after_abort: dict[str, tuple[bytes, list[str]]] = {}
+        self._abort_waits: dict[str, _AbortWait] = {}  # abort sent to an engine -> the client's answer
         self.records.watch(self.watches.by_msg_id, self.result_finished)
         self.store: Any = None  # the persistent TaskStore (controller/store.py), set by the app
         self.returns = Returns(self)  # engines back from a controller restart or a partition
@@ -108,7 +111,7 @@ class Hub:
             M.ENGINE_READY_NOTIFICATION: self.on_engine_ready,
             M.ENGINE_STATUS_NOTIFICATION: self.on_engine_status,
             M.SHUTDOWN_REPLY: lambda engine, msg: None,
-            M.ABORT_REPLY: lambda engine, msg: self._interrupt_after_abort(msg.parent_id),
+            M.ABORT_REPLY: self._on_abort_reply,
             M.TASK_INTERRUPT_REPLY: lambda engine, msg: None,
         }
         hub.on_message = self.from_hub_socket
@@ -197,46 +200,80 @@ class Hub:
             engine = str(c.get("engine") or "").encode() or None
             self.tasks.record_outcome(c["msg_id"], bool(c.get("success")), engine)
 
-    def abort_tasks(self, content: dict[str, Any]) -> dict[str, Any]:
+    def abort_tasks(self, content: dict[str, Any], answer: Callable[[dict[str, Any]], None]) -> None:
         """Abort load-balanced tasks: queued ones here; ones already sent, on their engine.
 
         Either way the task's client gets a ``TaskAborted`` error; a task already running finishes,
         unless ``cancel`` is true: then its engine's supervisor stops it (see :meth:`interrupt_tasks`).
         Clients send this on the mux route (like the tasks), so it arrives after the tasks it names.
+        *answer* is called with the reply's content once every engine the abort went to has
+        confirmed it (at most :data:`ABORT_CONFIRM` seconds: an engine busy in C code holding the
+        GIL, or dead, answers late or never), so that when the client's ``abort()`` returns, the
+        aborted tasks queued on engines can no longer start.
         """
         ids = [m for m in content.get("msg_ids") or [] if isinstance(m, str)]
         aborted: list[str] = []
         forwarded: list[str] = []
+        by_engine: dict[bytes, list[str]] = {}
         if self.tasks is not None and ids:
-            by_engine: dict[bytes, list[str]] = {}
             for m in ids:
                 engine = self.tasks.scheduler.engine_of(m)
                 if engine is not None:
                     by_engine.setdefault(engine, []).append(m)
             aborted = self.tasks.abort(ids)
-            for engine, engine_ids in by_engine.items():
-                if content.get("cancel"):
-                    self._abort_then_interrupt(engine, engine_ids)
+        reply = {"status": "ok", "aborted": aborted, "forwarded": forwarded}
+        waiting = _AbortWait(answer, reply)
+        for engine, engine_ids in by_engine.items():
+            key = self._send_abort(engine, engine_ids)
+            if content.get("cancel"):
+                if key is None:
+                    self.interrupt_tasks(engine, engine_ids)
                 else:
-                    self.send_to_engine_control(engine, M.ABORT_REQUEST, {"msg_ids": engine_ids})
-                forwarded += engine_ids
-        return {"status": "ok", "aborted": aborted, "forwarded": forwarded}
+                    self._interrupt_when_aborted(key, engine, engine_ids)
+            if key is not None:
+                waiting.keys.add(key)
+                self._abort_waits[key] = waiting
+            forwarded += engine_ids
+        if not waiting.keys:
+            waiting.finish()
+            return
+        while len(self._abort_waits) > MAX_CLIENTS:  # (bounded: replies of engines that died)
+            self._abort_confirmed(next(iter(self._abort_waits)))
+        try:
+            asyncio.get_running_loop().call_later(ABORT_CONFIRM, waiting.finish)
+        except RuntimeError:  # no loop (tests of the hub alone): at once
+            waiting.finish()
 
-    def _abort_then_interrupt(self, engine: bytes, msg_ids: list[str]) -> None:
-        """Cancel tasks on *engine*: the abort first, so a task queued behind the running one is
-        skipped rather than started and then interrupted; the running one is stopped once the
-        engine confirms the abort, or after :data:`ABORT_FIRST` seconds (its control thread may be
-        held up by a task holding the GIL)."""
+    def _send_abort(self, engine: bytes, msg_ids: list[str]) -> str | None:
+        """An ``abort_request`` to *engine*'s control thread; its msg_id (None: not sent)."""
         header = self.session.header(M.ABORT_REQUEST)
-        key = header["msg_id"]
-        self._after_abort[key] = (engine, msg_ids)
-        while len(self._after_abort) > MAX_CLIENTS:  # replies that never came (engines that died)
-            del self._after_abort[next(iter(self._after_abort))]
         try:
             self.control.back.send(self.session.serialize(M.ABORT_REQUEST, {"msg_ids": msg_ids}, header=header,
                                                           idents=[engine]))
         except zmq.ZMQError as e:
             self.log.warning("cannot send an abort to engine %s: %s", engine[:8].hex(), e)
+            return None
+        return str(header["msg_id"])
+
+    def _on_abort_reply(self, engine: bytes, msg: Message) -> None:
+        self._abort_confirmed(msg.parent_id)
+        self._interrupt_after_abort(msg.parent_id)
+
+    def _abort_confirmed(self, key: str) -> None:
+        waiting = self._abort_waits.pop(key, None)
+        if waiting is not None:
+            waiting.keys.discard(key)
+            if not waiting.keys:
+                waiting.finish()
+
+    def _interrupt_when_aborted(self, key: str, engine: bytes, msg_ids: list[str]) -> None:
+        """Cancel tasks on *engine*: the abort (*key*) went first, so a task queued behind the
+        running one is skipped rather than started and then interrupted; the running one is
+        stopped once the engine confirms the abort, or after :data:`ABORT_FIRST` seconds (its
+        control thread may be held up by a task holding the GIL)."""
+        self._after_abort[key] = (engine, msg_ids)
+        while len(self._after_abort) > MAX_CLIENTS:  # replies that never came (engines that died)
+            del self._after_abort[next(iter(self._after_abort))]
         try:
             asyncio.get_running_loop().call_later(ABORT_FIRST, self._interrupt_after_abort, key)
         except RuntimeError:  # no loop (tests of the hub alone): at once
@@ -492,3 +529,19 @@ class Hub:
                                               "reason": "no heartbeat", "kill_if_stopped": True})
         self.hb_ping.send([b"%f" % now])
         self.monitor.ping(now)
+
+
+class _AbortWait:
+    """A client's task abort, answered once every engine it went to confirmed it (or on time-out)."""
+
+    __slots__ = ("answer", "reply", "keys", "done")
+
+    def __init__(self, answer: Callable[[dict[str, Any]], None], reply: dict[str, Any]):
+        self.answer, self.reply = answer, reply
+        self.keys: set[str] = set()  # msg_ids of the abort_requests not confirmed yet
+        self.done = False
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.answer(self.reply)

@@ -97,7 +97,8 @@ class Router:
         self.drops = drops
         self.track = track
         self.tasks: Any = None  # the TaskServer, on the mux route (set by the app)
-        self.abort_tasks: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # set by the app
+        # (content, answer): the app's task abort, which calls answer(reply content) when it is in effect
+        self.abort_tasks: Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None] | None = None
         self.records: TaskRecords | None = None  # task records, on the mux route (set by the app)
         # what the controller sends on this route while it handles a pass of queued messages is
         # held and sent per peer, several small messages as one batch (controller/outbox.py)
@@ -140,9 +141,11 @@ class Router:
                     content = json_loads(parts[3])
                 except ValueError:
                     content = {}
-                answer = self.abort_tasks(content if isinstance(content, dict) else {})
-                self.to_client.send(self.session.serialize(TASK_ABORT_REPLY, answer, parent=header,
-                                                       idents=[client, SCHEDULER]))
+                def answer(reply: dict[str, Any]) -> None:
+                    self.to_client.send(self.session.serialize(TASK_ABORT_REPLY, reply, parent=header,
+                                                               idents=[client, SCHEDULER]))
+
+                self.abort_tasks(content if isinstance(content, dict) else {}, answer)
                 return
             try:
                 metadata = json_loads(parts[2])
