@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import zmq
+
 from ipcluster.errors import MalformedMessage
 from ipcluster.protocol.session import DELIM, Message, Session
 
@@ -45,12 +47,14 @@ MAX_PARTS = 128
 MAX_BYTES = 60 * 1024
 
 _bytes = bytes
+_Frame = zmq.Frame
+_DLEN = len(DELIM)
 
 
 def _size(frame: Any) -> int:
     """Bytes of a frame, or ``-1`` for anything that is not a bytes-like object."""
     cls = frame.__class__
-    if cls is _bytes or cls is bytearray:
+    if cls is _bytes or cls is _Frame or cls is bytearray:
         return len(frame)
     try:
         return memoryview(frame).nbytes
@@ -58,34 +62,66 @@ def _size(frame: Any) -> int:
         return -1
 
 
-def part_size(frames: Sequence[Any]) -> int:
-    """Bytes of a message's frames if it may go in a batch (small, one delimiter), else ``-1``."""
+def describe(frames: Sequence[Any]) -> list[int] | None:
+    """A message's part descriptor ``[k, len, len, ...]`` (``k`` routing identities, then the
+    length of every frame but the delimiter), or ``None`` if it may not go in a batch (a frame that
+    is not bytes-like, more than :data:`PART_LIMIT` bytes in all, or no delimiter).
+
+    One pass over the frames: this runs for every message a sender considers batching.
+    """
+    lengths = [0]
+    append = lengths.append
     total = 0
-    for f in frames:
-        n = len(f) if f.__class__ is _bytes else _size(f)
+    k = -1
+    for i, f in enumerate(frames):
+        cls = f.__class__
+        n = len(f) if cls is _bytes or cls is _Frame else _size(f)
         if n < 0:
-            return -1
+            return None
         total += n
         if total > PART_LIMIT:
-            return -1
-    return total
+            return None
+        if k < 0 and n == _DLEN and (f is DELIM or (f if cls is _bytes else _bytes(f)) == DELIM):
+            k = i
+        else:
+            append(n)
+    if k < 0:
+        return None
+    lengths[0] = k
+    return lengths
+
+
+def part_size(frames: Sequence[Any]) -> int:
+    """Bytes of a message's frames if it may go in a batch (small, one delimiter), else ``-1``."""
+    lengths = describe(frames)
+    return -1 if lengths is None else sum(lengths[1:]) + _DLEN
 
 
 def pack(session: Session, messages: Sequence[Sequence[Any]], idents: Sequence[bytes] = ()) -> list[Any]:
     """One signed batch (frames for ``send_multipart``, after *idents*) holding *messages*.
 
     Each message is a frame list as it would be sent alone: routing identities, the delimiter,
-    then its signed frames.  The caller has checked each with :func:`part_size`.
+    then its signed frames; each must be small enough (:func:`describe` is not ``None``).
     """
+    described = []
+    for frames in messages:
+        lengths = describe(frames)
+        if lengths is None:
+            raise ValueError("a message to pack is too large, not bytes, or has no delimiter")
+        described.append((frames, lengths))
+    return _pack(session, described, idents)
+
+
+def _pack(session: Session, described: Sequence[tuple[Sequence[Any], list[int]]],
+          idents: Sequence[bytes]) -> list[Any]:
     descr: list[list[int]] = []
     chunks: list[Any] = []
-    for frames in messages:
-        k = _delim_index(frames)
-        lengths = [k]
-        for i, f in enumerate(frames):
-            if i != k:
-                lengths.append(len(f) if f.__class__ is _bytes else _size(f))
-                chunks.append(f)
+    extend = chunks.extend
+    for frames, lengths in described:
+        k = lengths[0]
+        if k:
+            extend(frames[:k])
+        extend(frames[k + 1:])
         descr.append(lengths)
     blob = b"".join(chunks)
     return session.serialize(BATCH, {"parts": descr}, buffers=[blob], idents=idents)
@@ -132,13 +168,6 @@ def is_batch_target(frame: Any) -> bool:
     return len(frame) == len(BATCH_TARGET) and (frame if frame.__class__ is _bytes else _bytes(frame)) == BATCH_TARGET
 
 
-def _delim_index(frames: Sequence[Any]) -> int:
-    for i, f in enumerate(frames):
-        if f is DELIM or (_size(f) == len(DELIM) and _bytes(f) == DELIM):
-            return i
-    raise ValueError("message to pack has no delimiter")
-
-
 class Packer:
     """Groups a queue of outgoing messages to one peer into batches, in order.
 
@@ -154,26 +183,27 @@ class Packer:
         self.idents = list(idents)
         self.max_parts = min(max_parts, MAX_PARTS)
         self._out: list[tuple[Sequence[Any], int]] = []  # (frames to send, how many messages they hold)
-        self._run: list[Sequence[Any]] = []
+        self._run: list[tuple[Sequence[Any], list[int]]] = []  # (frames, descriptor) of a batch to be
         self._run_bytes = 0
 
     def add(self, frames: Sequence[Any]) -> None:
-        n = part_size(frames)
-        if n < 0:
+        lengths = describe(frames)
+        if lengths is None:
             self._close_run()
             self._out.append((frames, 1))
             return
+        n = sum(lengths) - lengths[0]
         if len(self._run) >= self.max_parts or self._run_bytes + n > MAX_BYTES:
             self._close_run()
-        self._run.append(frames)
+        self._run.append((frames, lengths))
         self._run_bytes += n
 
     def _close_run(self) -> None:
         run = self._run
         if len(run) == 1:
-            self._out.append((run[0], 1))
+            self._out.append((run[0][0], 1))
         elif run:
-            self._out.append((pack(self.session, run, self.idents), len(run)))
+            self._out.append((_pack(self.session, run, self.idents), len(run)))
         self._run = []
         self._run_bytes = 0
 
