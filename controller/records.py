@@ -135,7 +135,7 @@ class TaskRecords:
             rec.engine_id = engine_id
         if engine_uuid is not None:
             rec.engine_uuid = engine_uuid
-        rec.result_bytes = sum(nbytes(b) for b in buffers)
+        rec.result_bytes = total_bytes(buffers)
         self._done[msg_id] = None
         if reply is not None and rec.result_bytes <= self.max_result_bytes:
             self._replies[msg_id] = compact(reply)
@@ -213,6 +213,14 @@ def compact(frames: list[Any]) -> list[Any]:
     as received.
     """
     return [f if f.__class__ is bytes or nbytes(f) >= COMPACT_BELOW else bytes(f) for f in frames]
+
+
+def total_bytes(buffers: Sequence[Any]) -> int:
+    """Bytes of all *buffers* (see :func:`nbytes`); received frames are mostly ``bytes``."""
+    n = 0
+    for b in buffers:
+        n += len(b) if b.__class__ is bytes else nbytes(b)
+    return n
 
 
 def nbytes(buf: Any) -> int:
@@ -314,14 +322,15 @@ def request_seen(records: TaskRecords, header: dict[str, Any], buffers: Sequence
     date = header.get("date")
     records.submitted(str(header.get("msg_id", "")), str(header.get("session", "")),
                       str(header.get("msg_type", "")), float(date) if isinstance(date, (int, float)) else None,
-                      sum(nbytes(b) for b in buffers), engine_id,
+                      total_bytes(buffers), engine_id,
                       engine_uuid.decode("ascii", "replace") if engine_uuid else None)
 
 
-def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, content_part: bytes,
+def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, content_part: Any,
                reply: list[Any], engine_id: int | None, engine_uuid: bytes | None, now: float) -> bool:
     """Record a reply on its way to the client.  *reply* is its frames from the delimiter on:
-    ``[DELIM, signature, header, parent, metadata, content, *buffers]``.
+    ``[DELIM, signature, header, parent, metadata, content, *buffers]``; *content_part* is its
+    content frame, or that frame already decoded.
 
     Returns False for a second reply to a request already answered (a late reply from an engine
     that was presumed dead and came back, after the controller failed the request): it must not
@@ -334,7 +343,8 @@ def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, conte
         return False
     try:
         md = json_loads(metadata_part)
-        content = json_loads(content_part)
+        content = json_loads(content_part) if isinstance(content_part, (bytes, bytearray, memoryview)) \
+            else content_part
     except ValueError:
         md, content = {}, {}
     md = md if isinstance(md, dict) else {}

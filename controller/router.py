@@ -294,11 +294,12 @@ class Router:
             self._publish(engine, msg_type, frames[2:])
             return
         deliver = True
+        content: Any = parts[3]
         if self.track:
             parent_id = json_loads(parts[1]).get("msg_id", "")
             self.registry.finished(rec, parent_id)
             if self.tasks is not None:
-                content = json_loads(parts[3])
+                content = json_loads(content)  # (decoded once: reply_seen takes it decoded)
                 status = content.get("status") if isinstance(content, dict) else None
                 ok = status == "ok"
                 if parent_id in self.tasks.tasks and status == "unmet":
@@ -309,7 +310,7 @@ class Router:
                 else:
                     self.tasks.record_outcome(parent_id, ok, engine)
         if deliver and self.records is not None:  # (False for a late second reply: one result per msg_id)
-            deliver = reply_seen(self.records, parent_id, parts[2], parts[3], frames[2:], rec.id, rec.uuid,
+            deliver = reply_seen(self.records, parent_id, parts[2], content, frames[2:], rec.id, rec.uuid,
                                  time.time())
         if deliver and self.coalescer and self.coalescer.part(parent_id, engine, frames[2:]):
             return
