@@ -343,8 +343,7 @@ def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, conte
         return False
     try:
         md = json_loads(metadata_part)
-        content = json_loads(content_part) if isinstance(content_part, (bytes, bytearray, memoryview)) \
-            else content_part
+        content = json_loads(content_part) if isinstance(content_part, bytes) else content_part
     except ValueError:
         md, content = {}, {}
     md = md if isinstance(md, dict) else {}
