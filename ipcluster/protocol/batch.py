@@ -144,19 +144,25 @@ def unpack(msg: Message) -> list[list[bytes]]:
     out: list[list[bytes]] = []
     pos, end = 0, len(blob)
     for lengths in descr:
-        if not isinstance(lengths, list) or len(lengths) < 7:
+        if lengths.__class__ is not list or len(lengths) < 7:
             raise MalformedMessage("a batch part needs its identity count and at least 6 frame lengths")
         k = lengths[0]
-        if type(k) is not int or not 0 <= k <= len(lengths) - 6:
+        if k.__class__ is not int or not 0 <= k <= len(lengths) - 6:
             raise MalformedMessage("a batch part's identity count is out of range")
+        sizes = lengths[1:]
         frames: list[bytes] = []
-        for i, n in enumerate(lengths[1:]):
-            if type(n) is not int or n < 0 or pos + n > end:
-                raise MalformedMessage("a batch part's frame lengths do not fit its blob")
-            if i == k:
-                frames.append(DELIM)
-            frames.append(blob[pos:pos + n])
-            pos += n
+        append = frames.append
+        try:
+            if min(sizes) < 0:
+                raise TypeError
+            for n in sizes:  # (a slice past the end is only short: checked after the loop)
+                append(blob[pos:pos + n])
+                pos += n
+        except TypeError:  # a length that is not a number (or is negative)
+            raise MalformedMessage("a batch part's frame lengths are not all counts of bytes") from None
+        if pos > end:
+            raise MalformedMessage("a batch part's frame lengths do not fit its blob")
+        frames.insert(k, DELIM)
         out.append(frames)
     if pos != end:
         raise MalformedMessage(f"a batch's parts cover {pos} of its {end} blob bytes")

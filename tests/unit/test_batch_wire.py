@@ -80,6 +80,7 @@ def test_altered_blob_or_descriptor_fails_the_batch_signature():
 
 @pytest.mark.parametrize("parts", [
     None, [], "x", [[1, 2, 3]], [[9, 1, 1, 1, 1, 1, 1]], [[1, 1, 1, 1, 1, 1, -1]], [[1, 1, 1, 1, 1, 1, "1"]],
+    [[1, 1, 1, 1, 1, 1.5, 1]], [[1, 1, 1, 1, 1, 1, None]], [[1.0, 1, 1, 1, 1, 1, 1]], ["1234567"],
     [[1, 10**9, 1, 1, 1, 1, 1]], [[0] * 7] * (batching.MAX_PARTS + 1),
 ])
 def test_descriptors_that_do_not_fit_the_blob_are_malformed(parts):
