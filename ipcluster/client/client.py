@@ -511,7 +511,7 @@ class Client:
 
     def send_task(self, buffers: Sequence[Any], metadata: dict[str, Any], depends_on: set[str] = set(),
                   msg_type: str = M.APPLY_REQUEST, content: dict[str, Any] | None = None,
-                  wait: bool = False) -> tuple[str, concurrent.futures.Future[Any]]:
+                  wait: bool = False, future: Any = None) -> tuple[str, concurrent.futures.Future[Any]]:
         """Send a task to the controller's scheduler; returns its msg_id and future.
 
         A task is an ``apply_request`` (*buffers* hold the call) or an ``execute_request``
@@ -523,11 +523,12 @@ class Client:
 
         With ``wait=True`` it returns once the task is done (the caller blocks anyway): the calling
         thread sends it and receives the reply on a socket of its own (see ``blocking.py``).
+        *future*: the future to complete (see :meth:`RequestTracker.register`), else a new one.
         """
         self._check_open()
         header = self.session.header(msg_type)
         msg_id = header["msg_id"]
-        fut = self._tracker.register(msg_id, M.SCHEDULER, None)
+        fut = self._tracker.register(msg_id, M.SCHEDULER, None, future=future)
         pending: dict[str, concurrent.futures.Future[Any]] = {}
         md = metadata
         if depends_on:  # (the scheduler reads absent "known" / "pending" as empty)

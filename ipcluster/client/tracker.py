@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from threading import get_ident
 from typing import Any, Callable
 
+from ipcluster.client.future import LightFuture
 from ipcluster.client.metadata import Metadata, reply_value
 from ipcluster.protocol.session import Message
 
@@ -64,11 +65,22 @@ class RequestTracker:
         self._deferred: list[tuple[str, Future[Any], bool, Any, int]] | None = None
         self._deferring_thread = 0
 
-    def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True) -> Future[Any]:
-        fut: Future[Any] = Future()
+    def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True,
+                 future: Any = None) -> Future[Any]:
+        """Start tracking request *msg_id*; returns its future.
+
+        *future*: a future to complete instead of a new one, with a ``_bind_request(msg_id,
+        metadata)`` method that is given the request's metadata (an AsyncResult that stands for
+        the request itself); otherwise a new future gets the metadata as its ``metadata`` attribute.
+        """
         md = Metadata(msg_id=msg_id, engine_id=engine_id,
                       engine_uuid=engine_uuid.decode("ascii", "replace"), submitted=time.time())
-        fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
+        if future is None:
+            fut: Future[Any] = LightFuture()
+            fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
+        else:
+            fut = future
+            future._bind_request(msg_id, md)
         with self._lock:
             self.futures[msg_id] = fut
             self.metadata[msg_id] = md
