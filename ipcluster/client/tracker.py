@@ -16,7 +16,7 @@ from threading import get_ident
 from typing import Any, Callable
 
 from ipcluster.client.future import LightFuture
-from ipcluster.client.metadata import Metadata, reply_value
+from ipcluster.client.metadata import Metadata, new_metadata, reply_value
 from ipcluster.protocol.session import Message
 
 Future = concurrent.futures.Future
@@ -28,6 +28,8 @@ RESULTS_MAX_BYTES = 64 * 1024 * 1024
 HISTORY_MAX = 100_000
 #: A burst of replies completes its futures at least every this many replies.
 MAX_DEFERRED = 256
+#: What a reply's metadata tells about its request (each kept unless absent or null).
+_REPLY_KEYS = ("engine_id", "received", "started", "completed", "status")
 
 
 class RequestTracker:
@@ -73,8 +75,7 @@ class RequestTracker:
         metadata)`` method that is given the request's metadata (an AsyncResult that stands for
         the request itself); otherwise a new future gets the metadata as its ``metadata`` attribute.
         """
-        md = Metadata(msg_id=msg_id, engine_id=engine_id,
-                      engine_uuid=engine_uuid.decode("ascii", "replace"), submitted=time.time())
+        md = new_metadata(msg_id, engine_id, engine_uuid.decode("ascii", "replace"), time.time())
         if future is None:
             fut: Future[Any] = LightFuture()
             fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
@@ -85,7 +86,10 @@ class RequestTracker:
             self.futures[msg_id] = fut
             self.metadata[msg_id] = md
             self.outstanding.add(msg_id)
-            self._by_engine.setdefault(engine_uuid, set()).add(msg_id)
+            on_engine = self._by_engine.get(engine_uuid)
+            if on_engine is None:
+                on_engine = self._by_engine[engine_uuid] = set()
+            on_engine.add(msg_id)
             self._engine_of[msg_id] = engine_uuid
             if record:
                 self.history.append(msg_id)
@@ -134,15 +138,19 @@ class RequestTracker:
         if md is None or fut is None or fut.done():
             return  # not ours, or already failed (e.g. engine died and a late reply arrived)
         rmd = msg.metadata
-        for key in ("engine_id", "received", "started", "completed", "status"):
-            if rmd.get(key) is not None:
-                md[key] = rmd[key]
-        md["status"] = md["status"] or msg.content.get("status")
+        for key in _REPLY_KEYS:
+            value = rmd.get(key)
+            if value is not None:
+                md[key] = value
+        if not md["status"]:
+            md["status"] = msg.content.get("status")
         try:
             ok, value = reply_value(msg)
         except Exception as e:  # the result did not unpickle here
             ok, value = False, e
-        nbytes = sum(_nbytes(b) for b in msg.buffers)
+        nbytes = 0
+        for b in msg.buffers:
+            nbytes += _nbytes(b)
         deferred = self._deferred
         if deferred is not None and get_ident() == self._deferring_thread:
             deferred.append((msg_id, fut, ok, value, nbytes))
@@ -270,6 +278,8 @@ class _Batch:
 
 
 def _nbytes(buf: Any) -> int:
+    if buf.__class__ is bytes:
+        return len(buf)
     try:
         return memoryview(buf).nbytes
     except TypeError:
