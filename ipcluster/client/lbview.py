@@ -66,8 +66,7 @@ class LoadBalancedView(View):
     def _submit(self, buffers: Sequence[Any], wait: bool = False,
                 future: AsyncResult | None = None) -> tuple[str, concurrent.futures.Future[Any]]:
         md = self._task_metadata()
-        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
-        return self.client.send_task(buffers, md, deps, wait=wait, future=future)
+        return self.client.send_task(buffers, md, _dependency_ids(md), wait=wait, future=future)
 
     def _apply(self, f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                block: bool | None = None, targets: "Targets" = None) -> Any:
@@ -100,10 +99,9 @@ class LoadBalancedView(View):
             with self.temp_flags(targets=targets):
                 return self.execute(code, silent, block=block)
         md = self._task_metadata()
-        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
         ar = AsyncResult._for_request(self.client, "execute")
-        self.client.send_task((), md, deps, msg_type=M.EXECUTE_REQUEST, content={"code": code, "silent": silent},
-                              future=ar)
+        self.client.send_task((), md, _dependency_ids(md), msg_type=M.EXECUTE_REQUEST,
+                              content={"code": code, "silent": silent}, future=ar)
         return self._finish(ar, self._block(block))
 
     def map(self, f: Callable[..., Any], *sequences: Any, block: bool | None = None, ordered: bool = True,
@@ -152,6 +150,14 @@ class LoadBalancedView(View):
              chunksize: int | None = None) -> Iterator[Any]:
         """Results of ``map`` as they become available (in order unless ``ordered=False``)."""
         return iter(self.map(f, *sequences, block=False, ordered=ordered, chunksize=chunksize))
+
+
+def _dependency_ids(md: dict[str, Any]) -> set[str]:
+    """The msg_ids a task's ``after`` and ``follow`` dependencies name."""
+    after, follow = md["after"], md["follow"]
+    if after is None and follow is None:
+        return set()
+    return set((after or {}).get("msg_ids", ())) | set((follow or {}).get("msg_ids", ()))
 
 
 __all__ = ["LoadBalancedView", "Dependency"]

@@ -183,8 +183,21 @@ def pack_apply_message(f: Callable[..., Any], args: Sequence[Any], kwargs: dict[
     if type(f) is types.FunctionType and (not args or _plain(args)) and (not kwargs or _plain(kwargs)):
         payload = _FUNCTION_CACHE.payload(f)
         if payload is not None:
-            return [pickle.dumps((_CachedFunction(payload), args, kwargs), _PROTOCOL)]
+            if args or kwargs:
+                return [pickle.dumps((_CachedFunction(payload), args, kwargs), _PROTOCOL)]
+            # a call without arguments pickles to bytes that depend on the payload alone
+            stream = _NO_ARGUMENTS.get(payload)
+            if stream is None:
+                if len(_NO_ARGUMENTS) >= _NO_ARGUMENTS_MAX:
+                    _NO_ARGUMENTS.clear()
+                stream = _NO_ARGUMENTS[payload] = pickle.dumps((_CachedFunction(payload), (), {}), _PROTOCOL)
+            return [stream]
     return serialize_object((f, args, kwargs))
+
+
+#: payload -> the stream of a call of its function without arguments (see pack_apply_message)
+_NO_ARGUMENTS: dict[bytes, bytes] = {}
+_NO_ARGUMENTS_MAX = 64
 
 
 class _CachedFunction:

@@ -147,3 +147,13 @@ def test_a_single_frame_with_a_persistent_id_gets_the_full_loaders_outcome():
     P(out, protocol=5).dump(["marker", 1])
     frames = [out.getvalue()]
     assert deserialize_object(frames) == [b"raw", 1]
+
+
+def test_calls_without_arguments_reuse_their_stream_within_a_bound():
+    funcs = [by_value(f"def f{i}():\n    return {i}\n", f"f{i}") for i in range(serialize._NO_ARGUMENTS_MAX + 5)]
+    for i, f in enumerate(funcs):
+        frames = pack_apply_message(f, (), {})
+        assert bytes(frames[0]) == full_stream(f, (), {})
+        assert unpack_apply_message(frames)[0]() == i
+        assert pack_apply_message(f, [], {})[0] is frames[0]  # the same stream again
+        assert len(serialize._NO_ARGUMENTS) <= serialize._NO_ARGUMENTS_MAX
