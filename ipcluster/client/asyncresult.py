@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 #: Seconds :meth:`AsyncResult.cancel` waits for the requests to end.
 CANCEL_WAIT = 30.0
+#: The (empty) msg_ids and metadata of an AsyncResult made for a request not registered yet.
+_UNBOUND: list[Any] = []
 
 
 class AsyncResult(LightFuture):
@@ -85,11 +87,11 @@ class AsyncResult(LightFuture):
         self = cls.__new__(cls)
         LightFuture.__init__(self)
         self._client = client
-        self.msg_ids = []
+        self.msg_ids = _UNBOUND  # (until _bind_request, which comes before anyone else sees it)
         self._fname = fname
         self._single = True
         self._kids = None
-        self._metadata = []
+        self._metadata = _UNBOUND
         self._submitted = time.time()
         return self
 

@@ -62,6 +62,9 @@ BUFFER_TRIM_INTERVAL = 5.0
 #: the controller's own.
 CLIENT_BATCH_PARTS = 16
 
+#: send_task's dependencies outstanding here, when the task has none (never mutated).
+_NO_PENDING: dict[str, Any] = {}
+
 
 class Client:
     """A connection to a running cluster.
@@ -529,7 +532,7 @@ class Client:
         header = self.session.header(msg_type)
         msg_id = header["msg_id"]
         fut = self._tracker.register(msg_id, M.SCHEDULER, None, future=future)
-        pending: dict[str, concurrent.futures.Future[Any]] = {}
+        pending: dict[str, concurrent.futures.Future[Any]] = _NO_PENDING
         md = metadata
         if depends_on:  # (the scheduler reads absent "known" / "pending" as empty)
             pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
@@ -546,8 +549,9 @@ class Client:
                                raw_urls=[self._controller_raw] if self._controller_raw else ())
         else:
             self._io.send("mux", frames)
-        for dep_id, dep_fut in pending.items():
-            dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
+        if pending:
+            for dep_id, dep_fut in pending.items():
+                dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
         return msg_id, fut
 
     def _report_outcome_cb(self, msg_id: str, _: Any) -> None:

@@ -49,8 +49,9 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._state = PENDING
         self._result: Any = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Any], Any]] = []
+        # made on first use (most futures have neither): see the properties below
+        self._waiter_list: list[Any] | None = None
+        self._callbacks: list[Callable[[Any], Any]] | None = None
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -61,6 +62,21 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
                 if cond is None:
                     cond = self._cond = threading.Condition(self._state_lock)
         return cond
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        # (what concurrent.futures.wait / as_completed append to, holding the condition's lock)
+        waiters = self._waiter_list
+        if waiters is None:
+            waiters = self._waiter_list = []
+        return waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Any], Any]]:  # type: ignore[override]
+        callbacks = self._callbacks
+        if callbacks is None:
+            callbacks = self._callbacks = []
+        return callbacks
 
     # --- queries (a read of one attribute needs no lock) ----------------------------------------
 
@@ -104,7 +120,7 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     # --- callbacks and state changes ------------------------------------------------------------
 
     def _invoke_callbacks(self) -> None:
-        for callback in self._done_callbacks:
+        for callback in self._callbacks or ():
             try:
                 callback(self)
             except Exception:
@@ -113,7 +129,10 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def add_done_callback(self, fn: Callable[[Any], Any]) -> None:
         with self._state_lock:
             if self._state not in _DONE:
-                self._done_callbacks.append(fn)
+                callbacks = self._callbacks
+                if callbacks is None:
+                    callbacks = self._callbacks = []
+                callbacks.append(fn)
                 return
         try:
             fn(self)
@@ -137,7 +156,7 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         with self._state_lock:
             if self._state == CANCELLED:
                 self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
+                for waiter in self._waiter_list or ():
                     waiter.add_cancelled(self)
                 return False
             if self._state == PENDING:
@@ -153,13 +172,13 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             if state not in _DONE:
                 self._result = result
                 self._state = FINISHED
-                for waiter in self._waiters:
+                for waiter in self._waiter_list or ():
                     waiter.add_result(self)
                 if self._cond is not None:
                     self._cond.notify_all()
         if state in _DONE:
             raise concurrent.futures.InvalidStateError(f"{state}: {self!r}")
-        if self._done_callbacks:
+        if self._callbacks:
             self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
@@ -168,13 +187,13 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             if state not in _DONE:
                 self._exception = exception
                 self._state = FINISHED
-                for waiter in self._waiters:
+                for waiter in self._waiter_list or ():
                     waiter.add_exception(self)
                 if self._cond is not None:
                     self._cond.notify_all()
         if state in _DONE:
             raise concurrent.futures.InvalidStateError(f"{state}: {self!r}")
-        if self._done_callbacks:
+        if self._callbacks:
             self._invoke_callbacks()
 
 
