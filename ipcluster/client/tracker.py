@@ -168,9 +168,20 @@ class RequestTracker:
         self._complete_each(deferred)
 
     def _complete_each(self, deferred: list[tuple[str, Future[Any], bool, Any, int]]) -> None:
-        for msg_id, fut, ok, value, nbytes in deferred:
-            if not fut.done():  # (a second reply to the same request in one burst: the first counts)
-                self._complete(msg_id, fut, ok, value, nbytes)
+        # the bookkeeping of the whole burst under one lock, then the futures, in order
+        done = []
+        with self._lock:
+            for entry in deferred:
+                # (a second reply to the same request in one burst: the first counts)
+                if not entry[1].done() and self._record(entry[0], entry[3], entry[4]):
+                    done.append(entry)
+        for _, fut, ok, value, _ in done:
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def fail(self, msg_id: str, exc: BaseException) -> None:
         self.complete_deferred()  # a reply that came before the failure is the outcome
@@ -202,29 +213,38 @@ class RequestTracker:
 
     def _complete(self, msg_id: str, fut: Future[Any], ok: bool, value: Any, nbytes: int = 0) -> None:
         with self._lock:
-            self.outstanding.discard(msg_id)
-            engine = self._engine_of.pop(msg_id, None)
-            if engine is not None:
-                s = self._by_engine.get(engine)
-                if s is not None:
-                    s.discard(msg_id)
-                    if not s:
-                        del self._by_engine[engine]
-            self.futures.pop(msg_id, None)  # whoever waits holds the future itself
-            if msg_id in self._recorded:
-                self._recorded.discard(msg_id)
-                self.results[msg_id] = value
-                self._result_bytes[msg_id] = nbytes
-                self._total_bytes += nbytes
-                self._evict()
-            else:
-                self.metadata.pop(msg_id, None)
-        if fut.done():
+            recorded = self._record(msg_id, value, nbytes)
+        if not recorded or fut.done():
             return
         if ok:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+    def _record(self, msg_id: str, value: Any, nbytes: int) -> bool:
+        """Take finished request *msg_id* off the books and remember its result (caller holds the
+        lock); ``False`` if it was taken off already (completed twice)."""
+        if self.futures.pop(msg_id, None) is None:  # whoever waits holds the future itself
+            return False
+        self.outstanding.discard(msg_id)
+        engine = self._engine_of.pop(msg_id, None)
+        if engine is not None:
+            s = self._by_engine.get(engine)
+            if s is not None:
+                s.discard(msg_id)
+                if not s:
+                    del self._by_engine[engine]
+        if msg_id in self._recorded:
+            self._recorded.discard(msg_id)
+            self.results[msg_id] = value
+            self._result_bytes[msg_id] = nbytes
+            self._total_bytes += nbytes
+            if self._total_bytes > self.results_max_bytes or len(self.results) > (self.history.maxlen or 0) \
+                    or len(self.metadata) > 2 * (self.history.maxlen or 0):
+                self._evict()
+        else:
+            self.metadata.pop(msg_id, None)
+        return True
 
     def _evict(self) -> None:
         """Forget the oldest finished requests beyond the bounds (caller holds the lock)."""
