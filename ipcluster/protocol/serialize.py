@@ -217,38 +217,44 @@ class _CachedFunction:
 #: subclass may be defined in ``__main__`` and pickled by value).
 _PLAIN_LEAVES = frozenset({type(None), bool, int, float, complex, str})
 #: Items :func:`_plain` looks at, and how deep, before it gives up (and the full pickler runs).
-_PLAIN_BUDGET = 256
+_PLAIN_BUDGET = 64
 _PLAIN_DEPTH = 4
 
 
 def _plain(obj: Any) -> bool:
-    """Whether *obj* is made of plain values only: the leaves above, ``bytes`` too small to go
-    out-of-band, in tuples, lists and dicts (bounded in size and depth).  For such values the
-    standard pickler writes what cloudpickle and :class:`_Pickler` would: none of their hooks
-    applies (no functions or classes, no buffers)."""
+    """Whether *obj* (a tuple, list or dict) is made of plain values only: the leaves above and
+    ``bytes`` too small to go out-of-band, in tuples, lists and dicts (with leaf keys), bounded in
+    size and depth.  For such values the standard pickler writes what cloudpickle and
+    :class:`_Pickler` would: none of their hooks applies (no functions or classes, no buffers)."""
     budget = _PLAIN_BUDGET
+    leaves = _PLAIN_LEAVES
     stack = [(obj, _PLAIN_DEPTH)]
     while stack:
-        o, depth = stack.pop()
-        t = type(o)
-        if t in _PLAIN_LEAVES:
-            continue
-        if t is bytes:
-            if len(o) >= BUFFER_THRESHOLD:
-                return False
-            continue
-        if depth == 0 or (t is not tuple and t is not list and t is not dict):
-            return False
-        budget -= len(o)
-        if budget < 0:
-            return False
+        container, depth = stack.pop()
+        t = type(container)
         if t is dict:
-            for k, v in o.items():
-                stack.append((k, depth - 1))
-                stack.append((v, depth - 1))
+            for key in container:
+                if type(key) not in leaves:
+                    return False
+            values: Any = container.values()
+        elif t is tuple or t is list:
+            values = container
         else:
-            for v in o:
+            return False
+        budget -= len(container)
+        if budget < 0 or depth == 0:
+            return False
+        for v in values:
+            tv = type(v)
+            if tv in leaves:
+                continue
+            if tv is bytes:
+                if len(v) >= BUFFER_THRESHOLD:
+                    return False
+            elif tv is tuple or tv is list or tv is dict:
                 stack.append((v, depth - 1))
+            else:
+                return False
     return True
 
 
