@@ -451,16 +451,18 @@ class Client:
 
     def send_apply(self, engine_ids: Sequence[int], f: Any, args: Sequence[Any] = (),
                    kwargs: dict[str, Any] | None = None, wait: bool = False,
-                   metadata: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None, futures: Sequence[Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures.
 
         With ``wait=True`` it returns once every request is done (the caller blocks anyway), which
-        lets it receive the replies itself when the engines run on this host.
+        lets it receive the replies itself when the engines run on this host.  *futures*: one per
+        engine, the futures to complete (see :meth:`RequestTracker.register`), else new ones.
         """
         self._check_open()
         buffers = pack_apply_message(f, args, kwargs or {})
-        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata)
+        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata,
+                               into=futures)
 
     def send_apply_each(self, calls: Sequence[tuple[int, Any, Sequence[Any]]], wait: bool = False,
                         metadata: dict[str, Any] | None = None,
@@ -484,6 +486,7 @@ class Client:
                    buffers: Sequence[Any], channel: str = "mux", record: bool = True, wait: bool = False,
                    metadata: dict[str, Any] | None = None,
                    per_engine_buffers: Sequence[Sequence[Any]] | None = None,
+                   into: Sequence[Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         msg_ids, futures, uuids, requests = [], [], [], []
         for i, eid in enumerate(engine_ids):
@@ -492,7 +495,8 @@ class Client:
             uuid = self._uuid(eid)
             header = self.session.header(msg_type)
             msg_id = header["msg_id"]
-            futures.append(self._tracker.register(msg_id, uuid, eid, record=record))
+            futures.append(self._tracker.register(msg_id, uuid, eid, record=record,
+                                                  future=None if into is None else into[i]))
             msg_ids.append(msg_id)
             uuids.append(uuid)
             requests.append(self.session.serialize(msg_type, content, header=header, buffers=buffers,
