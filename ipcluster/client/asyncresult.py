@@ -18,6 +18,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from ipcluster import errors
+from ipcluster.client.future import LightFuture
 from ipcluster.client.metadata import Metadata
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ if TYPE_CHECKING:
 
 #: Seconds :meth:`AsyncResult.cancel` waits for the requests to end.
 CANCEL_WAIT = 30.0
+#: The (empty) msg_ids and metadata of an AsyncResult made for a request not registered yet.
+_UNBOUND: list[Any] = []
 
 
-class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
+class AsyncResult(LightFuture):
     """Result of a call on one or more engines.
 
     Parameters
@@ -52,13 +55,14 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
         self.msg_ids = list(msg_ids)
         self._fname = fname
         self._single = single
-        self._children = list(children)
+        self._kids: list[concurrent.futures.Future] | None = list(children)  # type: ignore[type-arg]
         self._metadata = [getattr(c, "metadata", None) or Metadata(msg_id=m) for c, m in zip(children, msg_ids)]
         self._submitted = time.time()
         self._lock = threading.Lock()
-        self._remaining = len(self._children)
-        if not self._children:
+        self._remaining = len(self._kids)
+        if all(c.done() for c in self._kids):  # (also: no children) nothing to wait for
             self._finish()
+            return
         # The callback holds only a weak reference: a bound method would make a cycle
         # (self -> child -> callback -> self) that keeps every result alive until the cyclic
         # GC runs, which for large arrays means memory growing with each call.
@@ -69,13 +73,43 @@ class AsyncResult(concurrent.futures.Future):  # type: ignore[type-arg]
             if ar is not None:
                 ar._child_done(child)
 
-        for child in self._children:
+        for child in self._kids:
             child.add_done_callback(child_done)
+
+    @classmethod
+    def _for_request(cls, client: "Client", fname: str) -> "AsyncResult":
+        """An AsyncResult for one request on one target that is itself that request's future.
+
+        The client's bookkeeping completes it directly (see :meth:`_bind_request`): no second
+        future, no callback from one to the other.  Its only child, for the methods that look at
+        children, is itself.
+        """
+        self = cls.__new__(cls)
+        LightFuture.__init__(self)
+        self._client = client
+        self.msg_ids = _UNBOUND  # (until _bind_request, which comes before anyone else sees it)
+        self._fname = fname
+        self._single = True
+        self._kids = None
+        self._metadata = _UNBOUND
+        self._submitted = time.time()
+        return self
+
+    def _bind_request(self, msg_id: str, metadata: Metadata) -> None:
+        """(from the request tracker) This result stands for request *msg_id*, described by *metadata*."""
+        self.msg_ids = [msg_id]
+        self._metadata = [metadata]
+
+    @property
+    def _children(self) -> list[concurrent.futures.Future]:  # type: ignore[type-arg]
+        kids = self._kids
+        # (built on each use, not stored: a list holding self would be a reference cycle)
+        return [self] if kids is None else kids
 
     # --- completion ---------------------------------------------------------------------------
 
     def _child_done(self, child: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
-        if self._single and len(self._children) == 1 and self.__class__ is AsyncResult:
+        if self._single and self.__class__ is AsyncResult and len(self._children) == 1:
             # one request (every load-balanced apply): its outcome is ours as it is
             if not self.done():
                 exc = child.exception()

@@ -242,10 +242,13 @@ class BlockingCalls:
         spin: SpinWait | None = getattr(self._local, "spin", None)
         if spin is None:
             spin = self._local.spin = SpinWait(self._spin_budget)
+        # judged by the whole call: the engines that answered first are idle, but the ones still at
+        # work are as many per CPU as before (a poller would take a CPU they need)
+        spinning = worth_spinning(len(futures))
         try:
             with _SigintGuard() as guard:
                 while pending:
-                    for sock, _ in spin.poll(poller, POLL_SLICE_MS, worth_spinning(len(pending))):
+                    for sock, _ in spin.poll(poller, POLL_SLICE_MS, spinning):
                         if sock.__class__ is int:  # a raw link's file descriptor
                             self._read_link(links[sock], uuids, socks, poller, guard, handle)
                         else:

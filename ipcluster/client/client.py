@@ -62,6 +62,9 @@ BUFFER_TRIM_INTERVAL = 5.0
 #: the controller's own.
 CLIENT_BATCH_PARTS = 16
 
+#: send_task's dependencies outstanding here, when the task has none (never mutated).
+_NO_PENDING: dict[str, Any] = {}
+
 
 class Client:
     """A connection to a running cluster.
@@ -448,16 +451,18 @@ class Client:
 
     def send_apply(self, engine_ids: Sequence[int], f: Any, args: Sequence[Any] = (),
                    kwargs: dict[str, Any] | None = None, wait: bool = False,
-                   metadata: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None, futures: Sequence[Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         """Send ``f(*args, **kwargs)`` to each engine (pickled once); returns msg_ids and futures.
 
         With ``wait=True`` it returns once every request is done (the caller blocks anyway), which
-        lets it receive the replies itself when the engines run on this host.
+        lets it receive the replies itself when the engines run on this host.  *futures*: one per
+        engine, the futures to complete (see :meth:`RequestTracker.register`), else new ones.
         """
         self._check_open()
         buffers = pack_apply_message(f, args, kwargs or {})
-        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata)
+        return self._send_each(engine_ids, M.APPLY_REQUEST, {}, buffers, wait=wait, metadata=metadata,
+                               into=futures)
 
     def send_apply_each(self, calls: Sequence[tuple[int, Any, Sequence[Any]]], wait: bool = False,
                         metadata: dict[str, Any] | None = None,
@@ -481,6 +486,7 @@ class Client:
                    buffers: Sequence[Any], channel: str = "mux", record: bool = True, wait: bool = False,
                    metadata: dict[str, Any] | None = None,
                    per_engine_buffers: Sequence[Sequence[Any]] | None = None,
+                   into: Sequence[Any] | None = None,
                    ) -> tuple[list[str], list[concurrent.futures.Future[Any]]]:
         msg_ids, futures, uuids, requests = [], [], [], []
         for i, eid in enumerate(engine_ids):
@@ -489,7 +495,8 @@ class Client:
             uuid = self._uuid(eid)
             header = self.session.header(msg_type)
             msg_id = header["msg_id"]
-            futures.append(self._tracker.register(msg_id, uuid, eid, record=record))
+            futures.append(self._tracker.register(msg_id, uuid, eid, record=record,
+                                                  future=None if into is None else into[i]))
             msg_ids.append(msg_id)
             uuids.append(uuid)
             requests.append(self.session.serialize(msg_type, content, header=header, buffers=buffers,
@@ -511,7 +518,7 @@ class Client:
 
     def send_task(self, buffers: Sequence[Any], metadata: dict[str, Any], depends_on: set[str] = set(),
                   msg_type: str = M.APPLY_REQUEST, content: dict[str, Any] | None = None,
-                  wait: bool = False) -> tuple[str, concurrent.futures.Future[Any]]:
+                  wait: bool = False, future: Any = None) -> tuple[str, concurrent.futures.Future[Any]]:
         """Send a task to the controller's scheduler; returns its msg_id and future.
 
         A task is an ``apply_request`` (*buffers* hold the call) or an ``execute_request``
@@ -523,12 +530,13 @@ class Client:
 
         With ``wait=True`` it returns once the task is done (the caller blocks anyway): the calling
         thread sends it and receives the reply on a socket of its own (see ``blocking.py``).
+        *future*: the future to complete (see :meth:`RequestTracker.register`), else a new one.
         """
         self._check_open()
         header = self.session.header(msg_type)
         msg_id = header["msg_id"]
-        fut = self._tracker.register(msg_id, M.SCHEDULER, None)
-        pending: dict[str, concurrent.futures.Future[Any]] = {}
+        fut = self._tracker.register(msg_id, M.SCHEDULER, None, future=future)
+        pending: dict[str, concurrent.futures.Future[Any]] = _NO_PENDING
         md = metadata
         if depends_on:  # (the scheduler reads absent "known" / "pending" as empty)
             pending = {d: f for d in depends_on if (f := self._tracker.futures.get(d)) is not None and not f.done()}
@@ -545,8 +553,9 @@ class Client:
                                raw_urls=[self._controller_raw] if self._controller_raw else ())
         else:
             self._io.send("mux", frames)
-        for dep_id, dep_fut in pending.items():
-            dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
+        if pending:
+            for dep_id, dep_fut in pending.items():
+                dep_fut.add_done_callback(functools.partial(self._report_outcome_cb, dep_id))
         return msg_id, fut
 
     def _report_outcome_cb(self, msg_id: str, _: Any) -> None:

@@ -63,10 +63,10 @@ class LoadBalancedView(View):
             md[name] = dep.to_wire() if dep is not None else None
         return md
 
-    def _submit(self, buffers: Sequence[Any], wait: bool = False) -> tuple[str, concurrent.futures.Future[Any]]:
+    def _submit(self, buffers: Sequence[Any], wait: bool = False,
+                future: AsyncResult | None = None) -> tuple[str, concurrent.futures.Future[Any]]:
         md = self._task_metadata()
-        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
-        return self.client.send_task(buffers, md, deps, wait=wait)
+        return self.client.send_task(buffers, md, _dependency_ids(md), wait=wait, future=future)
 
     def _apply(self, f: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                block: bool | None = None, targets: "Targets" = None) -> Any:
@@ -76,11 +76,16 @@ class LoadBalancedView(View):
             with self.temp_flags(targets=targets):
                 return self._apply(f, args, kwargs, block)
         block = self._block(block)
-        msg_id, fut = self._submit(pack_apply_message(f, args, kwargs), wait=block)
-        if block and fut.done():
+        buffers = pack_apply_message(f, args, kwargs)
+        fname = getattr(f, "__name__", "f")
+        if not block:  # the AsyncResult is the task's own future
+            ar = AsyncResult._for_request(self.client, fname)
+            self._submit(buffers, future=ar)
+            return ar
+        msg_id, fut = self._submit(buffers, wait=True)
+        if fut.done():
             return fut.result()  # what AsyncResult.get() would return or raise, without building one
-        ar = AsyncResult(self.client, [msg_id], [fut], fname=getattr(f, "__name__", "f"), single=True)
-        return self._finish(ar, block)
+        return AsyncResult(self.client, [msg_id], [fut], fname=fname, single=True).get()
 
     def execute(self, code: str, silent: bool = True, targets: "Targets" = None,
                 block: bool | None = None) -> Any:
@@ -94,10 +99,9 @@ class LoadBalancedView(View):
             with self.temp_flags(targets=targets):
                 return self.execute(code, silent, block=block)
         md = self._task_metadata()
-        deps = set((md["after"] or {}).get("msg_ids", ())) | set((md["follow"] or {}).get("msg_ids", ()))
-        msg_id, fut = self.client.send_task((), md, deps, msg_type=M.EXECUTE_REQUEST,
-                                            content={"code": code, "silent": silent})
-        ar = AsyncResult(self.client, [msg_id], [fut], fname="execute", single=True)
+        ar = AsyncResult._for_request(self.client, "execute")
+        self.client.send_task((), md, _dependency_ids(md), msg_type=M.EXECUTE_REQUEST,
+                              content={"code": code, "silent": silent}, future=ar)
         return self._finish(ar, self._block(block))
 
     def map(self, f: Callable[..., Any], *sequences: Any, block: bool | None = None, ordered: bool = True,
@@ -146,6 +150,14 @@ class LoadBalancedView(View):
              chunksize: int | None = None) -> Iterator[Any]:
         """Results of ``map`` as they become available (in order unless ``ordered=False``)."""
         return iter(self.map(f, *sequences, block=False, ordered=ordered, chunksize=chunksize))
+
+
+def _dependency_ids(md: dict[str, Any]) -> set[str]:
+    """The msg_ids a task's ``after`` and ``follow`` dependencies name."""
+    after, follow = md["after"], md["follow"]
+    if after is None and follow is None:
+        return set()
+    return set((after or {}).get("msg_ids", ())) | set((follow or {}).get("msg_ids", ()))
 
 
 __all__ = ["LoadBalancedView", "Dependency"]

@@ -10,6 +10,13 @@ from ipcluster.protocol.serialize import deserialize_object
 from ipcluster.protocol.session import Message
 
 
+#: A fresh request's metadata (``outputs`` gets its own list in each copy).
+_DEFAULTS: dict[str, Any] = dict(
+    msg_id=None, engine_id=None, engine_uuid=None, submitted=None, received=None, started=None,
+    completed=None, status=None, stdout="", stderr="", outputs=None, execute_result=None, error=None,
+)
+
+
 class Metadata(dict[str, Any]):
     """A dict with attribute access, describing one request to one engine.
 
@@ -19,12 +26,10 @@ class Metadata(dict[str, Any]):
     """
 
     def __init__(self, **kwargs: Any):
-        super().__init__(
-            msg_id=None, engine_id=None, engine_uuid=None, submitted=None, received=None,
-            started=None, completed=None, status=None, stdout="", stderr="", outputs=[],
-            execute_result=None, error=None,
-        )
-        self.update(kwargs)
+        dict.__init__(self, _DEFAULTS)
+        self["outputs"] = []
+        if kwargs:
+            dict.update(self, kwargs)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -34,6 +39,23 @@ class Metadata(dict[str, Any]):
 
     def __setattr__(self, key: str, value: Any) -> None:
         self[key] = value
+
+
+_new_dict = dict.__new__
+_update = dict.update
+
+
+def new_metadata(msg_id: str, engine_id: int | None, engine_uuid: str, submitted: float) -> Metadata:
+    """``Metadata(msg_id=..., engine_id=..., engine_uuid=..., submitted=...)``, made once per request:
+    without the keyword-argument call (a fifth of the cost)."""
+    md: Metadata = _new_dict(Metadata)
+    _update(md, _DEFAULTS)
+    md["msg_id"] = msg_id
+    md["engine_id"] = engine_id
+    md["engine_uuid"] = engine_uuid
+    md["submitted"] = submitted
+    md["outputs"] = []
+    return md
 
 
 def _find_type(module: str | None, qualname: str | None) -> type[BaseException] | None:

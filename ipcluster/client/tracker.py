@@ -15,7 +15,8 @@ from collections import OrderedDict, deque
 from threading import get_ident
 from typing import Any, Callable
 
-from ipcluster.client.metadata import Metadata, reply_value
+from ipcluster.client.future import LightFuture
+from ipcluster.client.metadata import Metadata, new_metadata, reply_value
 from ipcluster.protocol.session import Message
 
 Future = concurrent.futures.Future
@@ -27,6 +28,8 @@ RESULTS_MAX_BYTES = 64 * 1024 * 1024
 HISTORY_MAX = 100_000
 #: A burst of replies completes its futures at least every this many replies.
 MAX_DEFERRED = 256
+#: What a reply's metadata tells about its request (each kept unless absent or null).
+_REPLY_KEYS = ("engine_id", "received", "started", "completed", "status")
 
 
 class RequestTracker:
@@ -64,16 +67,29 @@ class RequestTracker:
         self._deferred: list[tuple[str, Future[Any], bool, Any, int]] | None = None
         self._deferring_thread = 0
 
-    def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True) -> Future[Any]:
-        fut: Future[Any] = Future()
-        md = Metadata(msg_id=msg_id, engine_id=engine_id,
-                      engine_uuid=engine_uuid.decode("ascii", "replace"), submitted=time.time())
-        fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
+    def register(self, msg_id: str, engine_uuid: bytes, engine_id: int | None, record: bool = True,
+                 future: Any = None) -> Future[Any]:
+        """Start tracking request *msg_id*; returns its future.
+
+        *future*: a future to complete instead of a new one, with a ``_bind_request(msg_id,
+        metadata)`` method that is given the request's metadata (an AsyncResult that stands for
+        the request itself); otherwise a new future gets the metadata as its ``metadata`` attribute.
+        """
+        md = new_metadata(msg_id, engine_id, engine_uuid.decode("ascii", "replace"), time.time())
+        if future is None:
+            fut: Future[Any] = LightFuture()
+            fut.metadata = md  # type: ignore[attr-defined]  # the AsyncResult keeps it, whatever is evicted
+        else:
+            fut = future
+            future._bind_request(msg_id, md)
         with self._lock:
             self.futures[msg_id] = fut
             self.metadata[msg_id] = md
             self.outstanding.add(msg_id)
-            self._by_engine.setdefault(engine_uuid, set()).add(msg_id)
+            on_engine = self._by_engine.get(engine_uuid)
+            if on_engine is None:
+                on_engine = self._by_engine[engine_uuid] = set()
+            on_engine.add(msg_id)
             self._engine_of[msg_id] = engine_uuid
             if record:
                 self.history.append(msg_id)
@@ -122,15 +138,19 @@ class RequestTracker:
         if md is None or fut is None or fut.done():
             return  # not ours, or already failed (e.g. engine died and a late reply arrived)
         rmd = msg.metadata
-        for key in ("engine_id", "received", "started", "completed", "status"):
-            if rmd.get(key) is not None:
-                md[key] = rmd[key]
-        md["status"] = md["status"] or msg.content.get("status")
+        for key in _REPLY_KEYS:
+            value = rmd.get(key)
+            if value is not None:
+                md[key] = value
+        if not md["status"]:
+            md["status"] = msg.content.get("status")
         try:
             ok, value = reply_value(msg)
         except Exception as e:  # the result did not unpickle here
             ok, value = False, e
-        nbytes = sum(_nbytes(b) for b in msg.buffers)
+        nbytes = 0
+        for b in msg.buffers:
+            nbytes += _nbytes(b)
         deferred = self._deferred
         if deferred is not None and get_ident() == self._deferring_thread:
             deferred.append((msg_id, fut, ok, value, nbytes))
@@ -148,9 +168,20 @@ class RequestTracker:
         self._complete_each(deferred)
 
     def _complete_each(self, deferred: list[tuple[str, Future[Any], bool, Any, int]]) -> None:
-        for msg_id, fut, ok, value, nbytes in deferred:
-            if not fut.done():  # (a second reply to the same request in one burst: the first counts)
-                self._complete(msg_id, fut, ok, value, nbytes)
+        # the bookkeeping of the whole burst under one lock, then the futures, in order
+        done = []
+        with self._lock:
+            for entry in deferred:
+                # (a second reply to the same request in one burst: the first counts)
+                if not entry[1].done() and self._record(entry[0], entry[3], entry[4]):
+                    done.append(entry)
+        for _, fut, ok, value, _ in done:
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def fail(self, msg_id: str, exc: BaseException) -> None:
         self.complete_deferred()  # a reply that came before the failure is the outcome
@@ -182,29 +213,38 @@ class RequestTracker:
 
     def _complete(self, msg_id: str, fut: Future[Any], ok: bool, value: Any, nbytes: int = 0) -> None:
         with self._lock:
-            self.outstanding.discard(msg_id)
-            engine = self._engine_of.pop(msg_id, None)
-            if engine is not None:
-                s = self._by_engine.get(engine)
-                if s is not None:
-                    s.discard(msg_id)
-                    if not s:
-                        del self._by_engine[engine]
-            self.futures.pop(msg_id, None)  # whoever waits holds the future itself
-            if msg_id in self._recorded:
-                self._recorded.discard(msg_id)
-                self.results[msg_id] = value
-                self._result_bytes[msg_id] = nbytes
-                self._total_bytes += nbytes
-                self._evict()
-            else:
-                self.metadata.pop(msg_id, None)
-        if fut.done():
+            recorded = self._record(msg_id, value, nbytes)
+        if not recorded or fut.done():
             return
         if ok:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+    def _record(self, msg_id: str, value: Any, nbytes: int) -> bool:
+        """Take finished request *msg_id* off the books and remember its result (caller holds the
+        lock); ``False`` if it was taken off already (completed twice)."""
+        if self.futures.pop(msg_id, None) is None:  # whoever waits holds the future itself
+            return False
+        self.outstanding.discard(msg_id)
+        engine = self._engine_of.pop(msg_id, None)
+        if engine is not None:
+            s = self._by_engine.get(engine)
+            if s is not None:
+                s.discard(msg_id)
+                if not s:
+                    del self._by_engine[engine]
+        if msg_id in self._recorded:
+            self._recorded.discard(msg_id)
+            self.results[msg_id] = value
+            self._result_bytes[msg_id] = nbytes
+            self._total_bytes += nbytes
+            if self._total_bytes > self.results_max_bytes or len(self.results) > (self.history.maxlen or 0) \
+                    or len(self.metadata) > 2 * (self.history.maxlen or 0):
+                self._evict()
+        else:
+            self.metadata.pop(msg_id, None)
+        return True
 
     def _evict(self) -> None:
         """Forget the oldest finished requests beyond the bounds (caller holds the lock)."""
@@ -258,6 +298,8 @@ class _Batch:
 
 
 def _nbytes(buf: Any) -> int:
+    if buf.__class__ is bytes:
+        return len(buf)
     try:
         return memoryview(buf).nbytes
     except TypeError:

@@ -78,10 +78,15 @@ class View:
             raise TypeError(f"apply needs a callable, got {type(f).__name__}")
         ids, single = self._targets(targets)
         block = self._block(block)
+        fname = getattr(f, "__name__", "f")
+        if single and not block:  # one engine: the AsyncResult is the request's own future
+            ar = AsyncResult._for_request(self.client, fname)
+            self.client.send_apply(ids, f, args, kwargs, metadata=self._request_metadata(), futures=[ar])
+            return ar
         msg_ids, futures = self.client.send_apply(ids, f, args, kwargs, wait=block, metadata=self._request_metadata())
         if block and single and futures[0].done():
             return futures[0].result()  # what AsyncResult.get() would return or raise, without building one
-        ar = AsyncResult(self.client, msg_ids, futures, fname=getattr(f, "__name__", "f"), single=single)
+        ar = AsyncResult(self.client, msg_ids, futures, fname=fname, single=single)
         return self._finish(ar, block)
 
     def apply(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
