@@ -82,6 +82,8 @@ STATUS_INTERVAL = 0.05
 #: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
 EXIT_LINGER = 1000
 
+_SIGINT = int(signal.SIGINT)
+_SIGTERM = int(signal.SIGTERM)
 _SNDMORE = int(zmq.SNDMORE)
 _COPY_THRESHOLD = zmq.COPY_THRESHOLD
 # the extension type's send, without pyzmq's Python-level checks (about half a small frame's cost)
@@ -172,6 +174,9 @@ class Engine:
         self._interrupt_pending = False
         # replies of a batch's requests, held to go to the controller together (engines/replyhold.py)
         self._held = HeldReplies(self.session, self._send_held)
+        # the handlers as installed, one bound method each (see _restore_signal_handlers)
+        self._sigint_handler = self._on_sigint
+        self._sigterm_handler = self._on_sigterm
         self._holding = False  # running a batch from the controller: its replies may be held
         self._more_parts = False  # ... and more of its requests come after the current one
 
@@ -341,8 +346,8 @@ class Engine:
     # --- signals ------------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGINT, self._on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._sigint_handler)
+        signal.signal(signal.SIGTERM, self._sigterm_handler)
         if self._signal_fds is None:
             # a signal makes the main loop's poll return at once, whichever thread received it
             r, w = os.pipe()
@@ -353,8 +358,12 @@ class Engine:
 
     def _restore_signal_handlers(self) -> None:
         """Put our handlers back if a task replaced them (it would break interrupt and shutdown)."""
-        if _signal.getsignal(signal.SIGINT) != self._on_sigint or \
-                _signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+        # the objects installed are usually still there: identity first (comparing bound methods
+        # for equality costs more), equality for an equal bound method installed anew
+        sigint, sigterm = _signal.getsignal(_SIGINT), _signal.getsignal(_SIGTERM)
+        if sigint is self._sigint_handler and sigterm is self._sigterm_handler:
+            return
+        if sigint != self._on_sigint or sigterm != self._on_sigterm:
             log.info("a task replaced the engine's signal handlers; restoring them")
             # records of targeted SIGINTs that went to the task's handler instead: left behind,
             # they would have a later SIGINT from elsewhere dropped
@@ -579,43 +588,48 @@ class Engine:
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
             return
-        if msg.msg_type == batching.BATCH:
+        header = msg.header
+        msg_type = header.get("msg_type", "")  # (msg.msg_type, looked up once)
+        if msg_type == batching.BATCH:
             self._dispatch_batch(msg, received, from_controller=not fresh and not presigned)
             return
-        handler = self.handlers.get(msg.msg_type)
-        method = msg.msg_type.removesuffix("_request")
+        handler = self.handlers.get(msg_type)
         if handler is None:
-            self.rejected("mux-unknown", f"no handler for {msg.msg_type!r} on mux")
-            if msg.msg_type.endswith("_request"):
-                err = NotImplementedError(f"engines do not handle {msg.msg_type!r}")
-                self._reply(msg, Outcome(error_content(err, self.executor.info(method))),
+            self.rejected("mux-unknown", f"no handler for {msg_type!r} on mux")
+            if msg_type.endswith("_request"):
+                err = NotImplementedError(f"engines do not handle {msg_type!r}")
+                self._reply(msg, Outcome(error_content(err, self.executor.info(_method(msg_type)))),
                             received, received, time.time())
             return
-        if self.state.clear.is_set():
+        state = self.state
+        if state.clear.is_set():
             self._clear()
-        self._wait_for_sends()
-        self.output.set_parent(msg.header, msg.idents)
+        if self._trackers:
+            self._wait_for_sends()
+        self.output.set_parent(header, msg.idents)
         started = time.time()
-        if self.state.aborted.consume(msg.msg_id):
-            outcome = Outcome(aborted_content(self.executor.info(method)))
+        msg_id = header.get("msg_id", "")
+        if state.aborted.consume(msg_id):
+            outcome = Outcome(aborted_content(self.executor.info(_method(msg_type))))
         else:
             slot = self.slot
             if slot is not None:  # the supervisor enforces time limits and cancels from here
                 limit = time_limit(msg.metadata)
-                if limit and msg.msg_type == M.EXECUTE_REQUEST:
+                if limit and msg_type == M.EXECUTE_REQUEST:
                     self.executor.prepare_shell()  # IPython's first import is not the task's time
-                slot.start(msg.msg_id, limit)
+                slot.start(msg_id, limit)
                 if limit:
                     self._watch_limit()
             try:
                 outcome = handler(msg)
             except BaseException as e:  # noqa: B036 - handlers catch user errors; this is a bug net
-                log.exception("%s handler failed", msg.msg_type)
-                outcome = self.executor.error(e, method)
+                log.exception("%s handler failed", msg_type)
+                outcome = self.executor.error(e, _method(msg_type))
             if slot is not None:
                 stop = slot.end()
                 if stop and outcome.status == "error":
-                    outcome = self.executor.stopped(outcome, stop, msg.msg_id, time_limit(msg.metadata), method)
+                    outcome = self.executor.stopped(outcome, stop, msg_id, time_limit(msg.metadata),
+                                                    _method(msg_type))
         self.output.flush()
         self._reply(msg, outcome, received, started, time.time())
         self._restore_signal_handlers()
@@ -664,7 +678,8 @@ class Engine:
                completed: float) -> None:
         metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
                     "started": started, "completed": completed, "status": outcome.status}
-        reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
+        msg_type = msg.msg_type
+        reply_type = _REPLY_FOR.get(msg_type) or msg_type.removesuffix("_request") + "_reply"
         to_controller = self._route is self.mux or self._route in self._controller_links
         reply_to = msg.metadata.get("reply_to") if to_controller else None
         if reply_to and outcome.status == "ok" and not self.output.sent and _all_small(outcome.buffers):
@@ -848,6 +863,14 @@ def _nbytes(frame: Any) -> int:
         return memoryview(frame).nbytes
     except TypeError:
         return 0
+
+
+_REPLY_FOR: dict[str, str] = M.REPLY_FOR
+
+
+def _method(msg_type: str) -> str:
+    """The method a request type names (``apply_request`` -> ``apply``), as error content says."""
+    return msg_type.removesuffix("_request")
 
 
 def time_limit(metadata: dict[str, Any]) -> float | None:
