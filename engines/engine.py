@@ -38,6 +38,7 @@ import faulthandler
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -169,6 +170,8 @@ class Engine:
         self._registration: dict[str, Any] | None = None
         self._recent = RecentReplies()
         self._trackers: list[zmq.MessageTracker] = []
+        # zmq sockets the main thread used since it last asked them for events (see _serve)
+        self._dirty: set[zmq.Socket] = set()
         self._signal_fds: tuple[int, int] | None = None
         self._sending = False
         self._interrupt_pending = False
@@ -398,40 +401,66 @@ class Engine:
 
     def _serve(self) -> None:
         assert self.mux is not None and self.wake is not None and self.direct is not None
-        poller = zmq.Poller()
-        poller.register(self.mux, zmq.POLLIN)
-        poller.register(self.direct, zmq.POLLIN)
-        poller.register(self.wake, zmq.POLLIN)
+        # One poll(2) over plain descriptors: the zmq sockets' own (ZMQ_FD), the raw listener and
+        # links, the signal pipe.  zmq_poll would instead ask each zmq socket for its events
+        # before and after every wait (a getpid and a poll system call each), three sockets on
+        # every request; here a socket is asked only when its descriptor fired or when it was
+        # used since it was last asked (``_dirty``), which is what ZMQ_FD requires: it signals
+        # changes, so a socket used since it was last asked may hold messages without signalling.
+        poller = select.poll()
         self._poller = poller
+        zmq_fds: dict[int, zmq.Socket] = {}
+        for sock in (self.mux, self.direct, self.wake):
+            fd = sock.getsockopt(zmq.FD)
+            zmq_fds[fd] = sock
+            poller.register(fd, select.POLLIN)
+        self._dirty.update(zmq_fds.values())  # used before the loop (the ready notification)
         raw_fd = -1
         if self.raw is not None:
             raw_fd = self.raw.fileno()
-            poller.register(raw_fd, zmq.POLLIN)
+            poller.register(raw_fd, select.POLLIN)
+        signal_fd = -1
         if self._signal_fds is not None:
-            poller.register(self._signal_fds[0], zmq.POLLIN)
+            signal_fd = self._signal_fds[0]
+            poller.register(signal_fd, select.POLLIN)
         timeout_ms = int(POLL_INTERVAL * 1000)
+        mux, direct, wake, links = self.mux, self.direct, self.wake, self._links
         while self.state.stop_reason is None:
             try:
                 if self.state.clear.is_set():
                     self._clear()
-                events = dict(poller.poll(timeout_ms))
-                if not events:  # idle: let go of large buffers unused for a while
-                    segments.trim()
-                if self.wake in events:
+                ready = self._zmq_ready()
+                events = poller.poll(0 if ready else timeout_ms)
+                fds: list[int] = []
+                for fd, _ in events:
+                    sock = zmq_fds.get(fd)
+                    if sock is None:
+                        fds.append(fd)
+                    elif sock not in ready and sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                        ready.append(sock)
+                if not ready and not fds:  # idle: let go of large buffers unused for a while
+                    if not events:
+                        segments.trim()
+                    self.output.flush()
+                    self._report_status()
+                    continue
+                if wake in ready:
                     self._drain_wake()
-                if self._signal_fds is not None and self._signal_fds[0] in events:
-                    drain_fd(self._signal_fds[0])
-                if self.mux in events:
-                    self._route = self.mux
-                    self._serve_queued(self.mux)
-                if self.direct in events:
-                    self._route = self.direct
-                    self._direct_completed += self._serve_queued(self.direct)
-                if raw_fd in events:
+                if signal_fd in fds:
+                    drain_fd(signal_fd)
+                if mux in ready:
+                    self._route = mux
+                    self._serve_queued(mux)
+                if direct in ready:
+                    self._route = direct
+                    self._direct_completed += self._serve_queued(direct)
+                if raw_fd in fds:
                     self._accept_links()
-                if self._links:
-                    for fd in [fd for fd in events if fd.__class__ is int and fd in self._links]:
-                        self._serve_link(self._links[fd])
+                if links:
+                    for fd in fds:
+                        link = links.get(fd)
+                        if link is not None:
+                            self._serve_link(link)
                 self.output.flush()
                 self._report_status()
             except zmq.Again:
@@ -439,7 +468,22 @@ class Engine:
             except zmq.ContextTerminated:
                 break
             except BaseException as e:  # noqa: B036 - the loop outlives anything a request does
+                self._dirty.update(zmq_fds.values())  # whatever it did: ask every socket again
                 self.rejected("loop-error", f"error in the main loop: {type(e).__name__}: {e}", logging.ERROR)
+
+    def _zmq_ready(self) -> list[zmq.Socket]:
+        """The zmq sockets used since they were last asked that have messages waiting.
+
+        Asking (ZMQ_EVENTS) resets a socket's descriptor; a socket that has nothing waiting when
+        asked signals on its descriptor when something arrives, until it is used again.
+        """
+        ready = []
+        dirty = self._dirty
+        while dirty:
+            sock = dirty.pop()
+            if sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                ready.append(sock)
+        return ready
 
     def _serve_queued(self, sock: zmq.Socket) -> int:
         """Handle up to :data:`DRAIN_BATCH` requests already queued on *sock*; returns how many.
@@ -449,21 +493,24 @@ class Engine:
         in shared state, which every request checks before it runs.
         """
         n = 0
-        while n < DRAIN_BATCH and self.state.stop_reason is None:
-            if not sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # cheaper than a zmq.Again per wake-up
-                break
-            frames = recv_frames(sock)
-            n += 1
-            if self.state.clear.is_set():
-                self._clear()
-            self._dispatch(frames, time.time())
+        try:
+            while n < DRAIN_BATCH and self.state.stop_reason is None:
+                if not sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # cheaper than a zmq.Again per wake-up
+                    break
+                frames = recv_frames(sock)
+                n += 1
+                if self.state.clear.is_set():
+                    self._clear()
+                self._dispatch(frames, time.time())
+        finally:
+            self._dirty.add(sock)
         return n
 
     def _accept_links(self) -> None:
         assert self.raw is not None
         while (link := self.raw.accept()) is not None:
             self._links[link.fileno()] = link
-            self._poller.register(link.fileno(), zmq.POLLIN)
+            self._poller.register(link.fileno(), select.POLLIN)
 
     def _serve_link(self, link: rawlink.RawLink) -> None:
         """Requests on one raw link: the one that is readable, and any already read behind it."""
@@ -522,6 +569,8 @@ class Engine:
         now = time.monotonic()
         if now - self._status_sent_at < STATUS_INTERVAL:
             return
+        self._dirty.add(self.direct)
+        self._dirty.add(self.mux)
         if _readable(self.direct) or _readable(self.mux):
             return
         self._status_sent_at = now
@@ -531,6 +580,7 @@ class Engine:
 
     def _drain_wake(self) -> None:
         assert self.wake is not None
+        self._dirty.add(self.wake)
         while self.wake.poll(0):
             self.wake.recv()
         if self.state.reregistered is not None:
@@ -547,6 +597,7 @@ class Engine:
         assert self.mux is not None
         self.id = self.executor.engine_id = self.state.reregistered
         self.state.reregistered = None
+        self._dirty.add(self.mux)
         held: list[list[zmq.Frame]] = []
         while True:
             try:
@@ -578,6 +629,7 @@ class Engine:
         if self.supervision is not None:
             self.supervision.wake()
         elif self.wake is not None:
+            self._dirty.add(self.wake)
             self.wake.send(b"limit")  # the control thread (see engines.control)
 
     def _dispatch(self, frames: list[Any], received: float, presigned: bool = False) -> None:
@@ -662,6 +714,7 @@ class Engine:
             self._flush_held()
 
     def _flush_held(self) -> None:
+        self._dirty.add(self.mux)  # (held replies go on mux, from this thread or their own)
         self._sending = True  # an interrupt waits until the held replies are out
         try:
             self._held.flush()
@@ -714,6 +767,7 @@ class Engine:
             except OSError:
                 self._drop_link(link)
         assert self.direct is not None
+        self._dirty.add(self.direct)
         try:
             send_frames(self.direct, [ident, *frames])
         except zmq.ZMQError as e:
@@ -749,6 +803,7 @@ class Engine:
     def _send_zmq(self, route: zmq.Socket, frames: list[Any]) -> None:
         last = len(frames) - 1
         sock = route
+        self._dirty.add(sock)
         self._sending = True
         try:
             for i, frame in enumerate(frames):
@@ -780,6 +835,7 @@ class Engine:
             self.rejected("raw-link", f"could not send on a same-host connection: {type(e).__name__}: {e}")
             self._drop_link(link)
             if controller and self.mux is not None:  # the controller still gets it, through zmq
+                self._dirty.add(self.mux)
                 send_frames(self.mux, frames)
         finally:
             self._sending = False
@@ -798,6 +854,7 @@ class Engine:
         self._send(frames)
         if self._route is not self.mux and self._route not in self._controller_links and self.mux is not None:
             # the controller did not see this request: give it a copy of the output for iopub
+            self._dirty.add(self.mux)
             self.mux.send_multipart(frames[len(idents):])
 
     def _wait_for_sends(self) -> None:
