@@ -410,9 +410,9 @@ class Engine:
         poller = select.poll()
         self._poller = poller
         zmq_fds: dict[int, zmq.Socket] = {}
-        for sock in (self.mux, self.direct, self.wake):
-            fd = sock.getsockopt(zmq.FD)
-            zmq_fds[fd] = sock
+        for zsock in (self.mux, self.direct, self.wake):
+            fd = int(zsock.getsockopt(zmq.FD))  # type: ignore[arg-type]
+            zmq_fds[fd] = zsock
             poller.register(fd, select.POLLIN)
         self._dirty.update(zmq_fds.values())  # used before the loop (the ready notification)
         raw_fd = -1
@@ -714,7 +714,8 @@ class Engine:
             self._flush_held()
 
     def _flush_held(self) -> None:
-        self._dirty.add(self.mux)  # (held replies go on mux, from this thread or their own)
+        if self.mux is not None:  # (held replies go on mux, from this thread or their own)
+            self._dirty.add(self.mux)
         self._sending = True  # an interrupt waits until the held replies are out
         try:
             self._held.flush()
