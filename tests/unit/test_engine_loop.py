@@ -226,3 +226,22 @@ class _NoPoller:
 
     def unregister(self, fd: int) -> None:
         pass
+
+
+def test_signal_handlers_are_put_back_only_when_a_task_replaced_them(rig, caplog):
+    eng = rig.engine
+    eng.state.interrupts._seqs.append(7)  # a record of a targeted SIGINT
+    eng._restore_signal_handlers()  # the installed objects are still there: nothing to do
+    signal.signal(signal.SIGINT, eng._on_sigint)  # an equal handler, a new bound-method object
+    eng._restore_signal_handlers()
+    assert len(eng.state.interrupts) == 1
+    assert "replaced" not in caplog.text
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a task's own handler
+    with caplog.at_level("INFO", logger="engines.engine"):
+        eng._restore_signal_handlers()
+    assert "replaced the engine's signal handlers" in caplog.text
+    assert signal.getsignal(signal.SIGINT) == eng._on_sigint
+    assert len(eng.state.interrupts) == 0  # its records went to the task's handler
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    eng._restore_signal_handlers()
+    assert signal.getsignal(signal.SIGTERM) == eng._on_sigterm
