@@ -98,6 +98,8 @@ class AbortSet:
 
     def consume(self, msg_id: str) -> bool:
         """True (once) if *msg_id* was aborted: the caller must not run it."""
+        if not self._ids:  # the usual case, without the lock (an add racing with this check
+            return False  # could as well have come just after it)
         with self._lock:
             if msg_id in self._ids:
                 del self._ids[msg_id]

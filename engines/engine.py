@@ -38,6 +38,7 @@ import faulthandler
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -82,6 +83,8 @@ STATUS_INTERVAL = 0.05
 #: Linger (ms) for sockets closed at exit: long enough to deliver the last replies, never forever.
 EXIT_LINGER = 1000
 
+_SIGINT = int(signal.SIGINT)
+_SIGTERM = int(signal.SIGTERM)
 _SNDMORE = int(zmq.SNDMORE)
 _COPY_THRESHOLD = zmq.COPY_THRESHOLD
 # the extension type's send, without pyzmq's Python-level checks (about half a small frame's cost)
@@ -167,11 +170,16 @@ class Engine:
         self._registration: dict[str, Any] | None = None
         self._recent = RecentReplies()
         self._trackers: list[zmq.MessageTracker] = []
+        # zmq sockets the main thread used since it last asked them for events (see _serve)
+        self._dirty: set[zmq.Socket] = set()
         self._signal_fds: tuple[int, int] | None = None
         self._sending = False
         self._interrupt_pending = False
         # replies of a batch's requests, held to go to the controller together (engines/replyhold.py)
         self._held = HeldReplies(self.session, self._send_held)
+        # the handlers as installed, one bound method each (see _restore_signal_handlers)
+        self._sigint_handler = self._on_sigint
+        self._sigterm_handler = self._on_sigterm
         self._holding = False  # running a batch from the controller: its replies may be held
         self._more_parts = False  # ... and more of its requests come after the current one
 
@@ -341,8 +349,8 @@ class Engine:
     # --- signals ------------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGINT, self._on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._sigint_handler)
+        signal.signal(signal.SIGTERM, self._sigterm_handler)
         if self._signal_fds is None:
             # a signal makes the main loop's poll return at once, whichever thread received it
             r, w = os.pipe()
@@ -353,8 +361,12 @@ class Engine:
 
     def _restore_signal_handlers(self) -> None:
         """Put our handlers back if a task replaced them (it would break interrupt and shutdown)."""
-        if _signal.getsignal(signal.SIGINT) != self._on_sigint or \
-                _signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+        # the objects installed are usually still there: identity first (comparing bound methods
+        # for equality costs more), equality for an equal bound method installed anew
+        sigint, sigterm = _signal.getsignal(_SIGINT), _signal.getsignal(_SIGTERM)
+        if sigint is self._sigint_handler and sigterm is self._sigterm_handler:
+            return
+        if sigint != self._on_sigint or sigterm != self._on_sigterm:
             log.info("a task replaced the engine's signal handlers; restoring them")
             # records of targeted SIGINTs that went to the task's handler instead: left behind,
             # they would have a later SIGINT from elsewhere dropped
@@ -389,40 +401,66 @@ class Engine:
 
     def _serve(self) -> None:
         assert self.mux is not None and self.wake is not None and self.direct is not None
-        poller = zmq.Poller()
-        poller.register(self.mux, zmq.POLLIN)
-        poller.register(self.direct, zmq.POLLIN)
-        poller.register(self.wake, zmq.POLLIN)
+        # One poll(2) over plain descriptors: the zmq sockets' own (ZMQ_FD), the raw listener and
+        # links, the signal pipe.  zmq_poll would instead ask each zmq socket for its events
+        # before and after every wait (a getpid and a poll system call each), three sockets on
+        # every request; here a socket is asked only when its descriptor fired or when it was
+        # used since it was last asked (``_dirty``), which is what ZMQ_FD requires: it signals
+        # changes, so a socket used since it was last asked may hold messages without signalling.
+        poller = select.poll()
         self._poller = poller
+        zmq_fds: dict[int, zmq.Socket] = {}
+        for zsock in (self.mux, self.direct, self.wake):
+            fd = int(zsock.getsockopt(zmq.FD))  # type: ignore[arg-type]
+            zmq_fds[fd] = zsock
+            poller.register(fd, select.POLLIN)
+        self._dirty.update(zmq_fds.values())  # used before the loop (the ready notification)
         raw_fd = -1
         if self.raw is not None:
             raw_fd = self.raw.fileno()
-            poller.register(raw_fd, zmq.POLLIN)
+            poller.register(raw_fd, select.POLLIN)
+        signal_fd = -1
         if self._signal_fds is not None:
-            poller.register(self._signal_fds[0], zmq.POLLIN)
+            signal_fd = self._signal_fds[0]
+            poller.register(signal_fd, select.POLLIN)
         timeout_ms = int(POLL_INTERVAL * 1000)
+        mux, direct, wake, links = self.mux, self.direct, self.wake, self._links
         while self.state.stop_reason is None:
             try:
                 if self.state.clear.is_set():
                     self._clear()
-                events = dict(poller.poll(timeout_ms))
-                if not events:  # idle: let go of large buffers unused for a while
-                    segments.trim()
-                if self.wake in events:
+                ready = self._zmq_ready()
+                events = poller.poll(0 if ready else timeout_ms)
+                fds: list[int] = []
+                for fd, _ in events:
+                    sock = zmq_fds.get(fd)
+                    if sock is None:
+                        fds.append(fd)
+                    elif sock not in ready and sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                        ready.append(sock)
+                if not ready and not fds:  # idle: let go of large buffers unused for a while
+                    if not events:
+                        segments.trim()
+                    self.output.flush()
+                    self._report_status()
+                    continue
+                if wake in ready:
                     self._drain_wake()
-                if self._signal_fds is not None and self._signal_fds[0] in events:
-                    drain_fd(self._signal_fds[0])
-                if self.mux in events:
-                    self._route = self.mux
-                    self._serve_queued(self.mux)
-                if self.direct in events:
-                    self._route = self.direct
-                    self._direct_completed += self._serve_queued(self.direct)
-                if raw_fd in events:
+                if signal_fd in fds:
+                    drain_fd(signal_fd)
+                if mux in ready:
+                    self._route = mux
+                    self._serve_queued(mux)
+                if direct in ready:
+                    self._route = direct
+                    self._direct_completed += self._serve_queued(direct)
+                if raw_fd in fds:
                     self._accept_links()
-                if self._links:
-                    for fd in [fd for fd in events if fd.__class__ is int and fd in self._links]:
-                        self._serve_link(self._links[fd])
+                if links:
+                    for fd in fds:
+                        link = links.get(fd)
+                        if link is not None:
+                            self._serve_link(link)
                 self.output.flush()
                 self._report_status()
             except zmq.Again:
@@ -430,7 +468,22 @@ class Engine:
             except zmq.ContextTerminated:
                 break
             except BaseException as e:  # noqa: B036 - the loop outlives anything a request does
+                self._dirty.update(zmq_fds.values())  # whatever it did: ask every socket again
                 self.rejected("loop-error", f"error in the main loop: {type(e).__name__}: {e}", logging.ERROR)
+
+    def _zmq_ready(self) -> list[zmq.Socket]:
+        """The zmq sockets used since they were last asked that have messages waiting.
+
+        Asking (ZMQ_EVENTS) resets a socket's descriptor; a socket that has nothing waiting when
+        asked signals on its descriptor when something arrives, until it is used again.
+        """
+        ready = []
+        dirty = self._dirty
+        while dirty:
+            sock = dirty.pop()
+            if sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
+                ready.append(sock)
+        return ready
 
     def _serve_queued(self, sock: zmq.Socket) -> int:
         """Handle up to :data:`DRAIN_BATCH` requests already queued on *sock*; returns how many.
@@ -440,21 +493,24 @@ class Engine:
         in shared state, which every request checks before it runs.
         """
         n = 0
-        while n < DRAIN_BATCH and self.state.stop_reason is None:
-            if not sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # cheaper than a zmq.Again per wake-up
-                break
-            frames = recv_frames(sock)
-            n += 1
-            if self.state.clear.is_set():
-                self._clear()
-            self._dispatch(frames, time.time())
+        try:
+            while n < DRAIN_BATCH and self.state.stop_reason is None:
+                if not sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # cheaper than a zmq.Again per wake-up
+                    break
+                frames = recv_frames(sock)
+                n += 1
+                if self.state.clear.is_set():
+                    self._clear()
+                self._dispatch(frames, time.time())
+        finally:
+            self._dirty.add(sock)
         return n
 
     def _accept_links(self) -> None:
         assert self.raw is not None
         while (link := self.raw.accept()) is not None:
             self._links[link.fileno()] = link
-            self._poller.register(link.fileno(), zmq.POLLIN)
+            self._poller.register(link.fileno(), select.POLLIN)
 
     def _serve_link(self, link: rawlink.RawLink) -> None:
         """Requests on one raw link: the one that is readable, and any already read behind it."""
@@ -513,6 +569,8 @@ class Engine:
         now = time.monotonic()
         if now - self._status_sent_at < STATUS_INTERVAL:
             return
+        self._dirty.add(self.direct)
+        self._dirty.add(self.mux)
         if _readable(self.direct) or _readable(self.mux):
             return
         self._status_sent_at = now
@@ -522,6 +580,7 @@ class Engine:
 
     def _drain_wake(self) -> None:
         assert self.wake is not None
+        self._dirty.add(self.wake)
         while self.wake.poll(0):
             self.wake.recv()
         if self.state.reregistered is not None:
@@ -538,6 +597,7 @@ class Engine:
         assert self.mux is not None
         self.id = self.executor.engine_id = self.state.reregistered
         self.state.reregistered = None
+        self._dirty.add(self.mux)
         held: list[list[zmq.Frame]] = []
         while True:
             try:
@@ -569,6 +629,7 @@ class Engine:
         if self.supervision is not None:
             self.supervision.wake()
         elif self.wake is not None:
+            self._dirty.add(self.wake)
             self.wake.send(b"limit")  # the control thread (see engines.control)
 
     def _dispatch(self, frames: list[Any], received: float, presigned: bool = False) -> None:
@@ -579,43 +640,48 @@ class Engine:
         except ProtocolError as e:
             self.rejected("mux-rejected", f"dropped mux message: {type(e).__name__}: {e}")
             return
-        if msg.msg_type == batching.BATCH:
+        header = msg.header
+        msg_type = header.get("msg_type", "")  # (msg.msg_type, looked up once)
+        if msg_type == batching.BATCH:
             self._dispatch_batch(msg, received, from_controller=not fresh and not presigned)
             return
-        handler = self.handlers.get(msg.msg_type)
-        method = msg.msg_type.removesuffix("_request")
+        handler = self.handlers.get(msg_type)
         if handler is None:
-            self.rejected("mux-unknown", f"no handler for {msg.msg_type!r} on mux")
-            if msg.msg_type.endswith("_request"):
-                err = NotImplementedError(f"engines do not handle {msg.msg_type!r}")
-                self._reply(msg, Outcome(error_content(err, self.executor.info(method))),
+            self.rejected("mux-unknown", f"no handler for {msg_type!r} on mux")
+            if msg_type.endswith("_request"):
+                err = NotImplementedError(f"engines do not handle {msg_type!r}")
+                self._reply(msg, Outcome(error_content(err, self.executor.info(_method(msg_type)))),
                             received, received, time.time())
             return
-        if self.state.clear.is_set():
+        state = self.state
+        if state.clear.is_set():
             self._clear()
-        self._wait_for_sends()
-        self.output.set_parent(msg.header, msg.idents)
+        if self._trackers:
+            self._wait_for_sends()
+        self.output.set_parent(header, msg.idents)
         started = time.time()
-        if self.state.aborted.consume(msg.msg_id):
-            outcome = Outcome(aborted_content(self.executor.info(method)))
+        msg_id = header.get("msg_id", "")
+        if state.aborted.consume(msg_id):
+            outcome = Outcome(aborted_content(self.executor.info(_method(msg_type))))
         else:
             slot = self.slot
             if slot is not None:  # the supervisor enforces time limits and cancels from here
                 limit = time_limit(msg.metadata)
-                if limit and msg.msg_type == M.EXECUTE_REQUEST:
+                if limit and msg_type == M.EXECUTE_REQUEST:
                     self.executor.prepare_shell()  # IPython's first import is not the task's time
-                slot.start(msg.msg_id, limit)
+                slot.start(msg_id, limit)
                 if limit:
                     self._watch_limit()
             try:
                 outcome = handler(msg)
             except BaseException as e:  # noqa: B036 - handlers catch user errors; this is a bug net
-                log.exception("%s handler failed", msg.msg_type)
-                outcome = self.executor.error(e, method)
+                log.exception("%s handler failed", msg_type)
+                outcome = self.executor.error(e, _method(msg_type))
             if slot is not None:
                 stop = slot.end()
                 if stop and outcome.status == "error":
-                    outcome = self.executor.stopped(outcome, stop, msg.msg_id, time_limit(msg.metadata), method)
+                    outcome = self.executor.stopped(outcome, stop, msg_id, time_limit(msg.metadata),
+                                                    _method(msg_type))
         self.output.flush()
         self._reply(msg, outcome, received, started, time.time())
         self._restore_signal_handlers()
@@ -648,6 +714,8 @@ class Engine:
             self._flush_held()
 
     def _flush_held(self) -> None:
+        if self.mux is not None:  # (held replies go on mux, from this thread or their own)
+            self._dirty.add(self.mux)
         self._sending = True  # an interrupt waits until the held replies are out
         try:
             self._held.flush()
@@ -664,7 +732,8 @@ class Engine:
                completed: float) -> None:
         metadata = {"engine_id": self.id, "engine_uuid": self.uuid, "received": received,
                     "started": started, "completed": completed, "status": outcome.status}
-        reply_type = M.REPLY_FOR.get(msg.msg_type, msg.msg_type.removesuffix("_request") + "_reply")
+        msg_type = msg.msg_type
+        reply_type = _REPLY_FOR.get(msg_type) or msg_type.removesuffix("_request") + "_reply"
         to_controller = self._route is self.mux or self._route in self._controller_links
         reply_to = msg.metadata.get("reply_to") if to_controller else None
         if reply_to and outcome.status == "ok" and not self.output.sent and _all_small(outcome.buffers):
@@ -699,6 +768,7 @@ class Engine:
             except OSError:
                 self._drop_link(link)
         assert self.direct is not None
+        self._dirty.add(self.direct)
         try:
             send_frames(self.direct, [ident, *frames])
         except zmq.ZMQError as e:
@@ -734,6 +804,7 @@ class Engine:
     def _send_zmq(self, route: zmq.Socket, frames: list[Any]) -> None:
         last = len(frames) - 1
         sock = route
+        self._dirty.add(sock)
         self._sending = True
         try:
             for i, frame in enumerate(frames):
@@ -765,6 +836,7 @@ class Engine:
             self.rejected("raw-link", f"could not send on a same-host connection: {type(e).__name__}: {e}")
             self._drop_link(link)
             if controller and self.mux is not None:  # the controller still gets it, through zmq
+                self._dirty.add(self.mux)
                 send_frames(self.mux, frames)
         finally:
             self._sending = False
@@ -783,6 +855,7 @@ class Engine:
         self._send(frames)
         if self._route is not self.mux and self._route not in self._controller_links and self.mux is not None:
             # the controller did not see this request: give it a copy of the output for iopub
+            self._dirty.add(self.mux)
             self.mux.send_multipart(frames[len(idents):])
 
     def _wait_for_sends(self) -> None:
@@ -848,6 +921,14 @@ def _nbytes(frame: Any) -> int:
         return memoryview(frame).nbytes
     except TypeError:
         return 0
+
+
+_REPLY_FOR: dict[str, str] = M.REPLY_FOR
+
+
+def _method(msg_type: str) -> str:
+    """The method a request type names (``apply_request`` -> ``apply``), as error content says."""
+    return msg_type.removesuffix("_request")
 
 
 def time_limit(metadata: dict[str, Any]) -> float | None:

@@ -116,18 +116,26 @@ class Executor:
 
     def apply(self, msg: Message) -> Outcome:
         """Call the function in *msg*'s buffers; reply with its pickled result or the error."""
+        # Each inner try/finally is what ``with self.user_code():`` does, written out: this runs
+        # for every task, and a generator-based context manager costs more than a tiny task.
         try:
-            with self.user_code():
+            self.running = True
+            try:
                 f, args, kwargs = unpack_apply_message(msg.buffers)
                 result = bind_to_namespace(f, self.user_ns)(*args, **kwargs)
                 del f, args, kwargs
+            finally:
+                self.running = False
         except Declined as e:  # an @require / @depend unmet here: decline, the scheduler tries elsewhere
             return self.declined(e)
         except BaseException as e:  # noqa: B036 - KeyboardInterrupt and SystemExit are task errors here
             return self.error(e, "apply", with_buffers=True)
         try:
-            with self.user_code():  # pickling may run the user's __reduce__
+            self.running = True  # pickling may run the user's __reduce__
+            try:
                 buffers = serialize_object(result)
+            finally:
+                self.running = False
         except BaseException as e:  # noqa: B036
             return self.error(e, "apply", with_buffers=True)
         return Outcome({"status": "ok"}, buffers)

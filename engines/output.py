@@ -144,12 +144,13 @@ class OutputRouter:
 
     def set_parent(self, parent: dict[str, Any], idents: list[bytes]) -> None:
         """Route output to this request from now on (flushing what belonged to the previous one)."""
-        self.flush()
+        out, err = self._streams
+        if out._size > 0 or err._size > 0:
+            self.flush()
         self.parent = parent
         self.idents = list(idents)
         self.sent = 0  # output messages sent for this parent so far
-        for s in self._streams:
-            s.last_flush = -math.inf  # a request's first line goes out at once
+        out.last_flush = err.last_flush = -math.inf  # a request's first line goes out at once
 
     def publish(self, msg_type: str, content: dict[str, Any]) -> None:
         """Send a non-stream output message (display_data, execute_result, error) in order."""
@@ -162,9 +163,11 @@ class OutputRouter:
 
     def flush(self) -> None:
         """Send everything buffered in both streams (main thread only)."""
-        for s in self._streams:
-            if s.pending:
-                self.send_stream(s)
+        out, err = self._streams  # (runs several times per request: no loop, no property)
+        if out._size > 0:
+            self.send_stream(out)
+        if err._size > 0:
+            self.send_stream(err)
 
     def flush_others(self, stream: OutputStream) -> None:
         for s in self._streams:
