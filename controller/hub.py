@@ -240,9 +240,9 @@ class Hub:
         while len(self._abort_waits) > MAX_CLIENTS:  # (bounded: replies of engines that died)
             self._abort_confirmed(next(iter(self._abort_waits)))
         try:
-            asyncio.get_running_loop().call_later(ABORT_CONFIRM, waiting.finish)
+            asyncio.get_running_loop().call_later(ABORT_CONFIRM, self._abort_timed_out, waiting)
         except RuntimeError:  # no loop (tests of the hub alone): at once
-            waiting.finish()
+            self._abort_timed_out(waiting)
 
     def _send_abort(self, engine: bytes, msg_ids: list[str]) -> str | None:
         """An ``abort_request`` to *engine*'s control thread; its msg_id (None: not sent)."""
@@ -258,6 +258,14 @@ class Hub:
     def _on_abort_reply(self, engine: bytes, msg: Message) -> None:
         self._abort_confirmed(msg.parent_id)
         self._interrupt_after_abort(msg.parent_id)
+
+    def _abort_timed_out(self, waiting: "_AbortWait") -> None:
+        """Answer the client without the confirmations still missing (engines that never reply
+        are not waited for again)."""
+        for key in waiting.keys:
+            self._abort_waits.pop(key, None)
+        waiting.keys.clear()
+        waiting.finish()
 
     def _abort_confirmed(self, key: str) -> None:
         waiting = self._abort_waits.pop(key, None)

@@ -233,6 +233,39 @@ def test_abort_of_tasks_that_came_in_a_batch(rc, tmp_path):
             assert ar.get(timeout=30) == i
 
 
+def test_abort_waits_for_the_engine_to_confirm_but_not_forever(fresh_cluster, tmp_path):
+    """abort() returns once the engines the abort went to confirmed it; an engine that cannot
+    answer (stopped here) is waited for at most ABORT_CONFIRM seconds."""
+    from controller.hub import ABORT_CONFIRM
+
+    rc = fresh_cluster.connect_client_sync()
+    rc.wait_for_engines(2, timeout=30)
+    pid = rc[0].apply_sync(os.getpid)
+    lview = rc.load_balanced_view(targets=[0])
+    marker, gate = tmp_path / "running", tmp_path / "gate"
+    running = lview.apply_async(_touch_and_wait, str(marker), str(gate))
+    queued = [lview.apply_async(lambda i=i: i) for i in range(3)]
+    wait_for(marker.exists, what="the first task to run")
+    # the queued tasks are on the engine (no limit per engine), so the abort goes to it
+    wait_for(lambda: rc.queue_status()["unassigned"] == 0, what="the tasks to be sent to the engine")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rc.abort(queued)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert ABORT_CONFIRM * 0.9 <= took < ABORT_CONFIRM + 5, took
+    gate.touch()
+    assert running.get(timeout=30) == "ran"
+    for i, ar in enumerate(queued):  # the abort reached the engine late: aborted, or ran
+        try:
+            assert ar.get(timeout=30) == i
+        except errors.TaskAborted:
+            pass
+    assert rc.controller_state()["violations"] == []
+
+
 def test_bad_batches_and_bad_parts_are_refused_cleanly(rc):
     """A client-built batch: a part with a wrong signature is dropped (the others run), and a batch
     with a wrong signature, a descriptor that does not fit its blob, or a batch inside it is refused."""
