@@ -15,6 +15,7 @@ over.  If an engine turns out to be unreachable when its batch is sent, each mes
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Callable, Sequence
 
 import zmq
@@ -31,7 +32,32 @@ def _b(frame: Any) -> bytes:
     return frame.bytes if frame.__class__ is _Frame else bytes(frame)
 
 
-class EngineOutbox:
+class _Outbox(abc.ABC):
+    """What both outboxes share: while a block is entered (``with outbox:``, nested blocks count)
+    messages are queued per peer; the outermost block's end sends every queue (:meth:`_flush_peer`)."""
+
+    depth = 0
+    queued: dict[bytes, list[Any]]
+
+    @abc.abstractmethod
+    def _flush_peer(self, peer: bytes) -> None:
+        """Send what is queued for *peer* (each outbox its own way)."""
+
+    def flush(self) -> None:
+        while self.queued:
+            self._flush_peer(next(iter(self.queued)))
+
+    def __enter__(self) -> "_Outbox":
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.flush()
+
+
+class EngineOutbox(_Outbox):
     """Messages ``[engine, client, <IDS|MSG>, ...]`` for the engines' mux sockets."""
 
     def __init__(self, session: Session, send: Send, send_single: Send | None = None,
@@ -60,7 +86,7 @@ class EngineOutbox:
             q = self.queued[engine] = []
         q.append((frames, on_unreachable, via))
         if len(q) >= MAX_PARTS:
-            self._flush_engine(engine)
+            self._flush_peer(engine)
 
     def _send_now(self, frames: list[Any], on_unreachable: Unreachable | None, via: Send | None) -> None:
         try:
@@ -70,7 +96,7 @@ class EngineOutbox:
                 raise
             on_unreachable()
 
-    def _flush_engine(self, engine: bytes) -> None:
+    def _flush_peer(self, engine: bytes) -> None:
         items = self.queued.pop(engine, None)
         if not items:
             return
@@ -99,21 +125,9 @@ class EngineOutbox:
                 return
             done += count
 
-    def flush(self) -> None:
-        while self.queued:
-            self._flush_engine(next(iter(self.queued)))
-
-    def __enter__(self) -> "EngineOutbox":
-        self.depth += 1
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.depth -= 1
-        if self.depth == 0:
-            self.flush()
 
 
-class ClientOutbox:
+class ClientOutbox(_Outbox):
     """Messages ``[client, route, <IDS|MSG>, ...]`` for clients on the mux front socket.
 
     Only clients that sent a batch themselves get batches (they understand them); a client's
@@ -154,9 +168,9 @@ class ClientOutbox:
             q = self.queued[client] = []
         q.append(frames)
         if len(q) >= MAX_PARTS:
-            self._flush_client(client)
+            self._flush_peer(client)
 
-    def _flush_client(self, client: bytes) -> None:
+    def _flush_peer(self, client: bytes) -> None:
         items = self.queued.pop(client, None)
         if not items:
             return
@@ -174,18 +188,6 @@ class ClientOutbox:
                 self.batches_sent += 1
                 self.parts_sent += count
 
-    def flush(self) -> None:
-        while self.queued:
-            self._flush_client(next(iter(self.queued)))
-
-    def __enter__(self) -> "ClientOutbox":
-        self.depth += 1
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.depth -= 1
-        if self.depth == 0:
-            self.flush()
 
 
 class Outboxes:

@@ -167,28 +167,19 @@ class LightFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         raise RuntimeError("Future in unexpected state")
 
     def set_result(self, result: Any) -> None:
-        with self._state_lock:
-            state = self._state
-            if state not in _DONE:
-                self._result = result
-                self._state = FINISHED
-                for waiter in self._waiter_list or ():
-                    waiter.add_result(self)
-                if self._cond is not None:
-                    self._cond.notify_all()
-        if state in _DONE:
-            raise concurrent.futures.InvalidStateError(f"{state}: {self!r}")
-        if self._callbacks:
-            self._invoke_callbacks()
+        self._settle(result, None, "add_result")
 
     def set_exception(self, exception: BaseException | None) -> None:
+        self._settle(None, exception, "add_exception")
+
+    def _settle(self, result: Any, exception: BaseException | None, tell_waiter: str) -> None:
         with self._state_lock:
             state = self._state
             if state not in _DONE:
-                self._exception = exception
+                self._result, self._exception = result, exception
                 self._state = FINISHED
                 for waiter in self._waiter_list or ():
-                    waiter.add_exception(self)
+                    getattr(waiter, tell_waiter)(self)
                 if self._cond is not None:
                     self._cond.notify_all()
         if state in _DONE:

@@ -23,6 +23,7 @@ from controller.store import store_path
 from ipcluster import errors
 from ipcluster.client.reconnect import UNKNOWN_GRACE
 from tests.conftest import alive, wait_for
+from tests.integration.atmostonce import assert_each_ran_at_most_once, record_call
 
 HEARTBEAT = 0.2
 
@@ -43,14 +44,6 @@ def persistent(tmp_path) -> Iterator[tuple[ipcluster.Cluster, ipcluster.Client]]
     finally:
         c.stop_cluster_sync()
 
-
-def record_call(i: int, where: str) -> int:
-    """Runs on an engine: note that task *i* ran (at-most-once is checked from these files)."""
-    import os
-
-    with open(os.path.join(where, f"{os.getpid()}.log"), "a") as f:
-        f.write(f"{i}\n")
-    return 2 * i
 
 
 def _engine_pids(rc: ipcluster.Client) -> dict[int, int]:
@@ -139,12 +132,7 @@ def test_sigkill_mid_run_of_10000_tasks_every_result_once(persistent, tmp_path):
     # at most 100 per client, plus socket buffers) and replies older than the engines' resend window
     assert lost <= 1000, f"only {ok} of {n} results arrived ({lost} lost in the restart)"
 
-    runs: dict[int, int] = {}
-    for log in where.iterdir():
-        for line in log.read_text().split():
-            runs[int(line)] = runs.get(int(line), 0) + 1
-    assert max(runs.values()) == 1, "a task ran twice"
-    assert all(runs.get(i) == 1 for i, a in enumerate(ars) if a.successful())
+    assert_each_ran_at_most_once(where, ars)
 
     assert _engine_pids(rc) == pids_before  # the same engine processes, under the same ids
 

@@ -20,6 +20,7 @@ from ipcluster.protocol import batch as batching
 from ipcluster.protocol.serialize import deserialize_object, pack_apply_message
 from ipcluster.protocol.session import Session
 from tests.conftest import alive, wait_for
+from tests.integration.atmostonce import assert_each_ran_at_most_once, record_call
 
 
 @contextlib.contextmanager
@@ -368,13 +369,6 @@ def test_engine_death_mid_batch_fails_exactly_the_tasks_it_owed(fresh_cluster, t
     rc.close()
 
 
-def record_call(i: int, where: str) -> int:
-    import os
-
-    with open(os.path.join(where, f"{os.getpid()}.log"), "a") as f:
-        f.write(f"{i}\n")
-    return 2 * i
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
@@ -407,12 +401,7 @@ def test_controller_restart_with_batches_gives_each_result_once(tmp_path):
             except errors.ControllerRestarted:
                 pass  # failed clearly: never ran, or its reply was lost with the controller
         assert ok >= n // 2, f"only {ok} of {n} results"
-        runs: dict[int, int] = {}
-        for log in where.iterdir():
-            for line in log.read_text().split():
-                runs[int(line)] = runs.get(int(line), 0) + 1
-        assert max(runs.values()) == 1, "a task ran twice"
-        assert all(runs.get(i) == 1 for i, a in enumerate(ars) if a.successful())
+        assert_each_ran_at_most_once(where, ars)
         # each result once: get_result of a finished task gives the same value again
         sample = [ars[i].msg_ids[0] for i in range(0, n, 97) if ars[i].successful()]
         again = rc.get_result(sample).get(timeout=30)
