@@ -19,6 +19,7 @@ from __future__ import annotations
 import _signal  # getsignal/signal without the enum conversions of the signal module (per call here)
 import concurrent.futures
 import itertools
+import select
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -97,6 +98,36 @@ class _SigintGuard:
             self._installed = False
             signal.raise_signal(signum)
         # SIG_IGN: ignored, as it would have been
+
+
+_HAVE_EPOLL = hasattr(select, "epoll")  # Linux
+
+
+class _LinkPoller:
+    """The poller of a wait on raw links only: an epoll set, registered once per set of links.
+
+    A call on many engines wakes once per burst of replies, and zmq_poll (poll(2) underneath)
+    would hand the kernel every descriptor again on each wake-up: on 32 engines, a tenth of the
+    caller's CPU time.  Same interface as the part of ``zmq.Poller`` used here.
+    """
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+
+    def register(self, fd: int, _events: int) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):  # already closed
+            pass
+
+    def poll(self, timeout_ms: int) -> list[tuple[int, int]]:
+        return self._epoll.poll(timeout_ms / 1000.0)
+
+    def __del__(self) -> None:
+        self._epoll.close()
 
 
 class BlockingCalls:
@@ -261,7 +292,7 @@ class BlockingCalls:
             raise
 
     def _read_link(self, link: rawlink.RawLink, uuids: Sequence[bytes], socks: Sequence[Any],
-                   poller: zmq.Poller, guard: _SigintGuard, handle: Any) -> bool:
+                   poller: "zmq.Poller | _LinkPoller", guard: _SigintGuard, handle: Any) -> bool:
         """Handle what *link* has; ``False`` if it broke (the engine died: the IO thread fails
         its requests on the controller's notice)."""
         try:
@@ -280,9 +311,9 @@ class BlockingCalls:
             self._drop_link(uuid, link)
             return False
 
-    def _poller(self, socks: Sequence[Any]) -> zmq.Poller:
+    def _poller(self, socks: Sequence[Any]) -> "zmq.Poller | _LinkPoller":
         """A poller for *socks*, kept per thread (a wait on the same sockets reuses it)."""
-        pollers: dict[tuple[int, ...], zmq.Poller] | None = getattr(self._local, "pollers", None)
+        pollers: dict[tuple[int, ...], Any] | None = getattr(self._local, "pollers", None)
         if pollers is None:
             pollers = self._local.pollers = {}
         key = tuple(sorted({id(s) for s in socks}))
@@ -290,8 +321,12 @@ class BlockingCalls:
         if poller is None:
             if len(pollers) > 64:  # sockets handed over and replaced: forget old combinations
                 pollers.clear()
-            poller = pollers[key] = zmq.Poller()
-            for sock in {id(s): s for s in socks}.values():
+            unique = {id(s): s for s in socks}.values()
+            if _HAVE_EPOLL and all(s.__class__ is rawlink.RawLink for s in unique):
+                poller = pollers[key] = _LinkPoller()
+            else:
+                poller = pollers[key] = zmq.Poller()
+            for sock in unique:
                 # a raw link by its file descriptor: poll() reports it as that int
                 poller.register(sock.fileno() if sock.__class__ is rawlink.RawLink else sock, zmq.POLLIN)
         return poller

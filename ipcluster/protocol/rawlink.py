@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import logging
 import os
+import select
 import socket
 import struct
 import threading
@@ -72,8 +73,11 @@ class RawLink:
     """One end of a connected stream socket carrying multipart messages (one thread at a time)."""
 
     def __init__(self, sock: socket.socket, max_size: int = -1, timeout: float = TIMEOUT):
-        sock.settimeout(timeout)
+        # Non-blocking, waiting in poll(2) only when a call would block: a socket with a timeout
+        # polls before every send and receive, two system calls more per request and reply.
+        sock.setblocking(False)
         self.sock = sock
+        self.timeout = timeout
         self.max_size = max_size
         self._buf = bytearray(CHUNK)
         self._view = memoryview(self._buf)
@@ -120,7 +124,10 @@ class RawLink:
         if self.peer is not None and lengths and max(lengths) >= segments.MIN_SIZE:
             remaining -= self._place(bufs, lengths)
         bufs[0] = struct.pack(f"<I{n}Q", n, *lengths)
-        sent = self.sock.sendmsg(bufs)
+        try:
+            sent = self.sock.sendmsg(bufs)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
         while sent < remaining:  # partial: drop what went out, cut the buffer it stopped in
             remaining -= sent
             while sent:
@@ -131,7 +138,19 @@ class RawLink:
                 else:
                     bufs[0] = memoryview(bufs[0]).cast("B")[sent:]
                     sent = 0
-            sent = self.sock.sendmsg(bufs)
+            self._wait(select.POLLOUT)
+            try:
+                sent = self.sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+
+    def _wait(self, event: int) -> None:
+        """Wait until the socket is ready for *event*; ``TimeoutError`` after the link's timeout."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), event)
+        if not poller.poll(self.timeout * 1000):
+            raise TimeoutError(f"a same-host connection was not {'readable' if event == select.POLLIN else 'writable'} "
+                               f"within {self.timeout:g} s")
 
     def _place(self, bufs: list[Any], lengths: list[int]) -> int:
         """Copy the large frames of a message into buffers the peer grants; in *bufs* (frames
@@ -185,9 +204,19 @@ class RawLink:
         n = len(frames)
         data = b"".join([struct.pack(f"<I{n}Q", n, *(_nbytes(f) for f in frames)), *frames])
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        sent = self.sock.sendmsg([data], ancillary)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
+        while True:
+            try:
+                sent = self.sock.sendmsg([data], ancillary)
+                break
+            except (BlockingIOError, InterruptedError):
+                self._wait(select.POLLOUT)
+        view = memoryview(data)
+        while sent < len(data):
+            self._wait(select.POLLOUT)
+            try:
+                sent += self.sock.send(view[sent:])
+            except (BlockingIOError, InterruptedError):
+                pass
 
     # --- receiving --------------------------------------------------------------------------
 
@@ -278,7 +307,7 @@ class RawLink:
         self._start = self._end = 0
         got = have
         while got < size:
-            k = self.sock.recv_into(view[got:])
+            k = self._recv_into(view[got:])
             if not k:
                 raise ConnectionError("the peer closed the connection in the middle of a message")
             got += k
@@ -306,7 +335,15 @@ class RawLink:
         return True
 
     def _recv_into(self, view: memoryview) -> int:
-        """``recv_into``; while a grant is awaited, also collect the file descriptors that come."""
+        """``recv_into``, waiting (at most the timeout) if nothing is there yet; while a grant is
+        awaited, also collect the file descriptors that come."""
+        while True:
+            try:
+                return self._recv_now(view)
+            except (BlockingIOError, InterruptedError):
+                self._wait(select.POLLIN)
+
+    def _recv_now(self, view: memoryview) -> int:
         if self._fds is None:
             return self.sock.recv_into(view)
         k, ancillary, flags, _ = self.sock.recvmsg_into([view], _ANCILLARY)

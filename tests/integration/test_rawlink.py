@@ -109,10 +109,18 @@ def test_too_many_frames_to_send(pair):
 
 def test_stalled_sender_times_out(pair):
     left, right = pair
-    right.sock.settimeout(0.2)
+    right.timeout = 0.2
     left.sock.sendall(struct.pack("<IQ", 1, 10))  # the frame never comes
     with pytest.raises(TimeoutError):
         right.recv()
+
+
+def test_send_to_a_peer_that_stopped_reading_times_out(pair):
+    left, right = pair
+    left.timeout = 0.2
+    with pytest.raises(TimeoutError):
+        for _ in range(10000):  # fills the socket buffers, then waits for a reader that never comes
+            left.send([b"x" * 65536])
 
 
 def test_listener_accept_connect_and_cleanup(tmp_path):
@@ -244,6 +252,8 @@ def big_frame(size=3 * segments.MIN_SIZE, seed=0):
 def test_large_frames_are_written_into_the_receivers_shared_buffers(pair):
     left, right = pair
     left.use_segments()
+    # free shared buffers left in this process's pool by earlier tests may be granted too: the
+    # pool grows by at most the two this message needs
     pool_before = bufpool.POOL.sizes()["shared"]
     big = big_frame()
     for seed in range(3):
@@ -255,7 +265,7 @@ def test_large_frames_are_written_into_the_receivers_shared_buffers(pair):
         assert type(got[1]) is memoryview and not got[1].readonly  # the receiver's own buffer
         del got
     # the two buffers are reused each time: the sender mapped each once
-    assert bufpool.POOL.sizes()["shared"] - pool_before == 2
+    assert bufpool.POOL.sizes()["shared"] - pool_before <= 2
     assert len(left.peer) == 2
     assert right.grants is not None and not left.buffered() and not right.buffered()
 
