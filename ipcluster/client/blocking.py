@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import _signal  # getsignal/signal without the enum conversions of the signal module (per call here)
 import concurrent.futures
+import functools
 import itertools
 import select
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import zmq
 
+from ipcluster.client.collect import ReplyCollector
 from ipcluster.client.spin import SpinWait, spin_budget_from_env, worth_spinning
 from ipcluster.errors import MalformedMessage
 from ipcluster.protocol import rawlink
@@ -276,32 +278,49 @@ class BlockingCalls:
         # judged by the whole call: the engines that answered first are idle, but the ones still at
         # work are as many per CPU as before (a poller would take a CPU they need)
         spinning = worth_spinning(len(futures))
+        collector: ReplyCollector | None = None
+        if not spinning and reply is None and poller.__class__ is _LinkPoller:
+            # many engines per CPU, all on raw links: fewer wake-ups, replies handled together
+            collector = ReplyCollector(socks, poller, POLL_SLICE_MS)
         try:
             with _SigintGuard() as guard:
+                def run_one(frames: list[Any]) -> None:
+                    guard.run(handle, frames)
                 while pending:
+                    if collector is not None:
+                        for fd, _ in collector.wait():
+                            if not self._read_link(links[fd], poller, functools.partial(collector.keep, fd)):
+                                collector.forget(fd)
+                        if collector.due():
+                            collector.handle(run_one)
+                        pending = [f for f in pending if not f.done()]
+                        continue
                     for sock, _ in spin.poll(poller, POLL_SLICE_MS, spinning):
                         if sock.__class__ is int:  # a raw link's file descriptor
-                            self._read_link(links[sock], uuids, socks, poller, guard, handle)
+                            self._read_link(links[sock], poller, run_one)
                         else:
                             # one message per ready socket and pass: no zmq.Again (an exception) per wait
                             while sock.get(_EVENTS) & _POLLIN:
                                 guard.run(handle, recv_frames(sock))
                     pending = [f for f in pending if not f.done()]
         except BaseException:
+            if collector is not None and collector.stash:
+                with _SigintGuard() as guard:  # what was read goes before what the IO thread reads next
+                    collector.handle(functools.partial(guard.run, handle))
             self._hand_over(uuids, socks, futures, reply[0] if reply is not None else None, reply_links)
             raise
 
-    def _read_link(self, link: rawlink.RawLink, uuids: Sequence[bytes], socks: Sequence[Any],
-                   poller: "zmq.Poller | _LinkPoller", guard: _SigintGuard, handle: Any) -> bool:
-        """Handle what *link* has; ``False`` if it broke (the engine died: the IO thread fails
-        its requests on the controller's notice)."""
+    def _read_link(self, link: rawlink.RawLink, poller: "zmq.Poller | _LinkPoller",
+                   sink: Callable[[list[Any]], None]) -> bool:
+        """Give what *link* has to *sink*; ``False`` if it broke (the engine died: the IO thread
+        fails its requests on the controller's notice)."""
         try:
             while True:
                 frames = link.recv()
                 if frames is None:
                     raise ConnectionError("the engine closed the connection")
                 if frames:  # else a control message of the link, answered
-                    guard.run(handle, frames)
+                    sink(frames)
                 if not link.buffered():
                     return True
         except (OSError, MalformedMessage):
