@@ -23,6 +23,7 @@ import itertools
 import select
 import signal
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import zmq
@@ -128,8 +129,10 @@ class _LinkPoller:
     def poll(self, timeout_ms: int) -> list[tuple[int, int]]:
         return self._epoll.poll(timeout_ms / 1000.0)
 
-    def __del__(self) -> None:
+    def close(self) -> None:
         self._epoll.close()
+
+    __del__ = close
 
 
 class BlockingCalls:
@@ -144,6 +147,7 @@ class BlockingCalls:
         self._sockets: list[Any] = []  # every socket and raw link made, to close them with the client
         self._reply_ids = itertools.count(1)
         self._spin_budget = spin_budget_from_env()
+        self._epolls: weakref.WeakSet[_LinkPoller] = weakref.WeakSet()
 
     def _socket(self, uuid: bytes, url: str) -> zmq.Socket:
         socks: dict[bytes, zmq.Socket] | None = getattr(self._local, "sockets", None)
@@ -343,6 +347,8 @@ class BlockingCalls:
             unique = {id(s): s for s in socks}.values()
             if _HAVE_EPOLL and all(s.__class__ is rawlink.RawLink for s in unique):
                 poller = pollers[key] = _LinkPoller()
+                with self._lock:
+                    self._epolls.add(poller)  # closed with the client (else when forgotten)
             else:
                 poller = pollers[key] = zmq.Poller()
             for sock in unique:
@@ -393,5 +399,8 @@ class BlockingCalls:
         """Close every per-thread socket (called when the client closes)."""
         with self._lock:
             socks, self._sockets = self._sockets, []
+            epolls = list(self._epolls)
         for sock in socks:
             sock.close(linger=0)
+        for poller in epolls:
+            poller.close()
