@@ -245,3 +245,21 @@ def test_signal_handlers_are_put_back_only_when_a_task_replaced_them(rig, caplog
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     eng._restore_signal_handlers()
     assert signal.getsignal(signal.SIGTERM) == eng._on_sigterm
+
+
+def test_direct_request_counts_go_to_the_controller_seldom_while_busy(rig):
+    """A count report wakes the controller: while requests keep coming, at most every
+    STATUS_INTERVAL_BUSY; once the engine's poll timed out, after STATUS_INTERVAL."""
+    eng = rig.engine
+    eng._direct_completed = 5
+    eng._report_status(engine_mod.STATUS_INTERVAL_BUSY)  # the first one goes at once
+    assert rig.recv(rig.controller, M.ENGINE_STATUS_NOTIFICATION).content == {"direct_completed": 5}
+    eng._direct_completed = 6
+    eng._status_sent_at = time.monotonic() - 2 * engine_mod.STATUS_INTERVAL
+    assert engine_mod.STATUS_INTERVAL_BUSY > 2 * engine_mod.STATUS_INTERVAL
+    eng._report_status(engine_mod.STATUS_INTERVAL_BUSY)  # after a request: too soon
+    assert not rig.controller.poll(0)
+    eng._report_status(engine_mod.STATUS_INTERVAL)  # idle: due
+    assert rig.recv(rig.controller, M.ENGINE_STATUS_NOTIFICATION).content == {"direct_completed": 6}
+    eng._report_status(engine_mod.STATUS_INTERVAL)  # nothing new: nothing sent
+    assert not rig.controller.poll(0)
