@@ -97,10 +97,11 @@ class TaskRecords:
         if not msg_id or msg_id in self._records:
             return  # a duplicate msg_id is refused elsewhere; the first record stands
         rec = self._records[msg_id] = TaskRecord(msg_id, client, msg_type, engine_id, engine_uuid, submitted,
-                                                 request_bytes=request_bytes)
+                                                 None, None, None, "pending", None, request_bytes)
         if self.store is not None:
             self.store.changed(rec)
-        self._cull()
+        if len(self._records) > self.max_records:
+            self._cull()
 
     def assigned(self, msg_id: str, engine_id: int, engine_uuid: str) -> None:
         """The scheduler sent a task to an engine (again, on a retry)."""
@@ -135,12 +136,12 @@ class TaskRecords:
             rec.engine_id = engine_id
         if engine_uuid is not None:
             rec.engine_uuid = engine_uuid
-        rec.result_bytes = total_bytes(buffers)
+        rec.result_bytes = size = total_bytes(buffers)
         self._done[msg_id] = None
-        if reply is not None and rec.result_bytes <= self.max_result_bytes:
+        if reply is not None and size <= self.max_result_bytes:
             self._replies[msg_id] = compact(reply)
-            self._reply_bytes[msg_id] = rec.result_bytes
-            self.result_bytes += rec.result_bytes
+            self._reply_bytes[msg_id] = size
+            self.result_bytes += size
             while self.result_bytes > self.max_result_bytes:
                 self._drop_reply(next(iter(self._replies)))
         if self.store is not None:
@@ -348,15 +349,21 @@ def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, conte
         md, content = {}, {}
     md = md if isinstance(md, dict) else {}
     content = content if isinstance(content, dict) else {}
-
-    def time_of(key: str) -> float | None:
-        t = md.get(key)
-        return float(t) if isinstance(t, (int, float)) else None
-
-    status = str(content.get("status") or md.get("status") or "unknown")
+    status = content.get("status") or md.get("status") or "unknown"
+    if status.__class__ is not str:
+        status = str(status)
     ename = content.get("ename") if status == "error" else None
-    records.finished(parent_id, status, time_of("completed") or now, ename=str(ename) if ename else None,
-                     received=time_of("received"), started=time_of("started"), engine_id=engine_id,
+    records.finished(parent_id, status, _time_of(md, "completed") or now, ename=str(ename) if ename else None,
+                     received=_time_of(md, "received"), started=_time_of(md, "started"), engine_id=engine_id,
                      engine_uuid=engine_uuid.decode("ascii", "replace") if engine_uuid else None,
                      reply=reply, buffers=reply[6:])
     return True
+
+
+def _time_of(md: dict[str, Any], key: str) -> float | None:
+    """A time from a reply's metadata, as a float (``None`` if absent or not a number)."""
+    t = md.get(key)
+    cls = t.__class__
+    if cls is float:
+        return t  # type: ignore[no-any-return]
+    return float(t) if isinstance(t, (int, float)) else None

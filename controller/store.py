@@ -220,10 +220,13 @@ class TaskStore:
     def changed(self, rec: TaskRecord) -> None:
         """*rec* was created or changed: write it at the next flush."""
         msg_id = rec.msg_id
+        dirty = self._dirty
+        if dirty.get(msg_id) is rec:
+            return  # written at the next flush anyway, as it is then
         if msg_id not in self._seq:
             self._seq[msg_id] = self._next_seq
             self._next_seq += 1
-        self._dirty[msg_id] = rec
+        dirty[msg_id] = rec
         self._changes += 1
         if self._changes >= CHECK_EVERY:
             self._changes = 0

@@ -121,23 +121,26 @@ class TaskServer:
     # --- instructions out ---------------------------------------------------------------------
 
     def carry_out(self, instructions: Sequence[Instruction]) -> None:
+        if not instructions:
+            return
+        tasks, registry, records, outbox = self.tasks, self.registry, self.records, self.outbox
         for ins in instructions:
-            entry = self.tasks.get(ins.msg_id)
+            entry = tasks.get(ins.msg_id)
             if entry is None:
                 continue
             client, header, msg_frames = entry
             if isinstance(ins, Assign):
-                rec = self.registry.by_uuid(ins.engine)
+                rec = registry.by_uuid(ins.engine)
                 if rec is None or not rec.ready:
                     # the scheduler learns of deaths through engine_removed; this is a race
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
-                if self.outbox is not None:  # noted as sent now; undone if the engine is unreachable
-                    self.registry.submitted(rec, client, header)
-                    if self.records is not None:
-                        self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
-                    self.outbox.send([ins.engine, client, *msg_frames],
-                                     functools.partial(self._unreachable, rec, ins.msg_id), self.send_to_engine)
+                if outbox is not None:  # noted as sent now; undone if the engine is unreachable
+                    registry.submitted(rec, client, header)
+                    if records is not None:
+                        records.assigned(ins.msg_id, rec.id, rec.uuid_text)
+                    outbox.send([ins.engine, client, *msg_frames],
+                                functools.partial(self._unreachable, rec, ins.msg_id), self.send_to_engine)
                     continue
                 try:
                     self.send_to_engine([ins.engine, client, *msg_frames])
@@ -146,9 +149,9 @@ class TaskServer:
                         raise
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
-                self.registry.submitted(rec, client, header)
-                if self.records is not None:
-                    self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
+                registry.submitted(rec, client, header)
+                if records is not None:
+                    records.assigned(ins.msg_id, rec.id, rec.uuid_text)
             else:
                 self.tasks.pop(ins.msg_id, None)
                 where = None

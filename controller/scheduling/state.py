@@ -210,15 +210,20 @@ class TaskScheduler:
         entry = Entry(task, self._seq, max(task.retries, 0), targets)
         self._tasks[msg_id] = entry
         self._external.discard(msg_id)
-        problem = self._invalid(task)
-        if problem is not None:
-            self._fail(entry, INVALID_DEPENDENCY, problem, out)
-        elif targets is not None and not targets:
-            self._fail(entry, IMPOSSIBLE_DEPENDENCY, "the task's target list is empty", out)
+        if targets is None and task.timeout is None and not task.after and not task.follow:
+            # the common task: nothing to check or wait for, ready at once (what _evaluate concludes)
+            self._ready.push(entry)
         else:
-            self._set_deadline(entry, now)
-            self._evaluate(entry, out)
-        self._drain(out)
+            problem = self._invalid(task)
+            if problem is not None:
+                self._fail(entry, INVALID_DEPENDENCY, problem, out)
+            elif targets is not None and not targets:
+                self._fail(entry, IMPOSSIBLE_DEPENDENCY, "the task's target list is empty", out)
+            else:
+                self._set_deadline(entry, now)
+                self._evaluate(entry, out)
+        if self._resolved:
+            self._drain(out)
         self._schedule(out)
         return out
 
@@ -246,7 +251,8 @@ class TaskScheduler:
             del self._tasks[msg_id]
             self._record(msg_id, success, engine)
             deliver = True
-        self._drain(out)
+        if self._resolved:
+            self._drain(out)
         self._schedule(out)
         return Finished(out, deliver)
 
@@ -508,17 +514,23 @@ class TaskScheduler:
         hwm = self.hwm
         free = [(e, s) for e, s in self._engines.items() if not hwm or len(s.tasks) < hwm]
         policy, rng, ready = self._policy, self._rng, self._ready
+        groups = ready.groups
+        best: Entry | None
         while free and ready:
-            best: Entry | None = None
-            best_cands: list[tuple[bytes, _Engine]] = []
-            for key, head in ready.heads():
-                if best is not None and head.seq > best.seq:
-                    continue
-                cands = free if key is None else self._candidates(head, free)
-                if cands:
-                    best, best_cands = head, cands
-            if best is None:
-                return  # every ready task must wait for room on an engine it may use
+            best_cands: list[tuple[bytes, _Engine]]
+            if len(groups) == 1 and None in groups:  # only unconstrained tasks: the oldest, anywhere
+                group = groups[None]
+                best, best_cands = group[next(iter(group))], free
+            else:
+                best, best_cands = None, []
+                for key, head in ready.heads():
+                    if best is not None and head.seq > best.seq:
+                        continue
+                    cands = free if key is None else self._candidates(head, free)
+                    if cands:
+                        best, best_cands = head, cands
+                if best is None:
+                    return  # every ready task must wait for room on an engine it may use
             if len(best_cands) == 1:
                 i = 0
             else:
