@@ -256,7 +256,8 @@ class TaskScheduler:
             deliver = True
         if self._resolved:
             self._drain(out)
-        self._schedule(out)
+        if self._ready.by_id:  # (else there is nothing to schedule)
+            self._schedule(out)
         return Finished(out, deliver)
 
     def declined(self, engine: bytes, msg_id: str, now: float) -> list[Instruction]:
