@@ -183,7 +183,9 @@ class TaskRecords:
     def reply(self, msg_id: str) -> list[Any] | None:
         """The kept reply frames (from the delimiter on) of a completed request, if still kept."""
         kept = self._replies.get(msg_id)
-        return unpack_frames(kept) if kept.__class__ is bytes else kept  # type: ignore[arg-type]
+        if isinstance(kept, bytes):
+            return unpack_frames(kept)
+        return kept
 
     def kept_reply(self, msg_id: str) -> list[Any] | bytes | None:
         """The kept reply as it is kept: its frames, or the blob :func:`keep` packed them into."""
@@ -391,5 +393,5 @@ def _time_of(md: dict[str, Any], key: str) -> float | None:
     t = md.get(key)
     cls = t.__class__
     if cls is float:
-        return t  # type: ignore[no-any-return]
+        return t
     return float(t) if isinstance(t, (int, float)) else None
