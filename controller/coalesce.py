@@ -35,25 +35,25 @@ class Coalescer:
     def __init__(self, session: Session, send: Sender):
         self.session = session
         self.send = send
-        self._pending: dict[str, _Pending] = {}
+        self.pending: dict[str, _Pending] = {}  # (read-only for callers: empty when nothing is gathered)
 
     def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._pending
+        return msg_id in self.pending
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.pending)
 
     def start(self, msg_id: str, client: bytes, header: dict[str, Any]) -> None:
         """A coalesced broadcast is about to be fanned out (engines are added with :meth:`expect`)."""
-        self._pending[msg_id] = _Pending(client, header, set())
+        self.pending[msg_id] = _Pending(client, header, set())
 
     def expect(self, msg_id: str, engine: bytes) -> None:
-        self._pending[msg_id].waiting.add(engine)
+        self.pending[msg_id].waiting.add(engine)
 
     def part(self, msg_id: str, engine: bytes, frames: list[Any]) -> bool:
         """Keep one engine's reply (*frames* from the delimiter on); ``False`` if *msg_id* is not
         a coalesced broadcast (the caller then delivers the reply itself)."""
-        entry = self._pending.get(msg_id)
+        entry = self.pending.get(msg_id)
         if entry is None:
             return False
         entry.parts.append(frames)
@@ -64,13 +64,13 @@ class Coalescer:
 
     def flush(self, msg_id: str) -> None:
         """End the fan-out of *msg_id*; send what was gathered if no engine owes a part."""
-        entry = self._pending.get(msg_id)
+        entry = self.pending.get(msg_id)
         if entry is None:
             return
         entry.fanning_out = False
         if entry.waiting:
             return
-        del self._pending[msg_id]
+        del self.pending[msg_id]
         buffers = [f for part in entry.parts for f in part]
         self.send(self.session.serialize(BROADCAST_REPLY, {"parts": [len(p) for p in entry.parts]},
                                          parent=entry.header, buffers=buffers, idents=[entry.client, BROADCAST]))

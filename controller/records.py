@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Container, Iterable, Sequence
 
+from controller.frameblob import pack_frames, unpack_frames
 from ipcluster.protocol.session import json_loads
 
 MAX_RECORDS = 100_000
@@ -66,7 +67,7 @@ class TaskRecords:
         self.max_result_bytes = max_result_bytes
         self._records: OrderedDict[str, TaskRecord] = OrderedDict()  # submission order
         self._done: OrderedDict[str, None] = OrderedDict()  # completed, in completion order
-        self._replies: OrderedDict[str, list[Any]] = OrderedDict()  # kept reply frames, oldest first
+        self._replies: OrderedDict[str, list[Any] | bytes] = OrderedDict()  # kept replies (see keep), oldest first
         self._reply_bytes: dict[str, int] = {}
         self.result_bytes = 0  # total size of the kept reply frames' buffers
         # msg_ids someone waits for, and whom to tell when one finishes or its record is dropped
@@ -97,10 +98,11 @@ class TaskRecords:
         if not msg_id or msg_id in self._records:
             return  # a duplicate msg_id is refused elsewhere; the first record stands
         rec = self._records[msg_id] = TaskRecord(msg_id, client, msg_type, engine_id, engine_uuid, submitted,
-                                                 request_bytes=request_bytes)
+                                                 None, None, None, "pending", None, request_bytes)
         if self.store is not None:
             self.store.changed(rec)
-        self._cull()
+        if len(self._records) > self.max_records:
+            self._cull()
 
     def assigned(self, msg_id: str, engine_id: int, engine_uuid: str) -> None:
         """The scheduler sent a task to an engine (again, on a retry)."""
@@ -119,11 +121,17 @@ class TaskRecords:
         rec = self._records.get(msg_id)
         if rec is None or rec.completed is not None:
             return
+        self.finish(rec, status, completed, ename, received, started, engine_id, engine_uuid, reply, buffers)
+
+    def finish(self, rec: TaskRecord, status: str, completed: float, ename: str | None, received: float | None,
+               started: float | None, engine_id: int | None, engine_uuid: str | None, reply: list[Any] | None,
+               buffers: Sequence[Any]) -> None:
+        """:meth:`finished` for a record the caller looked up (and found not completed yet)."""
         try:
             self._finish(rec, status, completed, ename, received, started, engine_id, engine_uuid, reply, buffers)
         finally:
-            if msg_id in self._watched:
-                self._on_watched(msg_id)
+            if rec.msg_id in self._watched:
+                self._on_watched(rec.msg_id)
 
     def _finish(self, rec: TaskRecord, status: str, completed: float, ename: str | None, received: float | None,
                 started: float | None, engine_id: int | None, engine_uuid: str | None, reply: list[Any] | None,
@@ -135,12 +143,12 @@ class TaskRecords:
             rec.engine_id = engine_id
         if engine_uuid is not None:
             rec.engine_uuid = engine_uuid
-        rec.result_bytes = total_bytes(buffers)
+        rec.result_bytes = size = total_bytes(buffers)
         self._done[msg_id] = None
-        if reply is not None and rec.result_bytes <= self.max_result_bytes:
-            self._replies[msg_id] = compact(reply)
-            self._reply_bytes[msg_id] = rec.result_bytes
-            self.result_bytes += rec.result_bytes
+        if reply is not None and size <= self.max_result_bytes:
+            self._replies[msg_id] = keep(reply)
+            self._reply_bytes[msg_id] = size
+            self.result_bytes += size
             while self.result_bytes > self.max_result_bytes:
                 self._drop_reply(next(iter(self._replies)))
         if self.store is not None:
@@ -174,6 +182,13 @@ class TaskRecords:
 
     def reply(self, msg_id: str) -> list[Any] | None:
         """The kept reply frames (from the delimiter on) of a completed request, if still kept."""
+        kept = self._replies.get(msg_id)
+        if isinstance(kept, bytes):
+            return unpack_frames(kept)
+        return kept
+
+    def kept_reply(self, msg_id: str) -> list[Any] | bytes | None:
+        """The kept reply as it is kept: its frames, or the blob :func:`keep` packed them into."""
         return self._replies.get(msg_id)
 
     def query(self, spec: dict[str, Any], keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -202,6 +217,18 @@ class TaskRecords:
 
 #: Kept reply frames shorter than this are copied (see :func:`compact`).
 COMPACT_BELOW = 64 * 1024
+
+
+def keep(frames: list[Any]) -> list[Any] | bytes:
+    """How a reply is kept: a small one (every frame together below :data:`COMPACT_BELOW`) as one
+    blob (:func:`~controller.frameblob.pack_frames`: one object, copied from the receive buffers
+    as :func:`compact` would, and what the store writes), a larger one as :func:`compact` keeps it."""
+    n = sum(map(len, frames))
+    if n < COMPACT_BELOW:
+        blob = pack_frames(frames)
+        if len(blob) == 4 + 8 * len(frames) + n:  # (else a frame's len() did not count its bytes)
+            return blob
+    return compact(frames)
 
 
 def compact(frames: list[Any]) -> list[Any]:
@@ -319,9 +346,12 @@ def query(records: Iterable[dict[str, Any]], spec: dict[str, Any],
 def request_seen(records: TaskRecords, header: dict[str, Any], buffers: Sequence[Any],
                  engine_id: int | None = None, engine_uuid: bytes | None = None) -> None:
     """Record a request from its header; *buffers* are its payload frames (only measured)."""
-    date = header.get("date")
-    records.submitted(str(header.get("msg_id", "")), str(header.get("session", "")),
-                      str(header.get("msg_type", "")), float(date) if isinstance(date, (int, float)) else None,
+    get = header.get
+    msg_id, session, msg_type, date = get("msg_id", ""), get("session", ""), get("msg_type", ""), get("date")
+    records.submitted(msg_id if msg_id.__class__ is str else str(msg_id),
+                      session if session.__class__ is str else str(session),
+                      msg_type if msg_type.__class__ is str else str(msg_type),
+                      date if date.__class__ is float else float(date) if isinstance(date, (int, float)) else None,
                       total_bytes(buffers), engine_id,
                       engine_uuid.decode("ascii", "replace") if engine_uuid else None)
 
@@ -346,17 +376,22 @@ def reply_seen(records: TaskRecords, parent_id: str, metadata_part: bytes, conte
         content = json_loads(content_part) if isinstance(content_part, bytes) else content_part
     except ValueError:
         md, content = {}, {}
-    md = md if isinstance(md, dict) else {}
-    content = content if isinstance(content, dict) else {}
-
-    def time_of(key: str) -> float | None:
-        t = md.get(key)
-        return float(t) if isinstance(t, (int, float)) else None
-
-    status = str(content.get("status") or md.get("status") or "unknown")
+    md = md if md.__class__ is dict else {}
+    content = content if content.__class__ is dict else {}
+    status = content.get("status") or md.get("status") or "unknown"
+    if status.__class__ is not str:
+        status = str(status)
     ename = content.get("ename") if status == "error" else None
-    records.finished(parent_id, status, time_of("completed") or now, ename=str(ename) if ename else None,
-                     received=time_of("received"), started=time_of("started"), engine_id=engine_id,
-                     engine_uuid=engine_uuid.decode("ascii", "replace") if engine_uuid else None,
-                     reply=reply, buffers=reply[6:])
+    records.finish(rec, status, _time_of(md, "completed") or now, str(ename) if ename else None,
+                   _time_of(md, "received"), _time_of(md, "started"), engine_id,
+                   engine_uuid.decode("ascii", "replace") if engine_uuid else None, reply, reply[6:])
     return True
+
+
+def _time_of(md: dict[str, Any], key: str) -> float | None:
+    """A time from a reply's metadata, as a float (``None`` if absent or not a number)."""
+    t = md.get(key)
+    cls = t.__class__
+    if cls is float:
+        return t
+    return float(t) if isinstance(t, (int, float)) else None

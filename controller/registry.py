@@ -45,6 +45,11 @@ class EngineRecord:
     # routing id of the engine-host supervisor's hub socket ("" without a supervisor): where
     # requests to interrupt or kill this engine's running task go
     supervisor_id: bytes = b""
+    # the uuid as text, as task records name it (decoded once, not per task)
+    uuid_text: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.uuid_text = self.uuid.decode("ascii", "replace")
 
     def info(self) -> dict[str, Any]:
         return {"uuid": self.uuid.decode("ascii", "replace"), "hostname": self.hostname, "pid": self.pid,

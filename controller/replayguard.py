@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class ReplayGuardFile:
         self.session = session
         self.log = log
         self._saved: list[list[object]] | None = None
+        self._key_id = fingerprint(session.key)
+        self._lock = threading.Lock()  # a write (worker thread) and the removal at a clean stop
+        self._removed = False
 
     def load(self) -> int:
         """Adopt the state a controller with the same key left; returns how many senders."""
@@ -68,30 +72,47 @@ class ReplayGuardFile:
 
     def save(self) -> None:
         """Write the current state if it changed (atomically, mode 0600)."""
+        state = self.changed_state()
+        if state is not None:
+            self.write(state)
+
+    def changed_state(self) -> list[list[object]] | None:
+        """The session's guard state if it differs from the one saved last, else None."""
         state = self.session.guard_state()
-        if state == self._saved:
-            return
-        try:
-            write_json_atomic(self.path, {"key": fingerprint(self.session.key), "saved": time.time(),
-                                          "senders": state})
-        except OSError as e:
-            self.log.warning("cannot save the replay guard to %s: %s", self.path, e)
-            return
-        self._saved = state
+        return None if state == self._saved else state
+
+    def write(self, state: list[list[object]]) -> None:
+        """Write *state* (from :meth:`changed_state`); may run in another thread than the session's.
+        Nothing is written once :meth:`remove` has run."""
+        with self._lock:
+            if self._removed:
+                return
+            try:
+                write_json_atomic(self.path, {"key": self._key_id, "saved": time.time(), "senders": state})
+            except OSError as e:
+                self.log.warning("cannot save the replay guard to %s: %s", self.path, e)
+                return
+            self._saved = state
 
     def remove(self) -> None:
-        """A clean stop: no successor will restore from this state."""
-        try:
-            self.path.unlink()
-        except OSError:
-            pass
+        """A clean stop: no successor will restore from this state (a write still running in
+        another thread finishes first; none follows)."""
+        with self._lock:
+            self._removed = True
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
 
 
 async def save_periodically(guard: ReplayGuardFile, interval: float = SAVE_INTERVAL) -> None:
-    """Save *guard* every *interval* seconds until cancelled."""
+    """Save *guard* every *interval* seconds until cancelled.  The file is written in a worker
+    thread: a slow file system holds up the writes, never the controller's loop."""
     while True:
         await asyncio.sleep(interval)  # a timer, not synchronisation
-        guard.save()
+        state = guard.changed_state()
+        if state is not None:
+            await asyncio.to_thread(guard.write, state)
 
 
 __all__ = ["ReplayGuardFile", "SAVE_INTERVAL", "fingerprint", "guard_file_path", "save_periodically"]

@@ -135,6 +135,11 @@ class Router:
         except (ProtocolError, ValueError, UnicodeDecodeError) as e:
             self.drops.drop(f"{self.name}_front", f"{type(e).__name__}: {e}", client)
             return
+        self._request(client, target, frames, parts, header)
+
+    def _request(self, client: bytes, target: bytes, frames: list[Any], parts: list[bytes],
+                 header: dict[str, Any]) -> None:
+        """A client's request whose signature checked out: to the scheduler, to engines, or answered."""
         if target == SCHEDULER and self.tasks is not None:
             if header.get("msg_type") == TASK_ABORT_REQUEST and self.abort_tasks is not None:
                 try:
@@ -202,9 +207,21 @@ class Router:
         self.batches_received += 1
         self.batch_parts_received += len(parts)
         ident = frames[0]
+        verify, name = self.session.verify_header, self.name
         with self.outboxes:
             for part in parts:
-                self.from_client([ident, *part], in_batch=True)
+                # the usual part, [target, DELIM, signed frames...], checked here as from_client would
+                # (the same checks and drops, in the same order); anything else goes through it
+                target = part[0]
+                if len(part) > 2 and part[1] is DELIM and target.__class__ is bytes and target != batching.BATCH_TARGET:
+                    try:
+                        vparts, header = verify(part[2:], name)
+                    except (ProtocolError, ValueError, UnicodeDecodeError) as e:
+                        self.drops.drop(f"{name}_front", f"{type(e).__name__}: {e}", client)
+                        continue
+                    self._request(client, target, [ident, *part], vparts, header)
+                else:
+                    self.from_client([ident, *part], in_batch=True)
 
     def _broadcast(self, client: bytes, header: dict[str, Any], metadata_part: Any, frames: list[zmq.Frame]) -> None:
         """Forward one request to every engine its metadata's ``targets`` names (null: all ready).
@@ -287,6 +304,11 @@ class Router:
             # a late message from an engine we unregistered: its requests were already failed
             self.drops.drop(f"{self.name}_back", "message from an unregistered engine", engine)
             return
+        self._reply(engine, rec, frames, parts, header)
+
+    def _reply(self, engine: bytes, rec: EngineRecord, frames: list[Any], parts: list[bytes],
+               header: dict[str, Any]) -> None:
+        """An engine's reply (or output) for a client, its signature checked: noted, then passed on."""
         msg_type = header.get("msg_type", "")
         if msg_type in OUTPUT_TYPES:
             frames[0], frames[1] = frames[1], frames[0]
@@ -298,21 +320,22 @@ class Router:
         if self.track:
             parent_id = json_loads(parts[1]).get("msg_id", "")
             self.registry.finished(rec, parent_id)
-            if self.tasks is not None:
+            tasks = self.tasks
+            if tasks is not None:
                 content = json_loads(content)  # (decoded once: reply_seen takes it decoded)
                 status = content.get("status") if isinstance(content, dict) else None
                 ok = status == "ok"
-                if parent_id in self.tasks.tasks and status == "unmet":
-                    self.tasks.declined(engine, parent_id)  # placed elsewhere or failed; never delivered
+                if parent_id not in tasks.tasks:
+                    tasks.record_outcome(parent_id, ok, engine)
+                elif status == "unmet":
+                    tasks.declined(engine, parent_id)  # placed elsewhere or failed; never delivered
                     deliver = False
-                elif parent_id in self.tasks.tasks:
-                    deliver = self.tasks.on_reply(engine, parent_id, "ok" if ok else "error")
                 else:
-                    self.tasks.record_outcome(parent_id, ok, engine)
+                    deliver = tasks.on_reply(engine, parent_id, "ok" if ok else "error")
         if deliver and self.records is not None:  # (False for a late second reply: one result per msg_id)
             deliver = reply_seen(self.records, parent_id, parts[2], content, frames[2:], rec.id, rec.uuid,
                                  time.time())
-        if deliver and self.coalescer and self.coalescer.part(parent_id, engine, frames[2:]):
+        if deliver and self.coalescer.pending and self.coalescer.part(parent_id, engine, frames[2:]):
             return
         if deliver and _DELIVERED in parts[2]:
             return  # the engine sent it to the waiting client directly; this copy is for the records
@@ -330,9 +353,24 @@ class Router:
             self.drops.drop(f"{self.name}_back", f"{type(e).__name__}: {e}", engine)
             return
         self.engine_batches_received += 1
+        verify, name, by_uuid = self.session.verify_header, self.name, self.registry.by_uuid
         with self.outboxes:
             for part in parts:
-                self.from_engine([ident, *part], in_batch=True)
+                # the usual part, a reply for a client ([client, DELIM, signed frames...]), checked here
+                # as from_engine would (the same checks and drops); anything else goes through it
+                if len(part) > 2 and part[1] is DELIM and part[0] != DELIM:
+                    try:
+                        vparts, header = verify(part[2:], name)
+                    except (ProtocolError, ValueError, UnicodeDecodeError) as e:
+                        self.drops.drop(f"{name}_back", f"{type(e).__name__}: {e}", engine)
+                        continue
+                    rec = by_uuid(engine)
+                    if rec is None:
+                        self.drops.drop(f"{name}_back", "message from an unregistered engine", engine)
+                        continue
+                    self._reply(engine, rec, [ident, *part], vparts, header)
+                else:
+                    self.from_engine([ident, *part], in_batch=True)
 
     def _publish(self, engine: bytes, msg_type: str, msg_frames: list[zmq.Frame]) -> None:
         """A copy of an engine's output on iopub, topic ``engine.<id>.<msg_type>`` (frames from the delimiter)."""

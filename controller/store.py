@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from controller import frameblob
+from controller.frameblob import pack_frames  # (also this module's: the store's blob format)
 from controller.records import TaskRecord
 from controller.storewriter import StoreWriter
 
@@ -90,27 +91,12 @@ def store_path(profile_path: str | os.PathLike[str], cluster_id: str = "") -> Pa
     return Path(profile_path) / "security" / f"ipcluster{suffix}-tasks.db"
 
 
-def pack_frames(frames: Sequence[Any]) -> bytes:
-    """One blob from a message's frames (bytes, or zmq.Frame; nothing is decoded)."""
-    head = struct.pack(f"<I{len(frames)}Q", len(frames), *map(len, frames))
-    return b"".join([head, *frames])
-
-
 def unpack_frames(blob: bytes) -> list[bytes]:
     """The frames :func:`pack_frames` packed.  Raises :class:`StoreError` for a malformed blob."""
     try:
-        (n,) = struct.unpack_from("<I", blob, 0)
-        lens = struct.unpack_from(f"<{n}Q", blob, 4)
-    except struct.error as e:
-        raise StoreError(f"malformed reply blob: {e}") from None
-    pos = 4 + 8 * n
-    if pos + sum(lens) != len(blob):
-        raise StoreError("malformed reply blob: frame lengths do not add up")
-    out = []
-    for length in lens:
-        out.append(bytes(blob[pos:pos + length]))
-        pos += length
-    return out
+        return frameblob.unpack_frames(blob)
+    except frameblob.MalformedBlob as e:
+        raise StoreError(str(e)) from None
 
 
 @dataclass
@@ -150,7 +136,8 @@ class TaskStore:
         self._dirty: dict[str, TaskRecord] = {}  # msg_id -> record, final state written at flush
         self._deleted: set[int] = set()  # seq (the row id) of culled records
         self._engines: dict[int, StoredEngine] = {}  # changed since the last flush
-        self._replies: Any = None  # TaskRecords.reply (kept reply frames), set by attach()
+        # TaskRecords.kept_reply (a kept reply: its frames, or already packed), set by attach()
+        self._replies: Any = None
         self._seq: dict[str, int] = {}
         self._next_seq = 0
         self.writes = 0  # rows written so far (tests and logs)
@@ -214,16 +201,20 @@ class TaskStore:
     # --- events (cheap: called on the task path) -----------------------------------------------
 
     def attach(self, replies: Any) -> None:
-        """*replies(msg_id)* gives the kept reply frames of a completed record (``TaskRecords.reply``)."""
+        """*replies(msg_id)* gives the kept reply of a completed record: its frames, or the blob
+        :func:`pack_frames` makes of them (``TaskRecords.kept_reply``; ``TaskRecords.reply`` will do)."""
         self._replies = replies
 
     def changed(self, rec: TaskRecord) -> None:
         """*rec* was created or changed: write it at the next flush."""
         msg_id = rec.msg_id
+        dirty = self._dirty
+        if dirty.get(msg_id) is rec:
+            return  # written at the next flush anyway, as it is then
         if msg_id not in self._seq:
             self._seq[msg_id] = self._next_seq
             self._next_seq += 1
-        self._dirty[msg_id] = rec
+        dirty[msg_id] = rec
         self._changes += 1
         if self._changes >= CHECK_EVERY:
             self._changes = 0
@@ -297,9 +288,9 @@ class TaskStore:
     def _row(self, rec: TaskRecord) -> tuple[Any, ...]:
         reply = None
         if rec.completed is not None and self._replies is not None:
-            frames = self._replies(rec.msg_id)
-            if frames is not None:
-                reply = pack_frames(frames)
+            kept = self._replies(rec.msg_id)
+            if kept is not None:
+                reply = kept if kept.__class__ is bytes else pack_frames(kept)
         return (self._seq[rec.msg_id], rec.msg_id, rec.client, rec.msg_type, rec.engine_id, rec.engine_uuid,
                 rec.submitted, rec.received, rec.started, rec.completed, rec.status, rec.ename, rec.request_bytes,
                 rec.result_bytes, reply)
@@ -367,7 +358,7 @@ def open_store(hub: Any, profile_path: str, cluster_id: str, restore: bool, log:
         remove_files(path)
     store = TaskStore(path)
     records = hub.records
-    store.attach(records.reply)
+    store.attach(records.kept_reply)
     records.store = store  # before restoring: what the restore fails is stored too
     hub.store = store
     if restore:

@@ -48,7 +48,9 @@ class TaskServer:
     # --- events in ----------------------------------------------------------------------------
 
     def submit(self, client: bytes, header: dict[str, Any], metadata: dict[str, Any], msg_frames: list[Any]) -> None:
-        msg_id = str(header.get("msg_id", ""))
+        msg_id = header.get("msg_id", "")
+        if msg_id.__class__ is not str:
+            msg_id = str(msg_id)
         now = time.monotonic()
         try:
             task = self._task(msg_id, client, metadata, now)
@@ -58,13 +60,13 @@ class TaskServer:
             return
         # outcomes the client saw (e.g. of direct-route requests the controller never saw)
         known = metadata.get("known")
-        if isinstance(known, dict):
+        if known and isinstance(known, dict):
             for dep_id, outcome in known.items():
                 if isinstance(outcome, dict) and self._unknown(str(dep_id)):
                     engine = str(outcome.get("engine") or "").encode() or None
                     self.carry_out(self.scheduler.record_outcome(str(dep_id), bool(outcome.get("success")), engine))
         pending = metadata.get("pending")
-        if isinstance(pending, list):
+        if pending and isinstance(pending, list):
             for dep_id in pending:
                 if self._unknown(str(dep_id)):
                     self.scheduler.record_pending(str(dep_id))  # its outcome comes from the client
@@ -121,23 +123,26 @@ class TaskServer:
     # --- instructions out ---------------------------------------------------------------------
 
     def carry_out(self, instructions: Sequence[Instruction]) -> None:
+        if not instructions:
+            return
+        tasks, registry, records, outbox = self.tasks, self.registry, self.records, self.outbox
         for ins in instructions:
-            entry = self.tasks.get(ins.msg_id)
+            entry = tasks.get(ins.msg_id)
             if entry is None:
                 continue
             client, header, msg_frames = entry
             if isinstance(ins, Assign):
-                rec = self.registry.by_uuid(ins.engine)
+                rec = registry.by_uuid(ins.engine)
                 if rec is None or not rec.ready:
                     # the scheduler learns of deaths through engine_removed; this is a race
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
-                if self.outbox is not None:  # noted as sent now; undone if the engine is unreachable
-                    self.registry.submitted(rec, client, header)
-                    if self.records is not None:
-                        self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
-                    self.outbox.send([ins.engine, client, *msg_frames],
-                                     functools.partial(self._unreachable, rec, ins.msg_id), self.send_to_engine)
+                if outbox is not None:  # noted as sent now; undone if the engine is unreachable
+                    registry.submitted(rec, client, header)
+                    if records is not None:
+                        records.assigned(ins.msg_id, rec.id, rec.uuid_text)
+                    outbox.send([ins.engine, client, *msg_frames],
+                                functools.partial(self._unreachable, rec, ins.msg_id), self.send_to_engine)
                     continue
                 try:
                     self.send_to_engine([ins.engine, client, *msg_frames])
@@ -146,9 +151,9 @@ class TaskServer:
                         raise
                     self.carry_out(self.scheduler.remove_engine(ins.engine, time.monotonic()))
                     continue
-                self.registry.submitted(rec, client, header)
-                if self.records is not None:
-                    self.records.assigned(ins.msg_id, rec.id, rec.uuid.decode("ascii", "replace"))
+                registry.submitted(rec, client, header)
+                if records is not None:
+                    records.assigned(ins.msg_id, rec.id, rec.uuid_text)
             else:
                 self.tasks.pop(ins.msg_id, None)
                 where = None
@@ -165,7 +170,9 @@ class TaskServer:
     # --- helpers ------------------------------------------------------------------------------
 
     def _task(self, msg_id: str, client: bytes, md: dict[str, Any], now: float) -> Task:
-        targets = md.get("targets")
+        get = md.get
+        targets, after, follow, retries, timeout = (get("targets"), get("after"), get("follow"), get("retries"),
+                                                    get("timeout"))
         uuids = None
         if targets is not None:
             uuids = []
@@ -173,13 +180,9 @@ class TaskServer:
                 rec = self.registry.by_id(int(eid))
                 if rec is not None:
                     uuids.append(rec.uuid)
-        return Task(
-            msg_id=msg_id, client=client, targets=uuids,
-            after=_dependency(md.get("after")), follow=_dependency(md.get("follow")),
-            retries=int(md.get("retries") or 0),
-            timeout=float(md["timeout"]) if md.get("timeout") is not None else None,
-            submitted=now,
-        )
+        return Task(msg_id, client, uuids, _dependency(after) if after else None,
+                    _dependency(follow) if follow else None, int(retries) if retries else 0,
+                    float(timeout) if timeout is not None else None, now)
 
     @property
     def unassigned(self) -> int:

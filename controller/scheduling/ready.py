@@ -68,19 +68,20 @@ class ReadyQueue:
     """Tasks whose dependencies are met, grouped by constraints, each group in submission order."""
 
     def __init__(self) -> None:
-        self._all: dict[str, Entry] = {}
+        self.by_id: dict[str, Entry] = {}
+        """Read-only for callers: every ready entry by msg_id (a dict: its truth test is cheap)."""
         self.groups: dict[GroupKey, dict[str, Entry]] = {}
         """Read-only for callers: ``{key: {msg_id: entry}}``, each inner dict in seq order."""
 
     def __len__(self) -> int:
-        return len(self._all)
+        return len(self.by_id)
 
     def __contains__(self, msg_id: object) -> bool:
-        return msg_id in self._all
+        return msg_id in self.by_id
 
     def entries(self) -> list[Entry]:
         """A snapshot of every ready entry (safe to mutate the queue while iterating it)."""
-        return list(self._all.values())
+        return list(self.by_id.values())
 
     def heads(self) -> Iterator[tuple[GroupKey, Entry]]:
         """The oldest entry of each group."""
@@ -90,9 +91,9 @@ class ReadyQueue:
     def push(self, entry: Entry) -> None:
         """Add *entry* (no-op if present), in submission order within its group."""
         msg_id = entry.task.msg_id
-        if msg_id in self._all:
+        if msg_id in self.by_id:
             return
-        self._all[msg_id] = entry
+        self.by_id[msg_id] = entry
         key = entry.group = entry.group_key()
         group = self.groups.get(key)
         if group is None:
@@ -106,7 +107,7 @@ class ReadyQueue:
     def remove(self, entry: Entry) -> bool:
         """Remove *entry*; ``False`` if it was not ready."""
         msg_id = entry.task.msg_id
-        if self._all.pop(msg_id, None) is None:
+        if self.by_id.pop(msg_id, None) is None:
             return False
         group = self.groups[entry.group]
         del group[msg_id]

@@ -210,15 +210,23 @@ class TaskScheduler:
         entry = Entry(task, self._seq, max(task.retries, 0), targets)
         self._tasks[msg_id] = entry
         self._external.discard(msg_id)
-        problem = self._invalid(task)
-        if problem is not None:
-            self._fail(entry, INVALID_DEPENDENCY, problem, out)
-        elif targets is not None and not targets:
-            self._fail(entry, IMPOSSIBLE_DEPENDENCY, "the task's target list is empty", out)
+        if targets is None and task.timeout is None and not task.after and not task.follow:
+            # the common task: nothing to check or wait for, ready at once (what _evaluate concludes)
+            if not self._ready.by_id and self._engines:
+                self._assign_new(entry, out)  # (what _schedule does with it as the only ready task)
+                return out
+            self._ready.push(entry)
         else:
-            self._set_deadline(entry, now)
-            self._evaluate(entry, out)
-        self._drain(out)
+            problem = self._invalid(task)
+            if problem is not None:
+                self._fail(entry, INVALID_DEPENDENCY, problem, out)
+            elif targets is not None and not targets:
+                self._fail(entry, IMPOSSIBLE_DEPENDENCY, "the task's target list is empty", out)
+            else:
+                self._set_deadline(entry, now)
+                self._evaluate(entry, out)
+        if self._resolved:
+            self._drain(out)
         self._schedule(out)
         return out
 
@@ -246,8 +254,10 @@ class TaskScheduler:
             del self._tasks[msg_id]
             self._record(msg_id, success, engine)
             deliver = True
-        self._drain(out)
-        self._schedule(out)
+        if self._resolved:
+            self._drain(out)
+        if self._ready.by_id:  # (else there is nothing to schedule)
+            self._schedule(out)
         return Finished(out, deliver)
 
     def declined(self, engine: bytes, msg_id: str, now: float) -> list[Instruction]:
@@ -497,28 +507,62 @@ class TaskScheduler:
                 if entry is not None:
                     self._evaluate(entry, out)
 
+    def _assign_new(self, entry: Entry, out: list[Instruction]) -> None:
+        """Assign an unconstrained *entry* while no other task is ready, as :meth:`_schedule` would
+        with it alone in the ready queue (without putting it there)."""
+        hwm = self.hwm
+        if hwm:
+            free = [(e, s) for e, s in self._engines.items() if len(s.tasks) < hwm]
+            if not free:
+                self._ready.push(entry)  # waits for room
+                return
+        else:
+            free = list(self._engines.items())
+        if len(free) == 1:
+            engine, eng = free[0]
+        else:
+            engine, eng = free[self._policy([len(s.tasks) for _, s in free], self._rng,
+                                            [s.last_used for _, s in free])]
+        self._uses = uses = self._uses + 1
+        eng.last_used = uses
+        eng.tasks.add(entry.task.msg_id)
+        entry.engine = engine
+        entry.assigned = uses
+        entry.deadline = None
+        out.append(Assign(entry.task.msg_id, engine))
+
     def _schedule(self, out: list[Instruction]) -> None:
         """Assign ready tasks, in submission order, to engines with room; skip tasks that must wait.
 
         Each step takes the oldest group head that can run on some engine with room; a group whose
         head cannot run anywhere now is skipped whole (its members share the head's constraints).
         """
-        if not self._ready or not self._engines:
+        ready = self._ready
+        if not ready.by_id or not self._engines:
             return
         hwm = self.hwm
-        free = [(e, s) for e, s in self._engines.items() if not hwm or len(s.tasks) < hwm]
-        policy, rng, ready = self._policy, self._rng, self._ready
-        while free and ready:
-            best: Entry | None = None
-            best_cands: list[tuple[bytes, _Engine]] = []
-            for key, head in ready.heads():
-                if best is not None and head.seq > best.seq:
-                    continue
-                cands = free if key is None else self._candidates(head, free)
-                if cands:
-                    best, best_cands = head, cands
-            if best is None:
-                return  # every ready task must wait for room on an engine it may use
+        if hwm:
+            free = [(e, s) for e, s in self._engines.items() if len(s.tasks) < hwm]
+        else:
+            free = list(self._engines.items())
+        policy, rng = self._policy, self._rng
+        groups = ready.groups
+        best: Entry | None
+        while free and ready.by_id:
+            best_cands: list[tuple[bytes, _Engine]]
+            if len(groups) == 1 and None in groups:  # only unconstrained tasks: the oldest, anywhere
+                group = groups[None]
+                best, best_cands = group[next(iter(group))], free
+            else:
+                best, best_cands = None, []
+                for key, head in ready.heads():
+                    if best is not None and head.seq > best.seq:
+                        continue
+                    cands = free if key is None else self._candidates(head, free)
+                    if cands:
+                        best, best_cands = head, cands
+                if best is None:
+                    return  # every ready task must wait for room on an engine it may use
             if len(best_cands) == 1:
                 i = 0
             else:
@@ -526,12 +570,12 @@ class TaskScheduler:
                 i = policy(loads, rng, [s.last_used for _, s in best_cands])
             engine, eng = best_cands[i]
             msg_id = best.task.msg_id
-            self._ready.remove(best)
-            self._uses += 1
-            eng.last_used = self._uses
+            ready.remove(best)
+            self._uses = uses = self._uses + 1
+            eng.last_used = uses
             eng.tasks.add(msg_id)
             best.engine = engine
-            best.assigned = self._uses
+            best.assigned = uses
             best.deadline = None
             out.append(Assign(msg_id, engine))
             if hwm and len(eng.tasks) >= hwm:
