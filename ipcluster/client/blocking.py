@@ -109,9 +109,10 @@ _HAVE_EPOLL = hasattr(select, "epoll")  # Linux
 class _LinkPoller:
     """The poller of a wait on raw links only: an epoll set, registered once per set of links.
 
-    A call on many engines wakes once per burst of replies, and zmq_poll (poll(2) underneath)
-    would hand the kernel every descriptor again on each wake-up: on 32 engines, a tenth of the
-    caller's CPU time.  Same interface as the part of ``zmq.Poller`` used here.
+    A call on many engines waits many times, and zmq_poll (poll(2) underneath) hands the kernel
+    every descriptor again on each wait: on 33 descriptors, 3.1 µs per wait that finds one ready
+    against 0.75 µs with epoll (measured on 2 CPUs).  Same interface as the part of ``zmq.Poller``
+    used here.
     """
 
     def __init__(self) -> None:
